@@ -1,0 +1,381 @@
+"""Token shards: build them (`prepare`), read them (`open_shards`), check them
+(`verify`, `inspect`).
+
+Format v1 (docs/shard-format.md): ``SPLIT/NNNNN.bin`` holds little-endian
+token ids (uint16 when the vocabulary fits, else uint32), ``SPLIT/NNNNN.idx``
+little-endian uint64 document start offsets (docs + 1 entries). Reading is a
+``numpy.memmap`` of each file, so opening a 100 GB dataset costs no RAM and
+every document is a zero-copy view.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tokenmill import _core
+
+PathLike = str | os.PathLike[str]
+
+
+def _as_list(inputs: PathLike | Sequence[PathLike]) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return [os.fspath(inputs)]
+    return [os.fspath(p) for p in inputs]
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """Size of one split."""
+
+    tokens: int
+    docs: int
+    shards: int
+
+
+@dataclass(frozen=True)
+class PrepareStats:
+    """What `prepare` did: totals, per-split sizes, skipped lines and timings.
+
+    ``manifest`` is the full manifest.json written into the output directory.
+    """
+
+    output: Path
+    splits: dict[str, SplitStats]
+    lines: int
+    docs: int
+    tokens: int
+    text_bytes: int
+    skipped: dict[str, int]
+    filtered: dict[str, int]
+    skipped_examples: list[str]
+    dtype: str
+    threads: int
+    seconds: float
+    text_mb_per_s: float
+    tokens_per_s: float
+    manifest: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def _from_summary(cls, summary: dict[str, Any]) -> PrepareStats:
+        m = summary["manifest"]
+        totals = m["totals"]
+        return cls(
+            output=Path(summary["output"]),
+            splits={
+                name: SplitStats(s["tokens"], s["docs"], len(s["shards"]))
+                for name, s in m["splits"].items()
+            },
+            lines=totals["lines"],
+            docs=totals["docs"],
+            tokens=totals["tokens"],
+            text_bytes=totals["text_bytes"],
+            skipped=dict(totals["skipped"]),
+            filtered=dict(totals["filtered"]),
+            skipped_examples=list(m["skipped_examples"]),
+            dtype=m["dtype"],
+            threads=summary["threads"],
+            seconds=summary["seconds"],
+            text_mb_per_s=summary["text_mb_per_s"],
+            tokens_per_s=summary["tokens_per_s"],
+            manifest=m,
+        )
+
+    def summary(self) -> str:
+        """A one-screen, human-readable report."""
+        lines = [
+            f"dataset      {self.output}",
+            f"read         {self.lines:,} lines, kept {self.docs:,} documents "
+            f"({self.text_bytes / 1e6:,.1f} MB of text)",
+            f"tokens       {self.tokens:,} ({self.dtype})",
+        ]
+        for name, s in self.splits.items():
+            lines.append(f"  {name:<10} {s.tokens:,} tokens, {s.docs:,} docs, {s.shards} shard(s)")
+        skipped = ", ".join(f"{k}={v:,}" for k, v in sorted(self.skipped.items())) or "none"
+        filtered = ", ".join(f"{k}={v:,}" for k, v in sorted(self.filtered.items())) or "none"
+        lines += [f"skipped      {skipped}", f"filtered     {filtered}"]
+        lines += [f"  e.g. {e}" for e in self.skipped_examples[:3]]
+        lines.append(
+            f"speed        {self.seconds:.2f} s, {self.text_mb_per_s:.2f} MB/s of text, "
+            f"{self.tokens_per_s:,.0f} tokens/s on {self.threads} thread(s)"
+        )
+        return "\n".join(lines)
+
+
+def prepare(
+    inputs: PathLike | Sequence[PathLike],
+    tokenizer: PathLike,
+    output: PathLike,
+    *,
+    text_field: str = "text",
+    txt_mode: Literal["line", "file"] = "line",
+    max_line_bytes: int = 64 << 20,
+    strict: bool = False,
+    min_chars: int = 0,
+    max_chars: int | None = None,
+    dedup: bool = True,
+    max_docs: int | None = None,
+    val_fraction: float = 0.01,
+    seed: int = 0,
+    bos: Literal["auto", "always", "never"] = "auto",
+    eos: bool = True,
+    parse_special: bool = False,
+    dtype: Literal["auto", "uint16", "uint32"] = "auto",
+    shard_bytes: int = 1 << 30,
+    threads: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareStats:
+    """Turns JSONL/text files into token shards in ``output``.
+
+    Args:
+        inputs: files, directories (walked recursively) or globs of ``.jsonl``,
+            ``.json``, ``.ndjson`` or ``.txt``, optionally ``.gz``/``.zst``.
+        tokenizer: a ``tokenizer.json`` or a directory holding one (its
+            ``tokenizer_config.json`` gives BOS/EOS/PAD).
+        output: the dataset directory; it holds a dataset only once
+            ``manifest.json`` is written, which happens last.
+        text_field: dotted path of the text in each JSON record.
+        txt_mode: ``.txt`` inputs hold one document per line or per file.
+        max_line_bytes: longer lines are skipped without being held in memory.
+        strict: raise `BadLineError` (naming file and line) at the first bad
+            line instead of counting it.
+        min_chars, max_chars: drop documents outside this length (characters).
+        dedup: drop exact duplicates (whitespace-normalised), keeping the first.
+        max_docs: stop after this many kept documents.
+        val_fraction: share of documents, chosen by content hash, for ``val``.
+        seed: seed of that hash.
+        bos: prepend BOS as the tokenizer config says, always, or never.
+        eos: append EOS to every document.
+        parse_special: treat special-token strings inside the text as special
+            tokens; by default they are encoded as ordinary text.
+        dtype: token width; ``uint16`` with a vocabulary over 65536 is an error.
+        shard_bytes: size limit of one ``.bin`` file.
+        threads: tokenizer threads (0: ``TOKENMILL_THREADS`` or all cores).
+        overwrite: replace an existing dataset in ``output``.
+        progress: draw a progress line on stderr.
+    """
+    config = {
+        "inputs": _as_list(inputs),
+        "tokenizer": os.fspath(tokenizer),
+        "output": os.fspath(output),
+        "text_field": text_field,
+        "txt_mode": txt_mode,
+        "max_line_bytes": max_line_bytes,
+        "strict": strict,
+        "min_chars": min_chars,
+        "max_chars": max_chars,
+        "dedup": dedup,
+        "max_docs": max_docs,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "bos": bos,
+        "eos": eos,
+        "parse_special": parse_special,
+        "dtype": dtype,
+        "shard_bytes": shard_bytes,
+        "threads": threads,
+        "overwrite": overwrite,
+        "progress": progress,
+    }
+    summary = json.loads(_core.prepare(json.dumps(config)))
+    return PrepareStats._from_summary(summary)
+
+
+def read_manifest(path: PathLike) -> dict[str, Any]:
+    """The manifest of the dataset at ``path``; a directory without one is no dataset."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{manifest}: no manifest.json, so {path} is not a finished tokenmill dataset"
+        )
+    m: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    if m.get("format") != "tokenmill-shards" or m.get("format_version") != 1:
+        raise _core.CorruptDatasetError(f"{manifest}: not a tokenmill shard format v1 manifest")
+    return m
+
+
+def _memmap(path: Path, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, dtype=dtype)
+    arr = np.memmap(path, dtype=dtype, mode="r")
+    if arr.shape[0] != count:
+        raise _core.CorruptDatasetError(
+            f"{path}: holds {arr.shape[0]} items, the manifest says {count}"
+        )
+    return arr
+
+
+class ShardSet:
+    """The documents of one split, read through memory maps.
+
+    ``shards[i]`` is the i-th document as a read-only numpy view into the
+    ``.bin`` file (no copy). Works with any number of shards; nothing is
+    loaded into RAM until a view is read.
+    """
+
+    def __init__(self, path: PathLike, split: str = "train") -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        if split not in self.manifest["splits"]:
+            known = ", ".join(self.manifest["splits"])
+            raise KeyError(f"{self.path} has no split {split!r} (splits: {known})")
+        self.split = split
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        tok = self.manifest["tokenizer"]
+        self.vocab_size: int = tok["vocab_size"]
+        self.bos_id: int | None = tok["bos_id"]
+        self.eos_id: int | None = tok["eos_id"]
+        self._bins: list[np.ndarray] = []
+        self._offsets: list[np.ndarray] = []
+        for shard in self.manifest["splits"][split]["shards"]:
+            self._bins.append(_memmap(self.path / shard["bin"], self.dtype, shard["tokens"]))
+            self._offsets.append(
+                _memmap(self.path / shard["idx"], np.dtype("<u8"), shard["docs"] + 1)
+            )
+        counts = [len(o) - 1 for o in self._offsets]
+        self._doc_starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return int(self._doc_starts[-1])
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the split."""
+        return sum(len(b) for b in self._bins)
+
+    @property
+    def shards(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(tokens, offsets) memmaps of each shard, for bulk access."""
+        return list(zip(self._bins, self._offsets))
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"document {i} out of range for {n} documents")
+        s = int(np.searchsorted(self._doc_starts, i, side="right")) - 1
+        local = i - int(self._doc_starts[s])
+        off = self._offsets[s]
+        return self._bins[s][int(off[local]) : int(off[local + 1])]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for tokens, off in zip(self._bins, self._offsets):
+            for j in range(len(off) - 1):
+                yield tokens[int(off[j]) : int(off[j + 1])]
+
+    def doc_lengths(self) -> np.ndarray:
+        """Length in tokens of every document, as one int64 array."""
+        if not self._offsets:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.diff(o.astype(np.int64)) for o in self._offsets])
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardSet({str(self.path)!r}, split={self.split!r}, docs={len(self)}, "
+            f"tokens={self.num_tokens}, dtype={self.dtype.name})"
+        )
+
+
+def open_shards(path: PathLike, split: str = "train") -> ShardSet:
+    """Opens one split of a dataset for zero-copy reading."""
+    return ShardSet(path, split)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of `verify`: ``ok`` is true when ``errors`` is empty."""
+
+    ok: bool
+    errors: list[str]
+    shards: int
+    docs: int
+    tokens: int
+
+
+def verify(path: PathLike, threads: int = 0) -> VerifyReport:
+    """Checks every shard against the manifest: sha256, sizes, monotone
+    offsets, and every id below the vocabulary size."""
+    read_manifest(path)
+    r = json.loads(_core.verify(os.fspath(path), threads))
+    return VerifyReport(r["ok"], r["errors"], r["shards"], r["docs"], r["tokens"])
+
+
+def inspect(path: PathLike) -> dict[str, Any]:
+    """Summary of a dataset: sizes per split, tokenizer, skipped lines by
+    reason, and the document length distribution (tokens)."""
+    m = read_manifest(path)
+    out: dict[str, Any] = {
+        "path": str(path),
+        "dtype": m["dtype"],
+        "tokenizer": m["tokenizer"],
+        "bos_added": m["bos_added"],
+        "eos_added": m["eos_added"],
+        "totals": m["totals"],
+        "skipped_examples": m["skipped_examples"],
+        "splits": {},
+    }
+    for split in m["splits"]:
+        lengths = open_shards(path, split).doc_lengths()
+        entry: dict[str, Any] = {
+            "docs": int(len(lengths)),
+            "tokens": int(lengths.sum()),
+            "shards": len(m["splits"][split]["shards"]),
+        }
+        if len(lengths):
+            q = np.percentile(lengths, [50, 90, 99])
+            entry.update(
+                min=int(lengths.min()),
+                mean=float(lengths.mean()),
+                p50=float(q[0]),
+                p90=float(q[1]),
+                p99=float(q[2]),
+                max=int(lengths.max()),
+                histogram=_log2_histogram(lengths),
+            )
+        out["splits"][split] = entry
+    return out
+
+
+def _log2_histogram(lengths: np.ndarray) -> list[tuple[int, int, int]]:
+    """(low, high, count) buckets [2^k, 2^(k+1)) of document lengths."""
+    buckets = np.floor(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    counts = np.bincount(buckets)
+    return [(1 << k, (1 << (k + 1)) - 1, int(c)) for k, c in enumerate(counts) if c]
+
+
+def format_inspect(info: dict[str, Any]) -> str:
+    """Renders `inspect` output for a terminal."""
+    tok = info["tokenizer"]
+    t = info["totals"]
+    lines = [
+        f"dataset    {info['path']}",
+        f"tokenizer  {tok['path']} (vocab {tok['vocab_size']:,}, "
+        f"fingerprint {tok['fingerprint'][:12]})",
+        f"dtype      {info['dtype']}  bos_added={info['bos_added']} eos_added={info['eos_added']}",
+        f"inputs     {t['lines']:,} lines read, {t['docs']:,} docs kept",
+        "skipped    "
+        + (", ".join(f"{k}={v:,}" for k, v in sorted(t["skipped"].items())) or "none"),
+        "filtered   "
+        + (", ".join(f"{k}={v:,}" for k, v in sorted(t["filtered"].items())) or "none"),
+    ]
+    lines += [f"  e.g. {e}" for e in info["skipped_examples"][:5]]
+    for name, s in info["splits"].items():
+        lines.append(f"split {name}: {s['tokens']:,} tokens, {s['docs']:,} docs, {s['shards']} shard(s)")
+        if s["docs"]:
+            lines.append(
+                f"  doc length (tokens): min {s['min']:,} mean {s['mean']:,.1f} p50 {s['p50']:,.0f} "
+                f"p90 {s['p90']:,.0f} p99 {s['p99']:,.0f} max {s['max']:,}"
+            )
+            peak = max(c for _, _, c in s["histogram"])
+            for lo, hi, c in s["histogram"]:
+                bar = "#" * max(1, round(40 * c / peak))
+                lines.append(f"  {lo:>9,}-{hi:<9,} {c:>10,} {bar}")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Training and describing tokenizers.
+
+`train_tokenizer` trains a byte-level BPE with the Python ``tokenizers``
+trainer on texts streamed by the Rust reader (same inputs, same bad-line
+handling as ``prepare``), following the happy-llm tiny-LLaMA chapter: NFKC
+normalisation, special tokens ``<unk> <s> </s> <|im_start|> <|im_end|>`` at
+ids 0-4, and a ChatML chat template. The output directory loads with
+``transformers.AutoTokenizer.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from tokenmill import _core
+from tokenmill.shards import PathLike, _as_list
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML, with the default system prompt the happy-llm chapter uses.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def train_tokenizer(
+    inputs: PathLike | Sequence[PathLike],
+    output: PathLike,
+    *,
+    vocab_size: int = 6144,
+    min_frequency: int = 2,
+    text_field: str = "text",
+    txt_mode: str = "line",
+    max_docs: int | None = None,
+    model_max_length: int = 2048,
+    progress: bool = True,
+) -> Path:
+    """Trains a byte-level BPE tokenizer and writes a transformers-loadable
+    directory (tokenizer.json, tokenizer_config.json, special_tokens_map.json).
+
+    ``<|im_start|>`` is BOS and ``<|im_end|>`` is EOS and PAD, as in the
+    happy-llm chapter, so a model pretrained on these shards stops at the end
+    of a ChatML turn without retraining its embeddings.
+    """
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE")
+    batches = _core.TextBatches(_as_list(inputs), text_field=text_field, txt_mode=txt_mode)
+
+    def texts() -> Iterator[list[str]]:
+        seen = 0
+        for batch in batches:
+            if max_docs is not None and seen + len(batch) > max_docs:
+                batch = batch[: max_docs - seen]
+            seen += len(batch)
+            if batch:
+                yield batch
+            if max_docs is not None and seen >= max_docs:
+                return
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress,
+    )
+    tok.train_from_iterator(texts(), trainer=trainer)
+    for i, t in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(t) != i:
+            raise RuntimeError(f"special token {t} did not get id {i}")
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(os.fspath(out / "tokenizer.json"))
+    special = {
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "unk_token": "<unk>",
+        "pad_token": "<|im_end|>",
+    }
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": model_max_length,
+        "chat_template": CHATML_TEMPLATE,
+        "added_tokens_decoder": {
+            str(i): {
+                "content": t,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for i, t in enumerate(SPECIAL_TOKENS)
+        },
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    if batches.skipped:
+        skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
+        print(f"train-tokenizer: skipped lines: {skipped}")
+    return out
+
+
+def tokenizer_info(path: PathLike) -> dict[str, Any]:
+    """Fingerprint, vocabulary size and special tokens of a tokenizer.json or
+    tokenizer directory, as the data core sees them."""
+    info: dict[str, Any] = json.loads(_core.tokenizer_info(os.fspath(path)))
+    return info

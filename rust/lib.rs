@@ -1,0 +1,31 @@
+//! tokenmill's data core: raw text in, memory-mapped token shards out.
+//!
+//! Stages are plain Rust with no Python types: `reader` (inputs, lines, JSON,
+//! bad-line accounting), `clean` (length filters, exact dedup, split choice),
+//! `tokenize` (HF `tokenizers` with bounded pieces for long documents),
+//! `shard` (format v1 writer), `prepare` (the pipeline over them), `verify`
+//! (integrity checks) and `progress`. The PyO3 bindings live in `py` behind
+//! the `python` feature, so `cargo test` builds and tests the stages alone.
+//!
+//! Rejected alternatives: a Python-side pipeline over the `tokenizers` wheel
+//! (pays the GIL and list conversions per document), and pickled/Arrow
+//! intermediate datasets (the seed recipe's `save_to_disk` copies the corpus
+//! several times). Shards are flat little-endian arrays so numpy can memmap them.
+
+pub mod clean;
+pub mod error;
+pub mod manifest;
+pub mod prepare;
+pub mod progress;
+pub mod reader;
+pub mod shard;
+pub mod tokenize;
+pub mod verify;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::{Result, TokenmillError};
+
+/// Version written into every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

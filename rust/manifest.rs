@@ -1,0 +1,125 @@
+//! `manifest.json`: what a dataset holds and how it was made. Written last
+//! and atomically by the pipeline; a directory without it is not a dataset.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, TokenmillError};
+use crate::shard::ShardInfo;
+
+/// Format name written into every manifest.
+pub const FORMAT: &str = "tokenmill-shards";
+/// Shard format version (DESIGN.md, "Shard format v1").
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The tokenizer a dataset was made with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenizerEntry {
+    pub path: String,
+    pub fingerprint: String,
+    pub vocab_size: u64,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    /// Whether special-token strings in the text were parsed as special tokens.
+    pub parse_special: bool,
+    /// Encoder backend that produced the ids.
+    pub backend: String,
+}
+
+/// One split (train or val).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SplitEntry {
+    pub tokens: u64,
+    pub docs: u64,
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Counts for one input file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FileStats {
+    pub path: String,
+    /// Physical lines read (1 per file for whole-file `.txt` documents).
+    pub lines: u64,
+    /// Documents written to the dataset.
+    pub docs: u64,
+    pub tokens: u64,
+    /// UTF-8 bytes of the documents written.
+    pub text_bytes: u64,
+    /// Lines that gave no document, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Well-formed documents dropped by the clean stage, by reason.
+    pub filtered: BTreeMap<String, u64>,
+    /// Lines kept after replacing lone surrogate escapes with U+FFFD.
+    pub repaired_surrogates: u64,
+}
+
+impl FileStats {
+    /// Adds another file's counts (for totals).
+    pub fn add(&mut self, o: &FileStats) {
+        self.lines += o.lines;
+        self.docs += o.docs;
+        self.tokens += o.tokens;
+        self.text_bytes += o.text_bytes;
+        self.repaired_surrogates += o.repaired_surrogates;
+        for (k, v) in &o.skipped {
+            *self.skipped.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.filtered {
+            *self.filtered.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// The whole manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// `pretrain` or `sft`.
+    pub kind: String,
+    pub tokenmill_version: String,
+    pub tokenizer: TokenizerEntry,
+    /// `uint16` or `uint32`.
+    pub dtype: String,
+    pub bos_added: bool,
+    pub eos_added: bool,
+    pub splits: BTreeMap<String, SplitEntry>,
+    pub inputs: Vec<FileStats>,
+    pub totals: FileStats,
+    /// The first bad lines, as `file:line: reason (detail)`.
+    pub skipped_examples: Vec<String>,
+    pub dedup: Value,
+    pub chunking: Value,
+    pub val_split: Value,
+    /// The full resolved arguments of the run.
+    pub args: Value,
+}
+
+impl Manifest {
+    /// Reads and checks `root/manifest.json`.
+    pub fn read(root: &Path) -> Result<Manifest> {
+        let path = root.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| TokenmillError::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| TokenmillError::Corrupt {
+            path: path.clone(),
+            message: format!("not a tokenmill manifest: {e}"),
+        })?;
+        if m.format != FORMAT || m.format_version != FORMAT_VERSION {
+            return Err(TokenmillError::Corrupt {
+                path,
+                message: format!(
+                    "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                    m.format, m.format_version
+                ),
+            });
+        }
+        Ok(m)
+    }
+}

@@ -1,0 +1,523 @@
+//! The `prepare` pipeline: read -> clean -> tokenize -> write, streaming.
+//!
+//! Three stages run at once: a reader thread (decompress, split lines, parse
+//! JSON, filter, dedup, choose the split) fills bounded batches; the calling
+//! thread tokenizes each batch on a rayon pool of `threads` workers; a writer
+//! thread appends the ids to the shards. Batches are tokenized in parallel but
+//! handed on in input order, so the shards are byte-identical for any thread
+//! count, and memory stays bounded by a few batches whatever the corpus size.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::clean::{is_val, CleanOptions, Cleaner};
+use crate::error::{Result, TokenmillError};
+use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
+use crate::progress::{Counts, Progress};
+use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
+use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
+use crate::tokenize::{self, Encoder};
+
+/// Split names, in manifest order.
+pub const SPLITS: [&str; 2] = ["train", "val"];
+/// Bad lines quoted in the manifest and summary.
+const MAX_EXAMPLES: usize = 10;
+/// A batch is handed to the tokenizer once it holds this much text...
+const BATCH_BYTES: usize = 4 << 20;
+/// ...or this many documents.
+const BATCH_DOCS: usize = 8192;
+
+/// Whether to prepend BOS to every document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BosMode {
+    /// As the tokenizer config says (`add_bos_token`, else its post-processor).
+    Auto,
+    Always,
+    Never,
+}
+
+/// Every argument of a `prepare` run (the CLI and Python API fill it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrepareConfig {
+    /// Files, directories or globs of .jsonl/.json/.ndjson/.txt, optionally .gz/.zst.
+    pub inputs: Vec<String>,
+    /// A tokenizer.json or a directory holding one.
+    pub tokenizer: String,
+    /// Output dataset directory.
+    pub output: String,
+    /// Dotted path of the text field in JSON records.
+    pub text_field: String,
+    /// `.txt` inputs: one document per line or per file.
+    pub txt_mode: TxtMode,
+    /// Longer lines are skipped (reason `line_too_long`) without being held in memory.
+    pub max_line_bytes: u64,
+    /// Stop at the first bad line with an error naming file and line.
+    pub strict: bool,
+    pub min_chars: u64,
+    pub max_chars: Option<u64>,
+    /// Exact duplicate removal on whitespace-normalised text.
+    pub dedup: bool,
+    /// Stop after this many documents have been kept.
+    pub max_docs: Option<u64>,
+    /// Fraction of documents (by content hash) sent to the `val` split.
+    pub val_fraction: f64,
+    /// Seed of the val split hash.
+    pub seed: u64,
+    pub bos: BosMode,
+    /// Append EOS to every document.
+    pub eos: bool,
+    /// Parse special-token strings in the text as special tokens.
+    pub parse_special: bool,
+    /// `auto`, `uint16` or `uint32`.
+    pub dtype: String,
+    /// Shard size limit in bytes of `.bin`.
+    pub shard_bytes: u64,
+    /// Tokenizer threads; 0 = `TOKENMILL_THREADS` or all cores.
+    pub threads: usize,
+    /// Replace an existing dataset in `output`.
+    pub overwrite: bool,
+    /// Draw a progress line on stderr.
+    pub progress: bool,
+}
+
+impl Default for PrepareConfig {
+    fn default() -> Self {
+        PrepareConfig {
+            inputs: Vec::new(),
+            tokenizer: String::new(),
+            output: String::new(),
+            text_field: "text".into(),
+            txt_mode: TxtMode::Line,
+            max_line_bytes: 64 << 20,
+            strict: false,
+            min_chars: 0,
+            max_chars: None,
+            dedup: true,
+            max_docs: None,
+            val_fraction: 0.01,
+            seed: 0,
+            bos: BosMode::Auto,
+            eos: true,
+            parse_special: false,
+            dtype: "auto".into(),
+            shard_bytes: 1 << 30,
+            threads: 0,
+            overwrite: false,
+            progress: true,
+        }
+    }
+}
+
+/// Resolves a thread count: explicit, else `TOKENMILL_THREADS`, else all cores.
+pub fn resolve_threads(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::env::var("TOKENMILL_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// What `prepare` returns: the manifest plus timings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub output: String,
+    pub manifest: Manifest,
+    pub threads: usize,
+    pub seconds: f64,
+    pub text_mb_per_s: f64,
+    pub tokens_per_s: f64,
+}
+
+struct Doc {
+    text: String,
+    file: usize,
+    val: bool,
+}
+
+struct ReadResult {
+    files: Vec<FileStats>,
+    examples: Vec<String>,
+}
+
+/// Reader stage: runs on its own thread, sends batches in input order.
+fn read_all(
+    inputs: &[InputFile],
+    opts: &ReaderOptions,
+    cfg: &PrepareConfig,
+    raw_counter: Arc<AtomicU64>,
+    tx: Sender<Vec<Doc>>,
+) -> Result<ReadResult> {
+    let mut cleaner = Cleaner::new(CleanOptions {
+        min_chars: cfg.min_chars as usize,
+        max_chars: cfg.max_chars.map(|m| m as usize),
+        dedup: cfg.dedup,
+    });
+    let mut files: Vec<FileStats> = inputs
+        .iter()
+        .map(|f| FileStats {
+            path: f.path.display().to_string(),
+            ..FileStats::default()
+        })
+        .collect();
+    let mut examples = Vec::new();
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let mut kept = 0u64;
+    'files: for (fi, input) in inputs.iter().enumerate() {
+        let mut reader = FileReader::open(input, opts, raw_counter.clone())?;
+        let stats = &mut files[fi];
+        while let Some(rec) = reader.next_record()? {
+            stats.lines += 1;
+            let text = match rec.text {
+                Ok(t) => t,
+                Err((reason, detail)) => {
+                    if cfg.strict {
+                        return Err(TokenmillError::BadLine {
+                            path: input.path.clone(),
+                            line: rec.line,
+                            reason: reason.name(),
+                            detail,
+                        });
+                    }
+                    *stats.skipped.entry(reason.name().into()).or_default() += 1;
+                    if examples.len() < MAX_EXAMPLES {
+                        examples.push(format!(
+                            "{}:{}: {} ({detail})",
+                            input.path.display(),
+                            rec.line,
+                            reason.name()
+                        ));
+                    }
+                    continue;
+                }
+            };
+            match cleaner.check(&text) {
+                Err(reason) => *stats.filtered.entry(reason.name().into()).or_default() += 1,
+                Ok(hash) => {
+                    stats.docs += 1;
+                    stats.text_bytes += text.len() as u64;
+                    batch_bytes += text.len();
+                    batch.push(Doc {
+                        val: is_val(hash, cfg.val_fraction, cfg.seed),
+                        text,
+                        file: fi,
+                    });
+                    kept += 1;
+                    if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_DOCS {
+                        if tx.send(std::mem::take(&mut batch)).is_err() {
+                            break 'files; // downstream stopped; its error is reported
+                        }
+                        batch_bytes = 0;
+                    }
+                    if cfg.max_docs.is_some_and(|m| kept >= m) {
+                        stats.repaired_surrogates += reader.repaired_surrogates;
+                        break 'files;
+                    }
+                }
+            }
+        }
+        stats.repaired_surrogates += reader.repaired_surrogates;
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    Ok(ReadResult { files, examples })
+}
+
+/// One tokenized document on its way to the writer.
+struct Encoded {
+    ids: Vec<u32>,
+    val: bool,
+}
+
+/// Tokenizes a batch: long documents are cut into pieces first so that one
+/// huge document spreads over all threads; pieces are reassembled in order.
+fn encode_batch(encoder: &Encoder, docs: &[Doc]) -> Result<Vec<Encoded>> {
+    let units: Vec<(usize, std::ops::Range<usize>)> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| encoder.pieces(&d.text).into_iter().map(move |r| (i, r)))
+        .collect();
+    let encoded: Vec<Result<Vec<u32>>> = units
+        .par_iter()
+        .map(|(i, r)| encoder.encode_piece(&docs[*i].text[r.clone()]))
+        .collect();
+    let mut out: Vec<Encoded> = docs
+        .iter()
+        .map(|d| Encoded {
+            ids: encoder.bos.into_iter().collect(),
+            val: d.val,
+        })
+        .collect();
+    for ((i, _), ids) in units.iter().zip(encoded) {
+        out[*i].ids.extend(ids?);
+    }
+    if let Some(eos) = encoder.eos {
+        out.iter_mut().for_each(|e| e.ids.push(eos));
+    }
+    Ok(out)
+}
+
+/// Runs the whole pipeline. `interrupted` is polled between batches (the
+/// Python bindings check for Ctrl-C there).
+pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Summary> {
+    let started = Instant::now();
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(TokenmillError::Invalid(format!(
+            "val_fraction must be in [0, 1), got {}",
+            cfg.val_fraction
+        )));
+    }
+    if cfg.shard_bytes < 8 {
+        return Err(TokenmillError::Invalid(
+            "shard_bytes must be at least 8".into(),
+        ));
+    }
+    if cfg.output.is_empty() {
+        return Err(TokenmillError::Invalid(
+            "an output directory is required".into(),
+        ));
+    }
+    let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    let inputs = expand_inputs(&cfg.inputs)?;
+    if inputs.is_empty() {
+        return Err(TokenmillError::Invalid("no input files given".into()));
+    }
+    let loaded = tokenize::load(Path::new(&cfg.tokenizer))?;
+    let dtype = Dtype::choose(&cfg.dtype, loaded.vocab_size)?;
+    let bos = match cfg.bos {
+        BosMode::Never => None,
+        BosMode::Auto => loaded
+            .bos
+            .as_ref()
+            .filter(|_| loaded.adds_bos)
+            .map(|t| t.id),
+        BosMode::Always => Some(loaded.bos.as_ref().map(|t| t.id).ok_or_else(|| {
+            TokenmillError::Invalid(format!(
+                "bos=always but {} defines no BOS token",
+                loaded.json_path.display()
+            ))
+        })?),
+    };
+    let eos = if cfg.eos {
+        Some(loaded.eos.as_ref().map(|t| t.id).ok_or_else(|| {
+            TokenmillError::Invalid(format!(
+                "{} defines no EOS token (set eos_token in tokenizer_config.json) or turn EOS off",
+                loaded.json_path.display()
+            ))
+        })?)
+    } else {
+        None
+    };
+    let encoder = Encoder::new(&loaded, bos, eos, cfg.parse_special);
+    let threads = resolve_threads(cfg.threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("tokenmill-{i}"))
+        .build()
+        .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+
+    let out = PathBuf::from(&cfg.output);
+    prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
+    let total_raw: u64 = inputs
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let raw_counter = Arc::new(AtomicU64::new(0));
+
+    let run = || -> Result<(ReadResult, Vec<SplitEntry>, Vec<u64>, Counts)> {
+        std::thread::scope(|s| {
+            let (batch_tx, batch_rx) = bounded::<Vec<Doc>>(2);
+            let (enc_tx, enc_rx) = bounded::<Vec<Encoded>>(2);
+            let reader = s.spawn(|| read_all(&inputs, &opts, cfg, raw_counter.clone(), batch_tx));
+            let writer = s.spawn(|| write_all(&out, dtype, cfg.shard_bytes, enc_rx));
+            let tokenized = tokenize_loop(
+                &pool,
+                &encoder,
+                batch_rx,
+                enc_tx,
+                inputs.len(),
+                &raw_counter,
+                Progress::new("prepare", cfg.progress, total_raw),
+                interrupted,
+            );
+            let written = writer.join().expect("writer thread panicked");
+            let read = reader.join().expect("reader thread panicked");
+            // Report the root cause: a reader error (e.g. --strict) first.
+            let read = read?;
+            let (file_tokens, counts) = tokenized?;
+            let splits = written?;
+            Ok((read, splits, file_tokens, counts))
+        })
+    };
+    let (read, splits, file_tokens, counts) = match run() {
+        Ok(r) => r,
+        Err(e) => {
+            remove_temp_files(&out, &SPLITS);
+            return Err(e);
+        }
+    };
+
+    let mut files = read.files;
+    let mut split_map = BTreeMap::new();
+    for (name, entry) in SPLITS.iter().zip(splits) {
+        split_map.insert(name.to_string(), entry);
+    }
+    // Text bytes and docs per file come from the writer side of the pipeline.
+    let mut totals = FileStats {
+        path: String::new(),
+        ..FileStats::default()
+    };
+    for (f, tokens) in files.iter_mut().zip(&file_tokens) {
+        f.tokens = *tokens;
+    }
+    for f in &files {
+        totals.add(f);
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: "pretrain".into(),
+        tokenmill_version: crate::VERSION.into(),
+        tokenizer: TokenizerEntry {
+            path: std::fs::canonicalize(&loaded.json_path)
+                .unwrap_or(loaded.json_path.clone())
+                .display()
+                .to_string(),
+            fingerprint: loaded.fingerprint.clone(),
+            vocab_size: loaded.vocab_size,
+            bos_id: loaded.bos.as_ref().map(|t| t.id),
+            eos_id: loaded.eos.as_ref().map(|t| t.id),
+            pad_id: loaded.pad.as_ref().map(|t| t.id),
+            bos_token: loaded.bos.as_ref().map(|t| t.token.clone()),
+            eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
+            pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
+            parse_special: cfg.parse_special,
+            backend: "tokenizers".into(),
+        },
+        dtype: dtype.name().into(),
+        bos_added: bos.is_some(),
+        eos_added: eos.is_some(),
+        splits: split_map,
+        inputs: files,
+        totals,
+        skipped_examples: read.examples,
+        dedup: json!({
+            "exact": cfg.dedup,
+            "normalisation": "trim, fold whitespace runs to one space; xxh3-128",
+            "removed": 0,
+        }),
+        chunking: json!({
+            "long_documents_in_pieces": encoder.splits_long_documents(),
+            "long_document_bytes": tokenize::LONG_DOC_BYTES,
+            "piece_bytes": tokenize::PIECE_BYTES,
+        }),
+        val_split: json!({
+            "fraction": cfg.val_fraction,
+            "seed": cfg.seed,
+            "method": "xxh3-64(content hash, seed) < fraction",
+        }),
+        args: serde_json::to_value(PrepareConfig {
+            threads,
+            ..cfg.clone()
+        })
+        .expect("config serialises"),
+    };
+    let mut manifest = manifest;
+    manifest.dedup["removed"] = json!(manifest
+        .totals
+        .filtered
+        .get("duplicate")
+        .copied()
+        .unwrap_or(0));
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    write_atomic(&out.join("manifest.json"), &bytes)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Summary {
+        output: out.display().to_string(),
+        threads,
+        seconds,
+        text_mb_per_s: counts.text_bytes as f64 / 1e6 / seconds.max(1e-9),
+        tokens_per_s: counts.tokens as f64 / seconds.max(1e-9),
+        manifest,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tokenize_loop(
+    pool: &rayon::ThreadPool,
+    encoder: &Encoder,
+    batches: Receiver<Vec<Doc>>,
+    out: Sender<Vec<Encoded>>,
+    n_files: usize,
+    raw_counter: &AtomicU64,
+    mut progress: Progress,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(Vec<u64>, Counts)> {
+    let mut file_tokens = vec![0u64; n_files];
+    let mut counts = Counts::default();
+    for docs in batches {
+        if interrupted() {
+            return Err(TokenmillError::Interrupted);
+        }
+        let encoded = pool.install(|| encode_batch(encoder, &docs))?;
+        for (d, e) in docs.iter().zip(&encoded) {
+            file_tokens[d.file] += e.ids.len() as u64;
+            counts.text_bytes += d.text.len() as u64;
+            counts.tokens += e.ids.len() as u64;
+        }
+        counts.docs += docs.len() as u64;
+        counts.raw_bytes = raw_counter.load(Ordering::Relaxed);
+        progress.update(counts);
+        drop(docs);
+        if out.send(encoded).is_err() {
+            break; // the writer failed; its error is reported
+        }
+    }
+    counts.raw_bytes = raw_counter.load(Ordering::Relaxed);
+    progress.finish(counts);
+    Ok((file_tokens, counts))
+}
+
+/// Writer stage: appends documents to the train/val shards in arrival order.
+fn write_all(
+    out: &Path,
+    dtype: Dtype,
+    shard_bytes: u64,
+    rx: Receiver<Vec<Encoded>>,
+) -> Result<Vec<SplitEntry>> {
+    let mut writers: Vec<SplitWriter> = SPLITS
+        .iter()
+        .map(|s| SplitWriter::new(out, s, dtype, shard_bytes))
+        .collect();
+    for batch in rx {
+        for doc in batch {
+            writers[usize::from(doc.val)].write_doc(&doc.ids)?;
+        }
+    }
+    writers
+        .into_iter()
+        .map(|w| {
+            let shards = w.finish()?;
+            Ok(SplitEntry {
+                tokens: shards.iter().map(|s| s.tokens).sum(),
+                docs: shards.iter().map(|s| s.docs).sum(),
+                shards,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,300 @@
+//! PyO3 bindings: the only module that knows about Python. Arguments are
+//! extracted before the GIL is released, heavy work runs detached through
+//! [`detached`], and results cross back as JSON strings or plain lists that
+//! `python/tokenmill` turns into typed objects. Errors are converted in one
+//! place, [`to_py`].
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use pyo3::create_exception;
+use pyo3::exceptions::{
+    PyException, PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError,
+    PyPermissionError, PyValueError,
+};
+use pyo3::prelude::*;
+use rayon::prelude::*;
+
+use crate::error::TokenmillError as CoreError;
+use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
+use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
+use crate::tokenize::{self, Encoder as CoreEncoder};
+
+create_exception!(
+    _core,
+    TokenmillError,
+    PyException,
+    "Base class of tokenmill errors."
+);
+create_exception!(
+    _core,
+    BadLineError,
+    TokenmillError,
+    "A bad input line under strict mode; the message names file and line."
+);
+create_exception!(
+    _core,
+    TokenizerError,
+    TokenmillError,
+    "A tokenizer could not be loaded or used."
+);
+create_exception!(
+    _core,
+    CorruptDatasetError,
+    TokenmillError,
+    "A dataset on disk does not match its manifest or format."
+);
+
+/// Maps every core error to the Python exception that fits it.
+fn to_py(e: CoreError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        CoreError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
+            std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
+            _ => PyOSError::new_err(msg),
+        },
+        CoreError::BadLine { .. } => BadLineError::new_err(msg),
+        CoreError::Tokenizer { .. } => TokenizerError::new_err(msg),
+        CoreError::Invalid(_) => PyValueError::new_err(msg),
+        CoreError::OutputExists(_) => PyFileExistsError::new_err(msg),
+        CoreError::Corrupt { .. } => CorruptDatasetError::new_err(msg),
+        CoreError::Interrupted => PyKeyboardInterrupt::new_err(msg),
+    }
+}
+
+/// Runs `f` with the GIL released and converts its error. `f` receives a
+/// poll that reports Ctrl-C (it briefly re-attaches to run signal handlers).
+fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&dyn Fn() -> bool) -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(|| {
+        let interrupted = || Python::attach(|py| py.check_signals().is_err());
+        f(&interrupted)
+    })
+    .map_err(to_py)
+}
+
+fn json_err(e: serde_json::Error) -> PyErr {
+    PyValueError::new_err(format!("invalid configuration: {e}"))
+}
+
+/// Runs the prepare pipeline on a JSON-encoded `PrepareConfig`; returns the
+/// JSON summary (manifest plus timings).
+#[pyfunction]
+fn prepare(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    let cfg: PrepareConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    let summary = detached(py, |interrupted| run_prepare(&cfg, interrupted))?;
+    serde_json::to_string(&summary).map_err(json_err)
+}
+
+/// Verifies a dataset against its manifest; returns the JSON report.
+#[pyfunction]
+#[pyo3(signature = (path, threads = 0))]
+fn verify(py: Python<'_>, path: &str, threads: usize) -> PyResult<String> {
+    let report = detached(py, |_| crate::verify::verify(Path::new(path), threads))?;
+    serde_json::to_string(&report).map_err(json_err)
+}
+
+/// Facts about a tokenizer as JSON: resolved path, fingerprint, vocab size,
+/// special tokens, BOS default and whether long documents are split.
+#[pyfunction]
+fn tokenizer_info(py: Python<'_>, path: &str) -> PyResult<String> {
+    let loaded = detached(py, |_| tokenize::load(Path::new(path)))?;
+    let encoder = CoreEncoder::new(&loaded, None, None, false);
+    let info = serde_json::json!({
+        "path": loaded.json_path.display().to_string(),
+        "fingerprint": loaded.fingerprint,
+        "vocab_size": loaded.vocab_size,
+        "bos": loaded.bos,
+        "eos": loaded.eos,
+        "pad": loaded.pad,
+        "adds_bos": loaded.adds_bos,
+        "long_documents_in_pieces": encoder.splits_long_documents(),
+    });
+    Ok(info.to_string())
+}
+
+/// The data core's encoder, for direct use and for tests: same ids as the
+/// shards `prepare` writes.
+#[pyclass(module = "tokenmill._core", frozen)]
+struct Encoder {
+    inner: CoreEncoder,
+}
+
+#[pymethods]
+impl Encoder {
+    #[new]
+    #[pyo3(signature = (tokenizer, parse_special = false, add_bos = false, add_eos = false))]
+    fn new(
+        py: Python<'_>,
+        tokenizer: &str,
+        parse_special: bool,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> PyResult<Self> {
+        let loaded = detached(py, |_| tokenize::load(Path::new(tokenizer)))?;
+        let special = |t: &Option<tokenize::SpecialToken>, name: &str| {
+            t.as_ref()
+                .map(|t| t.id)
+                .ok_or_else(|| PyValueError::new_err(format!("tokenizer defines no {name} token")))
+        };
+        let bos = if add_bos {
+            Some(special(&loaded.bos, "BOS")?)
+        } else {
+            None
+        };
+        let eos = if add_eos {
+            Some(special(&loaded.eos, "EOS")?)
+        } else {
+            None
+        };
+        Ok(Encoder {
+            inner: CoreEncoder::new(&loaded, bos, eos, parse_special),
+        })
+    }
+
+    /// Ids of each text, computed on `threads` workers with the GIL released.
+    #[pyo3(signature = (texts, threads = 0))]
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        threads: usize,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let threads = resolve_threads(threads);
+        detached(py, |_| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| CoreError::Invalid(e.to_string()))?;
+            pool.install(|| texts.par_iter().map(|t| self.inner.encode_doc(t)).collect())
+        })
+    }
+
+    /// The byte ranges a long text is encoded in (one range for short texts).
+    fn pieces(&self, text: &str) -> Vec<(usize, usize)> {
+        self.inner
+            .pieces(text)
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect()
+    }
+}
+
+struct TextStream {
+    inputs: Vec<InputFile>,
+    opts: ReaderOptions,
+    next_file: usize,
+    current: Option<FileReader>,
+    counter: Arc<AtomicU64>,
+    skipped: std::collections::BTreeMap<String, u64>,
+}
+
+impl TextStream {
+    fn next_batch(&mut self, max_docs: usize) -> crate::Result<Vec<String>> {
+        let mut out = Vec::new();
+        while out.len() < max_docs {
+            if self.current.is_none() {
+                let Some(input) = self.inputs.get(self.next_file) else {
+                    break;
+                };
+                self.current = Some(FileReader::open(input, &self.opts, self.counter.clone())?);
+                self.next_file += 1;
+            }
+            let reader = self.current.as_mut().expect("opened above");
+            match reader.next_record()? {
+                None => self.current = None,
+                Some(rec) => match rec.text {
+                    Ok(t) => out.push(t),
+                    Err((reason, _)) => *self.skipped.entry(reason.name().into()).or_default() += 1,
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Streams document texts out of the same inputs `prepare` reads, in
+/// batches (lists of str); bad lines are skipped and counted in `skipped`.
+#[pyclass(module = "tokenmill._core")]
+struct TextBatches {
+    state: Mutex<TextStream>,
+    batch_docs: usize,
+}
+
+#[pymethods]
+impl TextBatches {
+    #[new]
+    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = 64 << 20, batch_docs = 1024))]
+    fn new(
+        inputs: Vec<String>,
+        text_field: &str,
+        txt_mode: &str,
+        max_line_bytes: usize,
+        batch_docs: usize,
+    ) -> PyResult<Self> {
+        let mode = match txt_mode {
+            "line" => TxtMode::Line,
+            "file" => TxtMode::File,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "txt_mode must be line or file, not {other:?}"
+                )))
+            }
+        };
+        let opts = ReaderOptions::new(text_field, mode, max_line_bytes).map_err(to_py)?;
+        let inputs = expand_inputs(&inputs).map_err(to_py)?;
+        Ok(TextBatches {
+            state: Mutex::new(TextStream {
+                inputs,
+                opts,
+                next_file: 0,
+                current: None,
+                counter: Arc::new(AtomicU64::new(0)),
+                skipped: Default::default(),
+            }),
+            batch_docs: batch_docs.max(1),
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<String>>> {
+        let batch = detached(py, |_| {
+            let mut state = self.state.lock().expect("reader state poisoned");
+            state.next_batch(self.batch_docs)
+        })?;
+        Ok(if batch.is_empty() { None } else { Some(batch) })
+    }
+
+    /// Skipped lines so far, by reason.
+    #[getter]
+    fn skipped(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state
+            .lock()
+            .expect("reader state poisoned")
+            .skipped
+            .clone()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", crate::VERSION)?;
+    m.add("TokenmillError", py.get_type::<TokenmillError>())?;
+    m.add("BadLineError", py.get_type::<BadLineError>())?;
+    m.add("TokenizerError", py.get_type::<TokenizerError>())?;
+    m.add("CorruptDatasetError", py.get_type::<CorruptDatasetError>())?;
+    m.add_function(wrap_pyfunction!(prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(tokenizer_info, m)?)?;
+    m.add_class::<Encoder>()?;
+    m.add_class::<TextBatches>()?;
+    Ok(())
+}

@@ -1,0 +1,735 @@
+//! Reader stage: expands inputs (files, directories, globs), decompresses,
+//! splits lines with bounded memory, parses JSON and extracts the text field.
+//!
+//! Every line that does not yield a document gets a [`SkipReason`]; the
+//! pipeline counts them per file and, under `strict`, stops at the first one.
+//! Why a hand-rolled line splitter: `BufRead::read_line` grows its buffer to
+//! the longest line, so one 2 GB line would take 2 GB of RAM; here a line over
+//! `max_line_bytes` is skipped while being read, never held.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::error::{Result, TokenmillError};
+
+/// Compression of one input file, chosen from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Record layout of one input file, chosen from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON Lines (`.jsonl`, `.json`, `.ndjson`): one object per line.
+    Jsonl,
+    /// Plain text (`.txt`): one document per line or per file, see [`TxtMode`].
+    Text,
+}
+
+/// One input file after expansion.
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub format: Format,
+    pub compression: Compression,
+}
+
+/// How plain `.txt` inputs are cut into documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxtMode {
+    /// Every non-empty line is a document.
+    Line,
+    /// The whole file is one document.
+    File,
+}
+
+/// Why an input line produced no document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    MalformedJson,
+    MissingField,
+    NotAString,
+    InvalidUtf8,
+    Empty,
+    LineTooLong,
+}
+
+impl SkipReason {
+    /// All reasons, in the order reports list them.
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::MalformedJson,
+        SkipReason::MissingField,
+        SkipReason::NotAString,
+        SkipReason::InvalidUtf8,
+        SkipReason::Empty,
+        SkipReason::LineTooLong,
+    ];
+
+    /// The stable name used in manifests, reports and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::MalformedJson => "malformed_json",
+            SkipReason::MissingField => "missing_field",
+            SkipReason::NotAString => "not_a_string",
+            SkipReason::InvalidUtf8 => "invalid_utf8",
+            SkipReason::Empty => "empty",
+            SkipReason::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// Options of the reader stage.
+#[derive(Clone, Debug)]
+pub struct ReaderOptions {
+    /// Dotted path of the text field, already split (`meta.body` -> `["meta", "body"]`).
+    pub text_field: Vec<String>,
+    pub txt_mode: TxtMode,
+    /// Lines (or whole `.txt` documents in file mode) longer than this are skipped.
+    pub max_line_bytes: usize,
+}
+
+impl ReaderOptions {
+    /// Builds options from a dotted field path.
+    pub fn new(text_field: &str, txt_mode: TxtMode, max_line_bytes: usize) -> Result<Self> {
+        let text_field: Vec<String> = text_field.split('.').map(str::to_owned).collect();
+        if text_field.iter().any(String::is_empty) {
+            return Err(TokenmillError::Invalid(format!(
+                "text field {text_field:?} has an empty path component"
+            )));
+        }
+        if max_line_bytes == 0 {
+            return Err(TokenmillError::Invalid("max_line_bytes must be > 0".into()));
+        }
+        Ok(ReaderOptions {
+            text_field,
+            txt_mode,
+            max_line_bytes,
+        })
+    }
+}
+
+/// One line (or file) of input: a document's text or the reason it has none.
+#[derive(Debug)]
+pub struct Record {
+    /// 1-based line number in the decompressed file.
+    pub line: u64,
+    pub text: std::result::Result<String, (SkipReason, String)>,
+}
+
+fn classify(path: &Path) -> Option<(Format, Compression)> {
+    let name = path.file_name()?.to_string_lossy().to_lowercase();
+    let (stem, compression) = if let Some(s) = name.strip_suffix(".gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name
+        .strip_suffix(".zst")
+        .or_else(|| name.strip_suffix(".zstd"))
+    {
+        (s, Compression::Zstd)
+    } else {
+        (name.as_str(), Compression::None)
+    };
+    let format = if stem.ends_with(".jsonl") || stem.ends_with(".json") || stem.ends_with(".ndjson")
+    {
+        Format::Jsonl
+    } else if stem.ends_with(".txt") {
+        Format::Text
+    } else {
+        return None;
+    };
+    Some((format, compression))
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TokenmillError::io(dir, e))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| TokenmillError::io(dir, e))?;
+    entries.sort();
+    for path in entries {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            walk_dir(&path, out)?;
+        } else if classify(&path).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Expands command-line inputs into files, in a deterministic order: specs in
+/// the order given, directory contents and glob matches sorted by path.
+/// Directories are walked recursively and keep only supported files; a file
+/// named explicitly must be supported. A file reached twice is read once.
+pub fn expand_inputs(specs: &[String]) -> Result<Vec<InputFile>> {
+    let mut paths = Vec::new();
+    for spec in specs {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            let before = paths.len();
+            walk_dir(path, &mut paths)?;
+            if paths.len() == before {
+                return Err(TokenmillError::Invalid(format!(
+                    "{spec}: directory holds no .jsonl/.json/.txt(.gz/.zst) files"
+                )));
+            }
+        } else if path.exists() {
+            if classify(path).is_none() {
+                return Err(TokenmillError::Invalid(format!(
+                    "{spec}: unsupported input; expected .jsonl, .json, .ndjson or .txt, optionally .gz or .zst"
+                )));
+            }
+            paths.push(path.to_path_buf());
+        } else if spec.contains(['*', '?', '[']) {
+            let matches = glob::glob(spec)
+                .map_err(|e| TokenmillError::Invalid(format!("{spec}: bad glob pattern: {e}")))?;
+            let mut found: Vec<PathBuf> = matches.filter_map(std::result::Result::ok).collect();
+            found.sort();
+            let before = paths.len();
+            for p in found {
+                if p.is_dir() {
+                    walk_dir(&p, &mut paths)?;
+                } else if classify(&p).is_some() {
+                    paths.push(p);
+                }
+            }
+            if paths.len() == before {
+                return Err(TokenmillError::Invalid(format!(
+                    "{spec}: glob matched no supported files"
+                )));
+            }
+        } else {
+            return Err(TokenmillError::io(
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "no such file or directory"),
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for path in paths {
+        let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if seen.insert(key) {
+            let (format, compression) = classify(&path).expect("filtered above");
+            out.push(InputFile {
+                path,
+                format,
+                compression,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Counts raw (compressed) bytes consumed, for progress reporting.
+struct CountingReader<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Opens one input as a decompressed byte stream.
+pub fn open_stream(input: &InputFile, counter: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(&input.path).map_err(|e| TokenmillError::io(&input.path, e))?;
+    let raw = CountingReader {
+        inner: file,
+        counter,
+    };
+    const BUF: usize = 1 << 20;
+    Ok(match input.compression {
+        Compression::None => Box::new(BufReader::with_capacity(BUF, raw)),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::new(raw)),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            BUF,
+            zstd::Decoder::new(raw).map_err(|e| TokenmillError::io(&input.path, e))?,
+        )),
+    })
+}
+
+/// Reads one line into `buf` (without its `\n`), holding at most `max` bytes.
+/// Returns `None` at end of input, `Some(false)` for a line that fits and
+/// `Some(true)` for a line that was longer than `max` (then `buf` is cleared).
+fn read_line_bounded(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if any { Some(too_long) } else { None });
+        }
+        any = true;
+        let (chunk, used, end) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        r.consume(used);
+        if end {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+/// Streams [`Record`]s out of one input file.
+pub struct FileReader {
+    src: Box<dyn BufRead + Send>,
+    path: PathBuf,
+    format: Format,
+    opts: ReaderOptions,
+    line: u64,
+    buf: Vec<u8>,
+    finished: bool,
+    /// Lines whose lone surrogate escapes were replaced by U+FFFD.
+    pub repaired_surrogates: u64,
+}
+
+impl FileReader {
+    /// Opens `input`; `counter` receives the raw bytes read.
+    pub fn open(input: &InputFile, opts: &ReaderOptions, counter: Arc<AtomicU64>) -> Result<Self> {
+        Ok(FileReader {
+            src: open_stream(input, counter)?,
+            path: input.path.clone(),
+            format: input.format,
+            opts: opts.clone(),
+            line: 0,
+            buf: Vec::new(),
+            finished: false,
+            repaired_surrogates: 0,
+        })
+    }
+
+    /// The next record, `None` at end of file.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        if self.finished {
+            return Ok(None);
+        }
+        if self.format == Format::Text && self.opts.txt_mode == TxtMode::File {
+            self.finished = true;
+            return self.read_whole_file().map(Some);
+        }
+        let status = read_line_bounded(&mut *self.src, &mut self.buf, self.opts.max_line_bytes)
+            .map_err(|e| TokenmillError::io(&self.path, e))?;
+        let Some(too_long) = status else {
+            self.finished = true;
+            return Ok(None);
+        };
+        self.line += 1;
+        let line = self.line;
+        if too_long {
+            return Ok(Some(skip(
+                line,
+                SkipReason::LineTooLong,
+                format!("over {} bytes", self.opts.max_line_bytes),
+            )));
+        }
+        let mut bytes = &self.buf[..];
+        if line == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let detail = format!("invalid byte at offset {}", e.valid_up_to());
+                return Ok(Some(skip(line, SkipReason::InvalidUtf8, detail)));
+            }
+        };
+        let record = match self.format {
+            Format::Text => text_record(line, text.to_owned()),
+            Format::Jsonl => {
+                if text.trim().is_empty() {
+                    skip(line, SkipReason::Empty, "blank line".into())
+                } else {
+                    match extract_text(text, &self.opts.text_field) {
+                        Extracted::Text(t, repaired) => {
+                            self.repaired_surrogates += u64::from(repaired);
+                            text_record(line, t)
+                        }
+                        Extracted::Skip(reason, detail) => skip(line, reason, detail),
+                    }
+                }
+            }
+        };
+        Ok(Some(record))
+    }
+
+    fn read_whole_file(&mut self) -> Result<Record> {
+        let max = self.opts.max_line_bytes;
+        let mut data = Vec::new();
+        let mut limited = (&mut self.src).take(max as u64 + 1);
+        limited
+            .read_to_end(&mut data)
+            .map_err(|e| TokenmillError::io(&self.path, e))?;
+        self.line = 1;
+        if data.len() > max {
+            // Drain the rest so the byte counter reaches the end of the file.
+            io::copy(&mut self.src, &mut io::sink())
+                .map_err(|e| TokenmillError::io(&self.path, e))?;
+            return Ok(skip(
+                1,
+                SkipReason::LineTooLong,
+                format!("file over {max} bytes"),
+            ));
+        }
+        let bytes = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
+        match std::str::from_utf8(bytes) {
+            Ok(t) => Ok(text_record(1, t.to_owned())),
+            Err(e) => Ok(skip(
+                1,
+                SkipReason::InvalidUtf8,
+                format!("invalid byte at offset {}", e.valid_up_to()),
+            )),
+        }
+    }
+}
+
+fn skip(line: u64, reason: SkipReason, detail: String) -> Record {
+    Record {
+        line,
+        text: Err((reason, detail)),
+    }
+}
+
+fn text_record(line: u64, text: String) -> Record {
+    if text.trim().is_empty() {
+        skip(
+            line,
+            SkipReason::Empty,
+            "text is empty or whitespace".into(),
+        )
+    } else {
+        Record {
+            line,
+            text: Ok(text),
+        }
+    }
+}
+
+/// Outcome of extracting the text field from one JSON line.
+#[derive(Debug, PartialEq)]
+pub enum Extracted {
+    /// The text, and whether lone surrogate escapes had to be replaced.
+    Text(String, bool),
+    Skip(SkipReason, String),
+}
+
+/// Parses one JSON line and returns the string at `path`, without building
+/// the other fields (they are skipped with `IgnoredAny`).
+///
+/// Lone UTF-16 surrogate escapes (`"\ud800"`), which Python's `json` accepts
+/// but UTF-8 cannot hold, are replaced by U+FFFD and the line is kept.
+pub fn extract_text(line: &str, path: &[String]) -> Extracted {
+    match parse_path(line, path) {
+        Ok(found) => found.into_extracted(path, false),
+        Err(e) if is_surrogate_error(&e) => {
+            let repaired = repair_lone_surrogates(line);
+            match parse_path(&repaired, path) {
+                Ok(found) => found.into_extracted(path, true),
+                Err(e) => Extracted::Skip(SkipReason::MalformedJson, e.to_string()),
+            }
+        }
+        Err(e) => Extracted::Skip(SkipReason::MalformedJson, e.to_string()),
+    }
+}
+
+/// serde_json's errors for unpaired surrogate escapes.
+fn is_surrogate_error(e: &serde_json::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("surrogate") || msg.contains("end of hex escape")
+}
+
+fn parse_path(line: &str, path: &[String]) -> serde_json::Result<Found> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let found = PathSeed(path).deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+enum Found {
+    Text(String),
+    Missing,
+    NotString(&'static str),
+}
+
+impl Found {
+    fn into_extracted(self, path: &[String], repaired: bool) -> Extracted {
+        let field = path.join(".");
+        match self {
+            Found::Text(t) => Extracted::Text(t, repaired),
+            Found::Missing => {
+                Extracted::Skip(SkipReason::MissingField, format!("no field '{field}'"))
+            }
+            Found::NotString(kind) => {
+                Extracted::Skip(SkipReason::NotAString, format!("field '{field}' is {kind}"))
+            }
+        }
+    }
+}
+
+struct PathSeed<'p>(&'p [String]);
+
+impl<'de> DeserializeSeed<'de> for PathSeed<'_> {
+    type Value = Found;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Found, D::Error> {
+        d.deserialize_any(PathVisitor(self.0))
+    }
+}
+
+struct PathVisitor<'p>(&'p [String]);
+
+impl PathVisitor<'_> {
+    fn scalar(&self, kind: &'static str) -> Found {
+        if self.0.is_empty() {
+            Found::NotString(kind)
+        } else {
+            Found::Missing
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for PathVisitor<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Found, E> {
+        Ok(if self.0.is_empty() {
+            Found::Text(v.to_owned())
+        } else {
+            Found::Missing
+        })
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Found, E> {
+        Ok(if self.0.is_empty() {
+            Found::Text(v)
+        } else {
+            Found::Missing
+        })
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Found, E> {
+        Ok(self.scalar("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Found, E> {
+        Ok(self.scalar("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Found, E> {
+        Ok(self.scalar("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Found, E> {
+        Ok(self.scalar("a number"))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Found, E> {
+        Ok(self.scalar("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Found, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.scalar("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Found, A::Error> {
+        let Some((head, rest)) = self.0.split_first() else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Found::NotString("an object"));
+        };
+        let mut found = Found::Missing;
+        // A repeated key: the last one wins, as in Python's json.
+        while let Some(hit) = map.next_key_seed(KeyIs(head))? {
+            if hit {
+                found = map.next_value_seed(PathSeed(rest))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Compares a map key with the wanted one without allocating.
+struct KeyIs<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    let s = std::str::from_utf8(digits).ok()?;
+    u32::from_str_radix(s, 16).ok()
+}
+
+/// Rewrites unpaired `\uD800`-`\uDFFF` escapes to `\ufffd`; paired ones stay.
+fn repair_lone_surrogates(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut last) = (0, 0);
+    while i + 1 < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b[i + 1] != b'u' {
+            i += 2; // any other escape, including `\\`
+            continue;
+        }
+        let Some(cp) = hex4(b, i + 2) else {
+            i += 2;
+            continue;
+        };
+        let lone = match cp {
+            0xD800..=0xDBFF => {
+                let paired = b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(b, i + 8).is_some_and(|c| (0xDC00..=0xDFFF).contains(&c));
+                if paired {
+                    i += 12;
+                    continue;
+                }
+                true
+            }
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            out.push_str(&s[last..i]);
+            out.push_str("\\ufffd");
+            last = i + 6;
+        }
+        i += 6;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(p: &str) -> Vec<String> {
+        p.split('.').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn extracts_nested_and_reports_reasons() {
+        let f = field("meta.body");
+        assert_eq!(
+            extract_text(
+                r#"{"meta": {"x": [1, {"y": 2}], "body": "hé\n"}, "z": null}"#,
+                &f
+            ),
+            Extracted::Text("hé\n".into(), false)
+        );
+        let t = field("text");
+        assert!(matches!(
+            extract_text("{\"text\": 3}", &t),
+            Extracted::Skip(SkipReason::NotAString, _)
+        ));
+        assert!(matches!(
+            extract_text("{\"other\": \"a\"}", &t),
+            Extracted::Skip(SkipReason::MissingField, _)
+        ));
+        assert!(matches!(
+            extract_text("{\"text\": \"a\"", &t),
+            Extracted::Skip(SkipReason::MalformedJson, _)
+        ));
+        assert!(matches!(
+            extract_text("{\"text\": \"a\"} x", &t),
+            Extracted::Skip(SkipReason::MalformedJson, _)
+        ));
+        assert!(matches!(
+            extract_text("[\"text\"]", &t),
+            Extracted::Skip(SkipReason::MissingField, _)
+        ));
+        // Last duplicate key wins, as in Python.
+        assert_eq!(
+            extract_text(r#"{"text": "a", "text": "b"}"#, &t),
+            Extracted::Text("b".into(), false)
+        );
+    }
+
+    #[test]
+    fn surrogates() {
+        let t = field("text");
+        assert_eq!(
+            extract_text(r#"{"text": "a\ud800b\udc00c\ud83d\ude00"}"#, &t),
+            Extracted::Text("a\u{fffd}b\u{fffd}c😀".into(), true)
+        );
+        assert_eq!(
+            extract_text(r#"{"text": "\\ud800"}"#, &t),
+            Extracted::Text("\\ud800".into(), false)
+        );
+    }
+
+    #[test]
+    fn bounded_lines() {
+        let data = b"short\nthis line is too long\nok\r\nlast";
+        let mut r: &[u8] = data;
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Some(long) = read_line_bounded(&mut r, &mut buf, 10).unwrap() {
+            got.push((long, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (false, "short".into()),
+                (true, String::new()),
+                (false, "ok\r".into()),
+                (false, "last".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! Tokenize stage: loads a Hugging Face `tokenizer.json` (plus the
+//! `tokenizer_config.json` beside it for BOS/EOS/PAD), fingerprints it and
+//! encodes documents with the `tokenizers` crate, so ids equal the Python
+//! `tokenizers` library's for the same file.
+//!
+//! Special-token strings inside document text (`</s>`, `<|im_start|>`) are
+//! encoded as ordinary text unless `parse_special` is set, so data cannot
+//! inject document boundaries or chat roles. Truncation and padding settings
+//! stored in tokenizer.json are ignored: a corpus is never truncated.
+//!
+//! Long documents are encoded in bounded pieces (see [`Encoder::pieces`]).
+//! A piece boundary is placed only where the tokenizer's own pre-tokenizer
+//! would cut anyway and where normalisation cannot reach across, so the ids
+//! are identical to encoding the document whole; this keeps per-call memory
+//! bounded and lets one huge document use every thread.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::error::{Result, TokenmillError};
+
+/// Documents longer than this many bytes are encoded in pieces.
+pub const LONG_DOC_BYTES: usize = 256 * 1024;
+/// Target size of one piece of a long document.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// Split regexes whose cut behaviour at `<non-space>\n<letter|digit>` is
+/// known (see `safe_cut_at`): LLaMA-3 / tiktoken cl100k and Qwen2.
+const KNOWN_SPLIT_PATTERNS: [&str; 2] = [
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+];
+
+/// A special token and its id.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpecialToken {
+    pub token: String,
+    pub id: u32,
+}
+
+/// A loaded tokenizer with what the manifest needs to know about it.
+pub struct LoadedTokenizer {
+    pub tokenizer: Tokenizer,
+    /// The tokenizer.json actually read.
+    pub json_path: PathBuf,
+    /// Highest id (vocabulary and added tokens) + 1.
+    pub vocab_size: u64,
+    pub bos: Option<SpecialToken>,
+    pub eos: Option<SpecialToken>,
+    pub pad: Option<SpecialToken>,
+    /// What the tokenizer's own config says about BOS: `add_bos_token` in
+    /// tokenizer_config.json, else whether its post-processor inserts BOS.
+    pub adds_bos: bool,
+    /// sha256 over the canonical vocab, merges, normaliser, pre-tokenizer and added tokens.
+    pub fingerprint: String,
+    raw: Value,
+}
+
+fn read_json(path: &Path) -> Result<(String, Value)> {
+    let text = std::fs::read_to_string(path).map_err(|e| TokenmillError::io(path, e))?;
+    let value = serde_json::from_str(&text).map_err(|e| TokenmillError::Tokenizer {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    Ok((text, value))
+}
+
+/// Resolves `path` (a tokenizer.json or a directory holding one) to the
+/// tokenizer.json and, when present, the tokenizer_config.json beside it.
+pub fn resolve_paths(path: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let json = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.to_path_buf()
+    };
+    if !json.is_file() {
+        let msg = if path.is_dir() {
+            "directory has no tokenizer.json (only fast tokenizers are supported)"
+        } else {
+            "no such tokenizer file"
+        };
+        return Err(TokenmillError::io(
+            &json,
+            std::io::Error::new(std::io::ErrorKind::NotFound, msg),
+        ));
+    }
+    let config = json
+        .parent()
+        .map(|d| d.join("tokenizer_config.json"))
+        .filter(|p| p.is_file());
+    Ok((json, config))
+}
+
+/// The token string of a config entry: `"</s>"` or `{"content": "</s>", ...}`.
+fn token_content(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => m.get("content").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Loads a tokenizer from a tokenizer.json or a model/tokenizer directory.
+pub fn load(path: &Path) -> Result<LoadedTokenizer> {
+    let (json_path, config_path) = resolve_paths(path)?;
+    let (text, raw) = read_json(&json_path)?;
+    let tok_err = |message: String| TokenmillError::Tokenizer {
+        path: json_path.clone(),
+        message,
+    };
+    let mut tokenizer = Tokenizer::from_str(&text).map_err(|e| tok_err(e.to_string()))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| tok_err(e.to_string()))?;
+    tokenizer.with_padding(None);
+
+    let vocab_size = tokenizer
+        .get_vocab(true)
+        .values()
+        .map(|&id| u64::from(id) + 1)
+        .max()
+        .unwrap_or(0);
+
+    let config = match &config_path {
+        Some(p) => Some(read_json(p)?.1),
+        None => None,
+    };
+    let lookup = |name: &str, fallbacks: &[&str]| -> Option<SpecialToken> {
+        let from_config = config
+            .as_ref()
+            .and_then(|c| c.get(name))
+            .and_then(token_content);
+        let candidates: Vec<String> = match from_config {
+            Some(t) => vec![t],
+            // Without a config, fall back to the conventional names.
+            None if config.is_none() => fallbacks.iter().map(|s| s.to_string()).collect(),
+            None => Vec::new(),
+        };
+        candidates.into_iter().find_map(|token| {
+            tokenizer
+                .token_to_id(&token)
+                .map(|id| SpecialToken { token, id })
+        })
+    };
+    let bos = lookup("bos_token", &["<s>", "<|begin_of_text|>", "<bos>"]);
+    let eos = lookup(
+        "eos_token",
+        &["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"],
+    );
+    let pad = lookup("pad_token", &["<pad>", "<|pad|>"]);
+
+    let adds_bos = match config
+        .as_ref()
+        .and_then(|c| c.get("add_bos_token"))
+        .and_then(Value::as_bool)
+    {
+        Some(flag) => flag && bos.is_some(),
+        None => match &bos {
+            Some(b) => {
+                let with = tokenizer
+                    .encode_fast("a", true)
+                    .map_err(|e| tok_err(e.to_string()))?;
+                with.get_ids().first() == Some(&b.id)
+            }
+            None => false,
+        },
+    };
+
+    Ok(LoadedTokenizer {
+        fingerprint: fingerprint(&raw),
+        tokenizer,
+        json_path,
+        vocab_size,
+        bos,
+        eos,
+        pad,
+        adds_bos,
+        raw,
+    })
+}
+
+/// Recursively rebuilds a JSON value with object keys in sorted order, so the
+/// serialisation is canonical whatever the map implementation.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), canonical(&m[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// sha256 (hex) over the parts of a tokenizer.json that decide ids: model
+/// type, vocab, merges (either stored form), the flags that change the
+/// model's output, normaliser, pre-tokenizer and added tokens (id, content,
+/// special). Decoder, post-processor, padding and truncation are left out, so
+/// a tokenizer re-saved by `save_pretrained` keeps its fingerprint.
+pub fn fingerprint(raw: &Value) -> String {
+    let model = &raw["model"];
+    let merges: Vec<Value> = model["merges"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| match m {
+                    Value::String(s) => match s.split_once(' ') {
+                        Some((a, b)) => serde_json::json!([a, b]),
+                        None => serde_json::json!([s]),
+                    },
+                    other => other.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut flags = serde_json::Map::new();
+    for key in [
+        "unk_token",
+        "continuing_subword_prefix",
+        "end_of_word_suffix",
+        "byte_fallback",
+        "fuse_unk",
+        "ignore_merges",
+    ] {
+        match model.get(key) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(v) => {
+                flags.insert(key.to_owned(), v.clone());
+            }
+        }
+    }
+    let mut added: Vec<(u64, String, bool)> = raw["added_tokens"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    (
+                        t["id"].as_u64().unwrap_or(u64::MAX),
+                        t["content"].as_str().unwrap_or_default().to_owned(),
+                        t["special"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    added.sort();
+    let canon = canonical(&serde_json::json!({
+        "model_type": model["type"],
+        "vocab": model["vocab"],
+        "merges": merges,
+        "model_flags": flags,
+        "normalizer": raw["normalizer"],
+        "pre_tokenizer": raw["pre_tokenizer"],
+        "added_tokens": added,
+    }));
+    let bytes = serde_json::to_vec(&canon).expect("JSON values always serialise");
+    format!("{:x}", Sha256::digest(&bytes))
+}
+
+fn normalizer_is_local(n: &Value) -> bool {
+    match n["type"].as_str() {
+        None => n.is_null(),
+        Some("NFC" | "NFD" | "NFKC" | "NFKD" | "Lowercase") => true,
+        Some("Sequence") => n["normalizers"]
+            .as_array()
+            .is_some_and(|ns| ns.iter().all(normalizer_is_local)),
+        Some(_) => false,
+    }
+}
+
+fn byte_level_no_prefix(p: &Value, use_regex: bool) -> bool {
+    p["type"] == "ByteLevel"
+        && p["add_prefix_space"] == false
+        && p["use_regex"].as_bool().unwrap_or(true) == use_regex
+}
+
+fn pre_tokenizer_is_known(p: &Value) -> bool {
+    if byte_level_no_prefix(p, true) {
+        return true; // GPT-2 regex
+    }
+    if p["type"] != "Sequence" {
+        return false;
+    }
+    let Some([split, byte_level]) = p["pretokenizers"].as_array().map(Vec::as_slice) else {
+        return false;
+    };
+    let pattern = split["pattern"]["Regex"].as_str().unwrap_or_default();
+    split["type"] == "Split"
+        && split["behavior"] == "Isolated"
+        && split["invert"] == false
+        && KNOWN_SPLIT_PATTERNS.contains(&pattern)
+        && byte_level_no_prefix(byte_level, false)
+}
+
+/// Whether a character at the start of a piece is safe: it never composes
+/// with what precedes it under NFC/NFKC, and the GPT-2, LLaMA-3 and Qwen2
+/// split regexes start a new pre-token at it after a newline.
+fn starts_piece(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}')
+}
+
+/// A cut at byte `p` is safe when `text[..p]` ends in `<non-whitespace>\n`
+/// and `text[p..]` starts with an ASCII letter/digit or a CJK ideograph.
+/// For the known regexes the full text then has a pre-token ending at `p`
+/// (`\n` alone, or punctuation+`\n`), and the same pre-tokens arise on both
+/// sides when the text is cut there (no lookbehind; lookahead sees `\S`).
+fn safe_cut_at(text: &str, p: usize) -> bool {
+    let before = &text[..p];
+    let Some(prefix) = before.strip_suffix('\n') else {
+        return false;
+    };
+    let prev_ok = prefix
+        .chars()
+        .next_back()
+        .is_some_and(|c| !c.is_whitespace());
+    prev_ok && text[p..].chars().next().is_some_and(starts_piece)
+}
+
+/// Encodes documents with BOS/EOS as configured.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    json_path: PathBuf,
+    /// Prepended to every document.
+    pub bos: Option<u32>,
+    /// Appended to every document.
+    pub eos: Option<u32>,
+    split_long: bool,
+}
+
+impl Encoder {
+    /// Builds an encoder; `parse_special` lets special-token strings in the
+    /// text become special tokens (off by default, see module docs).
+    pub fn new(
+        loaded: &LoadedTokenizer,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        parse_special: bool,
+    ) -> Encoder {
+        let mut tokenizer = loaded.tokenizer.clone();
+        tokenizer.set_encode_special_tokens(!parse_special);
+        let added_ok = loaded.raw["added_tokens"].as_array().is_none_or(|ts| {
+            ts.iter().all(|t| {
+                let matched = parse_special || t["special"] != true;
+                !matched
+                    || (t["lstrip"] != true
+                        && t["rstrip"] != true
+                        && !t["content"].as_str().unwrap_or_default().contains('\n'))
+            })
+        });
+        let split_long = added_ok
+            && normalizer_is_local(&loaded.raw["normalizer"])
+            && pre_tokenizer_is_known(&loaded.raw["pre_tokenizer"]);
+        Encoder {
+            tokenizer,
+            json_path: loaded.json_path.clone(),
+            bos,
+            eos,
+            split_long,
+        }
+    }
+
+    /// Whether long documents of this tokenizer are cut into pieces.
+    pub fn splits_long_documents(&self) -> bool {
+        self.split_long
+    }
+
+    /// Byte ranges to encode separately; their ids concatenated equal the
+    /// ids of the whole text. One range unless the text is long and the
+    /// tokenizer is of a family whose safe cut points are known.
+    pub fn pieces(&self, text: &str) -> Vec<Range<usize>> {
+        let whole = std::iter::once(0..text.len());
+        if !self.split_long || text.len() <= LONG_DOC_BYTES {
+            return whole.collect();
+        }
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut from = PIECE_BYTES;
+        while from < text.len() {
+            let cut = memchr::memchr_iter(b'\n', &bytes[from..])
+                .map(|i| from + i + 1)
+                .find(|&p| p < text.len() && safe_cut_at(text, p));
+            match cut {
+                Some(p) => {
+                    out.push(start..p);
+                    start = p;
+                    from = p + PIECE_BYTES;
+                }
+                None => break,
+            }
+        }
+        out.push(start..text.len());
+        out
+    }
+
+    /// Ids of one piece of text, without BOS/EOS.
+    pub fn encode_piece(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode_fast(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenmillError::Tokenizer {
+                path: self.json_path.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Ids of a whole document including BOS/EOS, encoded piece by piece.
+    pub fn encode_doc(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        for range in self.pieces(text) {
+            ids.extend(self.encode_piece(&text[range])?);
+        }
+        ids.extend(self.eos);
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_rule() {
+        assert!(safe_cut_at("ab.\nThe", 4));
+        assert!(safe_cut_at("ab\n中文", 3));
+        assert!(!safe_cut_at("ab \nThe", 4)); // whitespace before the newline
+        assert!(!safe_cut_at("ab\n\nThe", 3));
+        assert!(!safe_cut_at("ab\n The", 3));
+        assert!(!safe_cut_at("ab\n'The", 3));
+    }
+
+    #[test]
+    fn canonical_fingerprint_ignores_merge_form_and_key_order() {
+        let a = serde_json::json!({
+            "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"], "dropout": null},
+            "normalizer": null, "pre_tokenizer": null, "decoder": {"type": "ByteLevel"},
+            "added_tokens": [{"id": 3, "content": "</s>", "special": true, "lstrip": false}]
+        });
+        let b = serde_json::json!({
+            "added_tokens": [{"content": "</s>", "id": 3, "special": true, "normalized": false}],
+            "model": {"merges": [["a", "b"]], "vocab": {"ab": 2, "b": 1, "a": 0}, "type": "BPE", "ignore_merges": false},
+            "normalizer": null, "pre_tokenizer": null, "post_processor": {"type": "TemplateProcessing"}
+        });
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let mut c = b.clone();
+        c["model"]["vocab"]["ab"] = serde_json::json!(4);
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}

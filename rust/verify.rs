@@ -1,0 +1,152 @@
+//! `verify`: re-checks a finished dataset against its manifest: checksums,
+//! sizes, `.idx` offsets (start at 0, non-decreasing, end at the token count)
+//! and every id below the vocabulary size. Shards are checked in parallel.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TokenmillError};
+use crate::manifest::Manifest;
+use crate::shard::{Dtype, ShardInfo};
+
+/// Outcome of [`verify`]; `ok` is true when `errors` is empty.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub errors: Vec<String>,
+    pub shards: u64,
+    pub docs: u64,
+    pub tokens: u64,
+}
+
+fn map(path: &Path) -> std::result::Result<Option<Mmap>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: read-only map of a file tokenmill does not modify while verifying.
+    unsafe { Mmap::map(&file) }
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<String> {
+    let mut errors = Vec::new();
+    let (bin_path, idx_path) = (root.join(&s.bin), root.join(&s.idx));
+    let (bin, idx) = match (map(&bin_path), map(&idx_path)) {
+        (Ok(b), Ok(i)) => (b, i),
+        (b, i) => {
+            errors.extend(b.err());
+            errors.extend(i.err());
+            return errors;
+        }
+    };
+    let bin: &[u8] = bin.as_deref().unwrap_or(&[]);
+    let idx: &[u8] = idx.as_deref().unwrap_or(&[]);
+    if sha256_hex(bin) != s.bin_sha256 {
+        errors.push(format!("{}: sha256 does not match the manifest", s.bin));
+    }
+    if sha256_hex(idx) != s.idx_sha256 {
+        errors.push(format!("{}: sha256 does not match the manifest", s.idx));
+    }
+    let itemsize = dtype.itemsize() as usize;
+    if bin.len() as u64 != s.tokens * itemsize as u64 {
+        errors.push(format!(
+            "{}: {} bytes, expected {} tokens x {itemsize}",
+            s.bin,
+            bin.len(),
+            s.tokens
+        ));
+    }
+    if !idx.len().is_multiple_of(8) || idx.len() as u64 / 8 != s.docs + 1 {
+        errors.push(format!(
+            "{}: {} bytes, expected {} offsets (docs + 1) x 8",
+            s.idx,
+            idx.len(),
+            s.docs + 1
+        ));
+    } else {
+        let offsets: Vec<u64> = idx
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if offsets.first() != Some(&0) {
+            errors.push(format!("{}: first offset is not 0", s.idx));
+        }
+        if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+            errors.push(format!("{}: offsets decrease at entry {}", s.idx, i + 1));
+        }
+        if offsets.last() != Some(&s.tokens) {
+            errors.push(format!(
+                "{}: last offset {:?} is not the token count {}",
+                s.idx,
+                offsets.last(),
+                s.tokens
+            ));
+        }
+    }
+    let max_id = match dtype {
+        Dtype::U16 => bin
+            .chunks_exact(2)
+            .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
+            .max(),
+        Dtype::U32 => bin
+            .chunks_exact(4)
+            .map(|c| u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))
+            .max(),
+    };
+    if let Some(m) = max_id.filter(|&m| m >= vocab) {
+        errors.push(format!("{}: token id {m} >= vocab size {vocab}", s.bin));
+    }
+    errors
+}
+
+/// Verifies the dataset at `root` using `threads` workers (0 = default).
+pub fn verify(root: &Path, threads: usize) -> Result<VerifyReport> {
+    let m = Manifest::read(root)?;
+    let dtype = Dtype::from_name(&m.dtype).ok_or_else(|| TokenmillError::Corrupt {
+        path: root.join("manifest.json"),
+        message: format!("unknown dtype {:?}", m.dtype),
+    })?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(crate::prepare::resolve_threads(threads))
+        .build()
+        .map_err(|e| TokenmillError::Invalid(e.to_string()))?;
+    let shards: Vec<&ShardInfo> = m.splits.values().flat_map(|s| &s.shards).collect();
+    let mut errors: Vec<String> = pool.install(|| {
+        shards
+            .par_iter()
+            .flat_map_iter(|s| check_shard(root, s, dtype, m.tokenizer.vocab_size))
+            .collect()
+    });
+    for (name, split) in &m.splits {
+        let tokens: u64 = split.shards.iter().map(|s| s.tokens).sum();
+        let docs: u64 = split.shards.iter().map(|s| s.docs).sum();
+        if tokens != split.tokens || docs != split.docs {
+            errors.push(format!(
+                "split {name}: manifest totals ({} tokens, {} docs) differ from its shards ({tokens}, {docs})",
+                split.tokens, split.docs
+            ));
+        }
+    }
+    Ok(VerifyReport {
+        ok: errors.is_empty(),
+        errors,
+        shards: shards.len() as u64,
+        docs: m.splits.values().map(|s| s.docs).sum(),
+        tokens: m.splits.values().map(|s| s.tokens).sum(),
+    })
+}
