@@ -228,7 +228,7 @@ struct TextBatches {
 #[pymethods]
 impl TextBatches {
     #[new]
-    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = 64 << 20, batch_docs = 1024))]
+    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = 67108864, batch_docs = 1024))]
     fn new(
         inputs: Vec<String>,
         text_field: &str,

@@ -196,7 +196,12 @@ pub fn expand_inputs(specs: &[String]) -> Result<Vec<InputFile>> {
             }
             paths.push(path.to_path_buf());
         } else if spec.contains(['*', '?', '[']) {
-            let matches = glob::glob(spec)
+            // Like a shell: `*` does not match hidden files.
+            let options = glob::MatchOptions {
+                require_literal_leading_dot: true,
+                ..glob::MatchOptions::new()
+            };
+            let matches = glob::glob_with(spec, options)
                 .map_err(|e| TokenmillError::Invalid(format!("{spec}: bad glob pattern: {e}")))?;
             let mut found: Vec<PathBuf> = matches.filter_map(std::result::Result::ok).collect();
             found.sort();

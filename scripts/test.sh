@@ -11,7 +11,7 @@ cargo clippy --all-targets --features python -- -D warnings
 ruff check python tests benches
 ruff format --check python tests benches
 echo "== stub check"
-python -m mypy.stubtest tokenmill._core --allowlist .ci/stubtest-allowlist.txt
+python -m mypy.stubtest tokenmill._core
 echo "== cargo test"
 cargo test
 echo "== pytest"

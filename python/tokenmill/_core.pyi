@@ -1,6 +1,20 @@
 """Type stubs for the compiled data core (checked against the module by mypy.stubtest)."""
 
 from collections.abc import Iterator
+from typing import final
+
+__all__ = [
+    "BadLineError",
+    "CorruptDatasetError",
+    "Encoder",
+    "TextBatches",
+    "TokenizerError",
+    "TokenmillError",
+    "__version__",
+    "prepare",
+    "tokenizer_info",
+    "verify",
+]
 
 __version__: str
 
@@ -13,6 +27,7 @@ def prepare(config_json: str) -> str: ...
 def verify(path: str, threads: int = 0) -> str: ...
 def tokenizer_info(path: str) -> str: ...
 
+@final
 class Encoder:
     def __new__(
         cls,
@@ -24,6 +39,7 @@ class Encoder:
     def encode_batch(self, texts: list[str], threads: int = 0) -> list[list[int]]: ...
     def pieces(self, text: str) -> list[tuple[int, int]]: ...
 
+@final
 class TextBatches:
     def __new__(
         cls,

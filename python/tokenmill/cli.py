@@ -54,43 +54,102 @@ def main() -> None:
 @main.command("prepare")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--tokenizer", "-t", required=True, help="tokenizer.json or a directory holding one.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory.")
-@click.option("--text-field", default="text", show_default=True, help="Dotted path of the text in JSON records.")
-@click.option("--txt-mode", type=click.Choice(["line", "file"]), default="line", show_default=True,
-              help=".txt inputs: one document per line or per file.")
-@click.option("--max-line-bytes", type=_size, default="64MiB", show_default=True,
-              help="Longer lines are skipped (line_too_long) without being held in memory.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory."
+)
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="Dotted path of the text in JSON records.",
+)
+@click.option(
+    "--txt-mode",
+    type=click.Choice(["line", "file"]),
+    default="line",
+    show_default=True,
+    help=".txt inputs: one document per line or per file.",
+)
+@click.option(
+    "--max-line-bytes",
+    type=_size,
+    default="64MiB",
+    show_default=True,
+    help="Longer lines are skipped (line_too_long) without being held in memory.",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first bad line, naming file and line.")
 @click.option("--min-chars", type=int, default=0, show_default=True, help="Drop shorter documents.")
 @click.option("--max-chars", type=int, default=None, help="Drop longer documents.")
-@click.option("--dedup/--no-dedup", default=True, show_default=True,
-              help="Drop exact duplicates (whitespace-normalised text), keeping the first.")
+@click.option(
+    "--dedup/--no-dedup",
+    default=True,
+    show_default=True,
+    help="Drop exact duplicates (whitespace-normalised text), keeping the first.",
+)
 @click.option("--max-docs", type=int, default=None, help="Stop after this many kept documents.")
-@click.option("--val-fraction", type=float, default=0.01, show_default=True,
-              help="Share of documents (by content hash) in the val split.")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Share of documents (by content hash) in the val split.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split hash.")
-@click.option("--bos", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-              help="Prepend BOS: as the tokenizer config says, always or never.")
-@click.option("--eos/--no-eos", default=True, show_default=True, help="Append EOS to every document.")
-@click.option("--parse-special", is_flag=True,
-              help="Parse special-token strings in the text as special tokens (default: plain text).")
-@click.option("--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True)
-@click.option("--shard-size", type=_size, default="1GiB", show_default=True, help="Size limit of one .bin file.")
-@click.option("--threads", type=int, default=0, show_default=True,
-              help="Tokenizer threads (0: TOKENMILL_THREADS or all cores).")
+@click.option(
+    "--bos",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Prepend BOS: as the tokenizer config says, always or never.",
+)
+@click.option(
+    "--eos/--no-eos", default=True, show_default=True, help="Append EOS to every document."
+)
+@click.option(
+    "--parse-special",
+    is_flag=True,
+    help="Parse special-token strings in the text as special tokens (default: plain text).",
+)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True
+)
+@click.option(
+    "--shard-size",
+    type=_size,
+    default="1GiB",
+    show_default=True,
+    help="Size limit of one .bin file.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Tokenizer threads (0: TOKENMILL_THREADS or all cores).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @_friendly_errors
-def prepare_cmd(inputs: tuple[str, ...], tokenizer: str, output: str, shard_size: int, quiet: bool,
-                **options: Any) -> None:
+def prepare_cmd(
+    inputs: tuple[str, ...],
+    tokenizer: str,
+    output: str,
+    shard_size: int,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Tokenize INPUTS (files, directories, globs of .jsonl/.json/.txt[.gz|.zst]) into shards."""
-    stats = prepare(list(inputs), tokenizer, output, shard_bytes=shard_size, progress=not quiet, **options)
+    stats = prepare(
+        list(inputs), tokenizer, output, shard_bytes=shard_size, progress=not quiet, **options
+    )
     click.echo(stats.summary())
 
 
 @main.command("train-tokenizer")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Tokenizer directory.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Tokenizer directory."
+)
 @click.option("--vocab-size", type=int, default=6144, show_default=True)
 @click.option("--min-frequency", type=int, default=2, show_default=True)
 @click.option("--text-field", default="text", show_default=True)
@@ -125,8 +184,10 @@ def verify_cmd(dataset: str, threads: int) -> None:
     for e in report.errors:
         click.echo(f"FAIL {e}", err=True)
     status = "ok" if report.ok else f"FAILED ({len(report.errors)} problem(s))"
-    click.echo(f"verify {dataset}: {status}: {report.shards} shards, {report.docs:,} docs, "
-               f"{report.tokens:,} tokens")
+    click.echo(
+        f"verify {dataset}: {status}: {report.shards} shards, {report.docs:,} docs, "
+        f"{report.tokens:,} tokens"
+    )
     if not report.ok:
         sys.exit(1)
 
@@ -134,14 +195,21 @@ def verify_cmd(dataset: str, threads: int) -> None:
 @main.command("demo")
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--vocab-size", type=int, default=6144, show_default=True)
-@click.option("--corpus-mb", type=float, default=16.0, show_default=True,
-              help="Size budget of the embedded corpus.")
+@click.option(
+    "--corpus-mb",
+    type=float,
+    default=16.0,
+    show_default=True,
+    help="Size budget of the embedded corpus.",
+)
 @click.option("--threads", type=int, default=0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly_errors
 def demo_cmd(out: str, vocab_size: int, corpus_mb: float, threads: int, quiet: bool) -> None:
     """Run the whole flow on a corpus built from the Python standard library (no downloads)."""
-    run_demo(Path(out), vocab_size=vocab_size, corpus_mb=corpus_mb, threads=threads, progress=not quiet)
+    run_demo(
+        Path(out), vocab_size=vocab_size, corpus_mb=corpus_mb, threads=threads, progress=not quiet
+    )
 
 
 if __name__ == "__main__":

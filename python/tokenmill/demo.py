@@ -66,7 +66,11 @@ def build_corpus(out: Path, max_mb: float = 16.0) -> list[Path]:
     supports (.jsonl.zst, .jsonl.gz, .txt) and returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     budget = int(max_mb * 1e6)
-    code_path, doc_path, zh_path = out / "code.jsonl.zst", out / "docstrings.jsonl.gz", out / "zh.txt"
+    code_path, doc_path, zh_path = (
+        out / "code.jsonl.zst",
+        out / "docstrings.jsonl.gz",
+        out / "zh.txt",
+    )
     written = 0
     with (
         zstandard.ZstdCompressor(level=3).stream_writer(code_path.open("wb")) as code_raw,
@@ -89,8 +93,13 @@ def build_corpus(out: Path, max_mb: float = 16.0) -> list[Path]:
     return [code_path, doc_path, zh_path]
 
 
-def run_demo(out: Path, vocab_size: int = 6144, corpus_mb: float = 16.0, threads: int = 0,
-             progress: bool = True) -> PrepareStats:
+def run_demo(
+    out: Path,
+    vocab_size: int = 6144,
+    corpus_mb: float = 16.0,
+    threads: int = 0,
+    progress: bool = True,
+) -> PrepareStats:
     """Runs the whole data flow on the embedded corpus, printing each step."""
     print(f"[1/4] building the embedded corpus ({corpus_mb:g} MB budget) in {out / 'corpus'}")
     files = build_corpus(out / "corpus", corpus_mb)
@@ -98,13 +107,19 @@ def run_demo(out: Path, vocab_size: int = 6144, corpus_mb: float = 16.0, threads
     tok_dir = train_tokenizer(files, out / "tokenizer", vocab_size=vocab_size, progress=progress)
     print(f"[3/4] preparing shards in {out / 'shards'}")
     stats = prepare(
-        files, tok_dir, out / "shards", text_field="text", overwrite=True, threads=threads,
+        files,
+        tok_dir,
+        out / "shards",
+        text_field="text",
+        overwrite=True,
+        threads=threads,
         progress=progress,
     )
     print(stats.summary())
     print("[4/4] verifying and inspecting")
     report = verify(out / "shards")
-    print(f"verify: {'ok' if report.ok else 'FAILED'} ({report.shards} shards, {report.tokens:,} tokens)")
+    status = "ok" if report.ok else "FAILED"
+    print(f"verify: {status} ({report.shards} shards, {report.tokens:,} tokens)")
     for e in report.errors:
         print(f"  {e}")
     print(format_inspect(inspect(out / "shards")))

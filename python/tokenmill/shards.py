@@ -253,7 +253,7 @@ class ShardSet:
     @property
     def shards(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(tokens, offsets) memmaps of each shard, for bulk access."""
-        return list(zip(self._bins, self._offsets))
+        return list(zip(self._bins, self._offsets, strict=True))
 
     def __getitem__(self, i: int) -> np.ndarray:
         n = len(self)
@@ -267,7 +267,7 @@ class ShardSet:
         return self._bins[s][int(off[local]) : int(off[local + 1])]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for tokens, off in zip(self._bins, self._offsets):
+        for tokens, off in zip(self._bins, self._offsets, strict=True):
             for j in range(len(off) - 1):
                 yield tokens[int(off[j]) : int(off[j + 1])]
 
@@ -325,7 +325,7 @@ def inspect(path: PathLike) -> dict[str, Any]:
     for split in m["splits"]:
         lengths = open_shards(path, split).doc_lengths()
         entry: dict[str, Any] = {
-            "docs": int(len(lengths)),
+            "docs": len(lengths),
             "tokens": int(lengths.sum()),
             "shards": len(m["splits"][split]["shards"]),
         }
@@ -368,11 +368,13 @@ def format_inspect(info: dict[str, Any]) -> str:
     ]
     lines += [f"  e.g. {e}" for e in info["skipped_examples"][:5]]
     for name, s in info["splits"].items():
-        lines.append(f"split {name}: {s['tokens']:,} tokens, {s['docs']:,} docs, {s['shards']} shard(s)")
+        lines.append(
+            f"split {name}: {s['tokens']:,} tokens, {s['docs']:,} docs, {s['shards']} shard(s)"
+        )
         if s["docs"]:
             lines.append(
-                f"  doc length (tokens): min {s['min']:,} mean {s['mean']:,.1f} p50 {s['p50']:,.0f} "
-                f"p90 {s['p90']:,.0f} p99 {s['p99']:,.0f} max {s['max']:,}"
+                f"  doc length (tokens): min {s['min']:,} mean {s['mean']:,.1f} "
+                f"p50 {s['p50']:,.0f} p90 {s['p90']:,.0f} p99 {s['p99']:,.0f} max {s['max']:,}"
             )
             peak = max(c for _, _, c in s["histogram"])
             for lo, hi, c in s["histogram"]:

@@ -55,7 +55,9 @@ def train_tokenizer(
     of a ChatML turn without retraining its embeddings.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE")
+        raise ValueError(
+            f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
+        )
     batches = _core.TextBatches(_as_list(inputs), text_field=text_field, txt_mode=txt_mode)
 
     def texts() -> Iterator[list[str]]:
@@ -114,7 +116,9 @@ def train_tokenizer(
             for i, t in enumerate(SPECIAL_TOKENS)
         },
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(config, ensure_ascii=False, indent=2) + "\n"
+    )
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     if batches.skipped:
         skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())

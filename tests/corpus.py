@@ -1,0 +1,168 @@
+"""Test corpora and tokenizers built on the fly from files every Python
+installation has: no downloads."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers.pre_tokenizers import ByteLevel, Split
+
+from tokenmill.demo import _docstrings, _stdlib_sources, chinese_texts
+
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+EMOJI_AND_MIXED = [
+    "Qwen2.5 支持中文和 English 混合文本 🤖🚀，包括 emoji 👨‍👩‍👧‍👦 与 代码 `print('你好')`。",
+    "全角字符：ＡＢＣ１２３，半角 ABC123；日本語のテキストも。한국어 텍스트.",
+    "e\u0301t\u00e9 cafe\u0301 — combining marks and NFC/NFKC ﬁ ligatures ①②③",
+    "tabs\tand   spaces\r\nwindows line\r\n\n\n   indented\n\u3000全角空格",
+]
+
+ADVERSARIAL = [
+    "a" * 5000,
+    " " * 3000 + "x",
+    "\n" * 2000 + "end",
+    "中" * 4000,
+    "😀" * 1000,
+    "e" + "\u0301" * 500,
+    "\ufffd\ufffd invalid-then-replaced \ufffd",
+    "<|im_start|>user\nhi<|im_end|></s><s><unk><|endoftext|>",
+    "text with NUL \x00 inside and \x01 controls",
+    "1234567890" * 300,
+    "'s 're 've 'll 'd 'S 'RE",
+]
+
+
+def real_texts(limit_bytes: int = 2_000_000) -> list[str]:
+    """Real English prose (stdlib docstrings), code, and Chinese prose."""
+    out: list[str] = list(chinese_texts()) + EMOJI_AND_MIXED
+    size = sum(len(t.encode()) for t in out)
+    for _, source in _stdlib_sources():
+        for _, doc in _docstrings(source):
+            out.append(doc)
+            size += len(doc.encode())
+        out.append(source[:20_000])
+        size += len(out[-1].encode())
+        if size >= limit_bytes:
+            break
+    return out
+
+
+def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({field: t}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _iter_batches(texts: list[str], n: int = 256) -> Iterator[list[str]]:
+    for i in range(0, len(texts), n):
+        yield texts[i : i + n]
+
+
+def _write_config(out: Path, **config: object) -> None:
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False))
+
+
+def build_qwen_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
+    """Qwen2-style: NFC, the Qwen2 split regex + byte-level, ChatML specials,
+    no BOS, EOS = <|endoftext|>."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            Split(pattern=_regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    _write_config(
+        out,
+        tokenizer_class="PreTrainedTokenizerFast",
+        bos_token=None,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        add_bos_token=False,
+    )
+    return out
+
+
+def build_llama_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
+    """LLaMA-2-style SentencePiece BPE as HF converts it: Prepend/Replace
+    normaliser, no pre-tokenizer, byte fallback, BOS <s> added by config."""
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # Train on whitespace-split words (as sentencepiece does), then drop the
+    # pre-tokenizer like the HF conversion of LLaMA-2 does.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials + byte_tokens,
+        show_progress=False,
+    )
+    tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
+    tok.pre_tokenizer = None
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    _write_config(
+        out,
+        tokenizer_class="PreTrainedTokenizerFast",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        add_eos_token=False,
+    )
+    return out
+
+
+def build_large_vocab(out: Path, size: int = 70_000) -> Path:
+    """A byte-level BPE whose vocabulary (with added tokens) exceeds 65536 ids."""
+    alphabet = ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for i in range(len(vocab), size):
+        vocab[f"filler{i}"] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    _write_config(out, eos_token="<|endoftext|>")
+    return out
+
+
+def _regex(pattern: str) -> object:
+    from tokenizers import Regex
+
+    return Regex(pattern)
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
