@@ -64,7 +64,7 @@ impl fmt::Display for TokenmillError {
             TokenmillError::Invalid(message) => f.write_str(message),
             TokenmillError::OutputExists(path) => write!(
                 f,
-                "{} already holds a dataset (manifest.json); pass overwrite to replace it",
+                "{} already holds a dataset (manifest.json); pass --overwrite (overwrite=True) to replace it",
                 path.display()
             ),
             TokenmillError::Corrupt { path, message } => {

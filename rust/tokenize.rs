@@ -130,16 +130,22 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         Some(p) => Some(read_json(p)?.1),
         None => None,
     };
+    // Older checkpoints keep their special tokens in special_tokens_map.json.
+    let map_path = json_path.with_file_name("special_tokens_map.json");
+    let special_map = if map_path.is_file() {
+        Some(read_json(&map_path)?.1)
+    } else {
+        None
+    };
     let lookup = |name: &str, fallbacks: &[&str]| -> Option<SpecialToken> {
-        let from_config = config
-            .as_ref()
-            .and_then(|c| c.get(name))
-            .and_then(token_content);
-        let candidates: Vec<String> = match from_config {
-            Some(t) => vec![t],
-            // Without a config, fall back to the conventional names.
-            None if config.is_none() => fallbacks.iter().map(|s| s.to_string()).collect(),
-            None => Vec::new(),
+        let entry = [&config, &special_map]
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.get(name));
+        let candidates: Vec<String> = match entry {
+            Some(v) => token_content(v).into_iter().collect(), // `null` means none
+            // Named nowhere: fall back to the conventional names.
+            None => fallbacks.iter().map(|s| s.to_string()).collect(),
         };
         candidates.into_iter().find_map(|token| {
             tokenizer

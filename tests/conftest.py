@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tokenmill
 from corpus import (
     build_large_vocab,
+    build_llama3_style,
     build_llama_style,
     build_qwen_style,
     real_texts,
@@ -43,11 +44,16 @@ def llama_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Pat
 
 
 @pytest.fixture(scope="session")
+def llama3_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_llama3_style(tmp_path_factory.mktemp("llama3_tok"), texts)
+
+
+@pytest.fixture(scope="session")
 def large_tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_large_vocab(tmp_path_factory.mktemp("large_tok"))
 
 
-@pytest.fixture(params=["bpe", "qwen", "llama"])
+@pytest.fixture(params=["bpe", "qwen", "llama3", "llama"])
 def any_tok(request: pytest.FixtureRequest) -> Path:
     path: Path = request.getfixturevalue(f"{request.param}_tok")
     return path

@@ -18,6 +18,11 @@ QWEN2_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 EMOJI_AND_MIXED = [
     "Qwen2.5 支持中文和 English 混合文本 🤖🚀，包括 emoji 👨‍👩‍👧‍👦 与 代码 `print('你好')`。",
     "全角字符：ＡＢＣ１２３，半角 ABC123；日本語のテキストも。한국어 텍스트.",
@@ -100,6 +105,36 @@ def build_qwen_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Pat
         pad_token="<|endoftext|>",
         add_bos_token=False,
     )
+    return out
+
+
+def build_llama3_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
+    """LLaMA-3-style: no normaliser, the LLaMA-3 split regex + byte-level, and
+    BOS inserted by the post-processor (the config has no add_bos_token)."""
+    from tokenizers import processors
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            Split(pattern=_regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+            ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    _write_config(out, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     return out
 
 

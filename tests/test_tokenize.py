@@ -60,6 +60,13 @@ def test_shards_hold_reference_ids(tmp_path: Path, any_tok: Path, texts: list[st
     assert stats.manifest["bos_added"] == bool(bos)
 
 
+def test_llama3_style_adds_bos_from_post_processor(llama3_tok: Path) -> None:
+    info = tokenmill.tokenizer_info(llama3_tok)
+    assert info["adds_bos"] is True
+    assert info["bos"] == {"token": "<|begin_of_text|>", "id": 0}
+    assert info["long_documents_in_pieces"] is True
+
+
 def test_llama_style_adds_bos_from_config(llama_tok: Path) -> None:
     info = tokenmill.tokenizer_info(llama_tok)
     assert info["adds_bos"] is True
@@ -84,7 +91,7 @@ def _long_document(texts: list[str], size: int) -> str:
     return (base * (size // len(base) + 1))[:size]
 
 
-@pytest.mark.parametrize("name", ["bpe", "qwen"])
+@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3"])
 def test_long_document_pieces_keep_ids(
     request: pytest.FixtureRequest, texts: list[str], name: str
 ) -> None:
@@ -95,11 +102,14 @@ def test_long_document_pieces_keep_ids(
     assert len(pieces) > 10
     assert pieces[0][0] == 0 and pieces[-1][1] == len(doc.encode())
     assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
-    assert enc.encode_batch([doc], threads=2)[0] == reference(tok_dir).encode(doc).ids
+    assert (
+        enc.encode_batch([doc], threads=2)[0]
+        == reference(tok_dir).encode(doc, add_special_tokens=False).ids
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bpe", "qwen"])
+@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3"])
 def test_multi_megabyte_documents_keep_ids(
     request: pytest.FixtureRequest, texts: list[str], name: str
 ) -> None:
@@ -107,7 +117,7 @@ def test_multi_megabyte_documents_keep_ids(
     zh = "".join(t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t))
     for doc in (_long_document(texts, 6_000_000), _long_document([zh] * 3, 3_000_000)):
         got = tokenmill.Encoder(str(tok_dir)).encode_batch([doc], threads=2)[0]
-        assert got == reference(tok_dir).encode(doc).ids
+        assert got == reference(tok_dir).encode(doc, add_special_tokens=False).ids
 
 
 def test_long_document_through_prepare(tmp_path: Path, bpe_tok: Path, texts: list[str]) -> None:
@@ -115,7 +125,7 @@ def test_long_document_through_prepare(tmp_path: Path, bpe_tok: Path, texts: lis
     corpus = write_jsonl(tmp_path / "in.jsonl", [doc, "short one"])
     tokenmill.prepare(corpus, bpe_tok, tmp_path / "out", val_fraction=0, progress=False)
     docs = tokenmill.open_shards(tmp_path / "out")
-    assert docs[0][:-1].tolist() == reference(bpe_tok).encode(doc).ids
+    assert docs[0][:-1].tolist() == reference(bpe_tok).encode(doc, add_special_tokens=False).ids
 
 
 texts_strategy = st.lists(

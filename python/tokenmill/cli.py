@@ -27,7 +27,7 @@ def _friendly_errors(f: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (_core.TokenmillError, OSError, ValueError, KeyError) as e:
+        except (_core.TokenmillError, OSError, ValueError, KeyError, RuntimeError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -73,6 +73,7 @@ def main() -> None:
 @click.option(
     "--max-line-bytes",
     type=_size,
+    metavar="SIZE",
     default="64MiB",
     show_default=True,
     help="Longer lines are skipped (line_too_long) without being held in memory.",
@@ -116,6 +117,7 @@ def main() -> None:
 @click.option(
     "--shard-size",
     type=_size,
+    metavar="SIZE",
     default="1GiB",
     show_default=True,
     help="Size limit of one .bin file.",

@@ -60,8 +60,10 @@ def train_tokenizer(
         )
     batches = _core.TextBatches(_as_list(inputs), text_field=text_field, txt_mode=txt_mode)
 
+    seen = 0
+
     def texts() -> Iterator[list[str]]:
-        seen = 0
+        nonlocal seen
         for batch in batches:
             if max_docs is not None and seen + len(batch) > max_docs:
                 batch = batch[: max_docs - seen]
@@ -83,6 +85,9 @@ def train_tokenizer(
         show_progress=progress,
     )
     tok.train_from_iterator(texts(), trainer=trainer)
+    if seen == 0:
+        skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items()) or "none"
+        raise ValueError(f"no documents to train on in {inputs} (skipped lines: {skipped})")
     for i, t in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(t) != i:
             raise RuntimeError(f"special token {t} did not get id {i}")
