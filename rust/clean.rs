@@ -47,6 +47,9 @@ pub struct CleanOptions {
     pub max_chars: Option<usize>,
     /// Drop exact duplicates of the normalised text, keeping the first.
     pub dedup: bool,
+    /// Whether the caller needs the content hash (for the val split) even
+    /// without dedup; when neither needs it, the pass over the text is skipped.
+    pub need_hash: bool,
 }
 
 /// xxh3-128 of the whitespace-normalised text (see module docs).
@@ -90,7 +93,8 @@ impl Cleaner {
         }
     }
 
-    /// Checks one document; on success returns its content hash.
+    /// Checks one document; on success returns its content hash (0 when
+    /// neither dedup nor the caller needs it).
     pub fn check(&mut self, text: &str) -> Result<u128, FilterReason> {
         let need_count = self.opts.min_chars > 0 || self.opts.max_chars.is_some();
         if need_count {
@@ -101,6 +105,9 @@ impl Cleaner {
             if self.opts.max_chars.is_some_and(|m| chars > m) {
                 return Err(FilterReason::TooLong);
             }
+        }
+        if !self.opts.dedup && !self.opts.need_hash {
+            return Ok(0);
         }
         let hash = content_hash(text);
         if self.opts.dedup && !self.seen.insert(hash) {
@@ -120,6 +127,7 @@ mod tests {
             min_chars: 2,
             max_chars: Some(20),
             dedup: true,
+            need_hash: false,
         });
         assert!(c.check("hello  world\r\n").is_ok());
         assert_eq!(c.check(" hello world"), Err(FilterReason::Duplicate));

@@ -164,6 +164,7 @@ fn read_all(
         min_chars: cfg.min_chars as usize,
         max_chars: cfg.max_chars.map(|m| m as usize),
         dedup: cfg.dedup,
+        need_hash: cfg.val_fraction > 0.0,
     });
     let mut files: Vec<FileStats> = inputs
         .iter()

@@ -1,0 +1,519 @@
+"""tokenmill `prepare` against the tools a user would otherwise pick, on one corpus.
+
+Tools, all on the same JSONL files, the same tokenizer.json and 2 threads, one
+EOS appended per document, no BOS, no dedup, no val split:
+
+- ``tokenmill``: ``tokenmill.prepare(..., threads=2, dedup=False, val_fraction=0)``.
+- ``ceiling``: ``tokenizers.Tokenizer.encode_batch_fast`` over texts already in
+  memory (RAYON_NUM_THREADS=2); reading and parsing are not timed.
+- ``llama2c``: llama2.c ``tinystories.py pretokenize`` style: a
+  ``multiprocessing.Pool(2)`` over the part files, each worker loads its part,
+  encodes document by document and writes a uint16/uint32 ``.bin``.
+- ``seed``: the seed recipe: ``datasets.load_dataset("json")`` ->
+  ``.map(tokenize, batched=True, num_proc=2)`` (transformers ``AutoTokenizer``)
+  -> ``.map(group_texts, batched=True, num_proc=2)`` with block_size 1024 ->
+  ``save_to_disk``.
+
+Each tool runs in a fresh child process (``python bench_prepare.py _child ...``)
+that times its own pipeline (imports excluded) and counts tokens before any
+grouping. The parent polls the child's process tree with psutil every 20 ms
+and reports the peak of the summed RSS (forked workers' shared pages are
+counted once per process, as ``ps`` would). Text MB/s uses the UTF-8 bytes of
+the text field (``meta.json`` of the corpus) for every tool.
+
+    python benches/bench_prepare.py --corpus bench_out/corpus/100M --repeat 3
+    python benches/bench_prepare.py --rss-vs-size --tokenizer small large
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_OUT = ROOT / "bench_out"
+TOOLS = ["tokenmill", "ceiling", "llama2c", "seed"]
+THREADS = 2
+BLOCK_SIZE = 1024
+
+# Qwen2's pre-tokenizer split regex (one digit per token, unlike LLaMA-3's \p{N}{1,3}).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LARGE_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+def _texts(files: list[Path], batch: int = 1000):
+    """Batches of the text field of JSONL files."""
+    buf: list[str] = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                buf.append(json.loads(line)["text"])
+                if len(buf) == batch:
+                    yield buf
+                    buf = []
+    if buf:
+        yield buf
+
+
+def build_small(corpus: Path) -> Path:
+    """32k byte-level BPE from `tokenmill train-tokenizer` on the first part file."""
+    out = BENCH_OUT / "tokenizers" / "small"
+    if not (out / "tokenizer.json").is_file():
+        import tokenmill
+
+        # One part (~12 MB) is plenty for 32k merges and keeps training under a minute.
+        tokenmill.train_tokenizer(_parts(corpus)[0], out, vocab_size=32000, progress=False)
+    return out
+
+
+def build_large(corpus: Path) -> Path:
+    """Qwen2-style byte-level BPE (Split regex + ByteLevel, NFC) with vocab 100000."""
+    out = BENCH_OUT / "tokenizers" / "large"
+    if (out / "tokenizer.json").is_file():
+        return out
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    vocab = 100_000
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        min_frequency=2,
+        special_tokens=LARGE_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # The first three parts of a corpus made by make_corpus.py are its base material
+    # (no repetition yet), the most distinct text there is to learn merges from.
+    tok.train_from_iterator(_texts(_parts(corpus)[:3]), trainer=trainer)
+    learned = tok.get_vocab_size(with_added_tokens=True)
+    if learned < vocab:
+        # Too little distinct text for 100k merges: pad with added tokens so the
+        # vocabulary (and so the uint32 dtype and the embedding-sized id space) is real.
+        tok.add_tokens([f"<|extra_{i}|>" for i in range(vocab - learned)])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "add_bos_token": False,
+        "model_max_length": 32768,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "build.json").write_text(json.dumps({"learned": learned, "vocab": vocab}) + "\n")
+    return out
+
+
+def resolve_tokenizer(name: str, corpus: Path) -> Path:
+    if name == "small":
+        return build_small(corpus)
+    if name == "large":
+        return build_large(corpus)
+    return Path(name)
+
+
+def _parts(corpus: Path) -> list[Path]:
+    parts = sorted(corpus.glob("part-*.jsonl"))
+    if not parts:
+        sys.exit(f"{corpus}: no part-*.jsonl (make it with benches/make_corpus.py)")
+    return parts
+
+
+def _eos_id(tokdir: Path) -> int:
+    """The EOS id the way tokenmill picks it: tokenizer_config.json's eos_token."""
+    from tokenizers import Tokenizer
+
+    config = json.loads((tokdir / "tokenizer_config.json").read_text())
+    eos = config["eos_token"]
+    eos = eos["content"] if isinstance(eos, dict) else eos
+    return Tokenizer.from_file(str(tokdir / "tokenizer.json")).token_to_id(eos)
+
+
+# ---------------------------------------------------------------- the tools (child side)
+
+
+def run_tokenmill(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    import tokenmill
+
+    t0 = time.perf_counter()
+    stats = tokenmill.prepare(
+        [str(p) for p in parts],
+        tokdir,
+        work / "tokenmill",
+        threads=THREADS,
+        dedup=False,
+        val_fraction=0.0,
+        progress=False,
+        overwrite=True,
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "tokens": stats.tokens,
+        "docs": stats.docs,
+        "text_bytes": stats.text_bytes,
+        "dtype": stats.dtype,
+    }
+
+
+def run_ceiling(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
+    tok.encode_special_tokens = True  # as tokenmill: special-token strings are plain text
+    # Untimed: the ceiling is tokenization alone, on texts already in memory.
+    batches = list(_texts(parts, batch=1000))
+    tokens = docs = 0
+    t0 = time.perf_counter()
+    for batch in batches:
+        encodings = tok.encode_batch_fast(batch, add_special_tokens=False)
+        # len(Encoding) is the id count without building a Python list; +1 EOS per doc.
+        tokens += sum(len(e) for e in encodings) + len(batch)
+        docs += len(batch)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "tokens": tokens, "docs": docs}
+
+
+def _llama2c_shard(job: tuple[str, str, str, int]) -> tuple[int, int]:
+    """One worker of the llama2.c-style pretokenizer: a whole part in, one .bin out."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    part, tokjson, out, eos = job
+    enc = Tokenizer.from_file(tokjson)
+    enc.encode_special_tokens = True
+    # llama2.c json.load()s its whole shard; a JSONL part is read the same way, at once.
+    with open(part, encoding="utf-8") as f:
+        data = [json.loads(line) for line in f]
+    all_tokens: list[int] = []
+    for example in data:
+        all_tokens.extend(enc.encode(example["text"], add_special_tokens=False).ids)
+        all_tokens.append(eos)
+    dtype = np.uint16 if enc.get_vocab_size(with_added_tokens=True) <= 65536 else np.uint32
+    np.array(all_tokens, dtype=dtype).tofile(out)
+    return len(all_tokens), len(data)
+
+
+def run_llama2c(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    import multiprocessing
+
+    out = work / "llama2c"
+    out.mkdir(parents=True, exist_ok=True)
+    eos = _eos_id(tokdir)
+    jobs = [
+        (str(p), str(tokdir / "tokenizer.json"), str(out / f"{p.stem}.bin"), eos) for p in parts
+    ]
+    t0 = time.perf_counter()
+    with multiprocessing.Pool(THREADS) as pool:
+        counts = pool.map(_llama2c_shard, jobs, chunksize=1)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "tokens": sum(c[0] for c in counts),
+        "docs": sum(c[1] for c in counts),
+    }
+
+
+def run_seed(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    from itertools import chain
+
+    import pyarrow.compute as pc
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    cache = work / "hf_cache"
+    shutil.rmtree(cache, ignore_errors=True)  # a warm cache would skip the JSON->Arrow step
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(tokdir))
+    eos = tokenizer.eos_token_id
+    ds = load_dataset(
+        "json", data_files=[str(p) for p in parts], split="train", cache_dir=str(cache)
+    )
+
+    def tokenize(examples):
+        out = tokenizer(examples["text"], add_special_tokens=False)
+        # One EOS per document, as every other tool here.
+        out["input_ids"] = [[*ids, eos] for ids in out["input_ids"]]
+        out["attention_mask"] = [[*m, 1] for m in out["attention_mask"]]
+        return out
+
+    tokenized = ds.map(tokenize, batched=True, num_proc=THREADS, remove_columns=ds.column_names)
+
+    def group_texts(examples):
+        # run_clm.py's group_texts: concatenate, drop the remainder, cut into blocks.
+        concatenated = {k: list(chain(*examples[k])) for k in examples}
+        total = len(concatenated["input_ids"]) // BLOCK_SIZE * BLOCK_SIZE
+        result = {
+            k: [t[i : i + BLOCK_SIZE] for i in range(0, total, BLOCK_SIZE)]
+            for k, t in concatenated.items()
+        }
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    grouped = tokenized.map(group_texts, batched=True, num_proc=THREADS)
+    grouped.save_to_disk(str(work / "seed"))
+    seconds = time.perf_counter() - t0
+    # Untimed: tokens before grouping (group_texts drops each batch's remainder).
+    lengths = pc.list_value_length(tokenized.data.column("input_ids"))
+    return {"seconds": seconds, "tokens": pc.sum(lengths).as_py(), "docs": len(tokenized)}
+
+
+RUNNERS = {
+    "tokenmill": run_tokenmill,
+    "ceiling": run_ceiling,
+    "llama2c": run_llama2c,
+    "seed": run_seed,
+}
+
+
+def child(tool: str, corpus: Path, tokdir: Path, work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    result = RUNNERS[tool](_parts(corpus), tokdir, work)
+    result["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def _cpu(who: int) -> float:
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _busy_cpu() -> float:
+    """Non-idle CPU seconds of the whole machine so far."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def measure(tool: str, corpus: Path, tokdir: Path) -> dict:
+    """Runs one tool in a fresh child; returns its result plus the tree's peak RSS."""
+    import psutil
+
+    work = BENCH_OUT / "work" / tool
+    shutil.rmtree(work, ignore_errors=True)
+    env = dict(os.environ)
+    env.update(
+        RAYON_NUM_THREADS=str(THREADS),
+        TOKENIZERS_PARALLELISM="true",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        TRANSFORMERS_VERBOSITY="error",
+    )
+    cmd = [sys.executable, __file__, "_child", tool, str(corpus), str(tokdir), str(work)]
+    busy0, own0 = _busy_cpu(), _cpu(resource.RUSAGE_SELF)
+    kids0 = _cpu(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [ps, *ps.children(recursive=True)]
+            rss = 0
+            for p in tree:
+                with contextlib.suppress(psutil.Error):  # a worker may exit meanwhile
+                    rss += p.memory_info().rss
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    # CPU time of the tool's whole tree (its waited-for workers included), and
+    # whatever else ran on the machine meanwhile: a busy neighbour skews timings.
+    tool_cpu = _cpu(resource.RUSAGE_CHILDREN) - kids0
+    other_cpu = _busy_cpu() - busy0 - tool_cpu - (_cpu(resource.RUSAGE_SELF) - own0)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{tool} failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result.update(
+        tool=tool,
+        peak_rss_mb=peak / 2**20,
+        process_wall=wall,
+        cpu_s=tool_cpu,
+        other_cpu_s=other_cpu,
+    )
+    if other_cpu > 0.05 * wall:
+        print(f"  warning: {other_cpu:.1f} CPU s of other processes during {tool}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)  # outputs are big; only the numbers matter
+    return result
+
+
+def summarize(runs: list[dict]) -> dict:
+    """One tool's repeats: median time and CPU, the time range, the highest peak RSS."""
+    secs = sorted(r["seconds"] for r in runs)
+    return {
+        **runs[0],
+        "seconds": statistics.median(secs),
+        "seconds_min": secs[0],
+        "seconds_max": secs[-1],
+        "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def table(results: list[dict], text_bytes: int) -> str:
+    """Markdown table of medians; the ratio is tokenmill's speed over each tool's."""
+    tm = next((r for r in results if r["tool"] == "tokenmill"), None)
+    head = (
+        "| tool | seconds (median [min-max]) | text MB/s | tokens/s | tokens | peak RSS (MB) "
+        "| CPU s | tokenmill speed / tool speed |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = [head]
+    for r in results:
+        mbs = text_bytes / 1e6 / r["seconds"]
+        ratio = f"{r['seconds'] / tm['seconds']:.2f}x" if tm else "-"
+        spread = f" [{r['seconds_min']:.1f}-{r['seconds_max']:.1f}]" if r["runs"] > 1 else ""
+        rows.append(
+            f"| {r['tool']} | {r['seconds']:.1f}{spread} | {mbs:.2f} "
+            f"| {r['tokens'] / r['seconds']:,.0f} | {r['tokens']:,} | {r['peak_rss_mb']:,.0f} "
+            f"| {r['cpu_s']:.1f} | {ratio} |"
+        )
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import psutil
+    import tokenizers
+
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+        f"tokenizers {tokenizers.__version__}"
+    )
+
+
+def main() -> None:
+    import tokenmill
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, nargs="+", default=[BENCH_OUT / "corpus" / "100M"])
+    ap.add_argument(
+        "--tokenizer",
+        nargs="+",
+        default=["small", "large"],
+        help="small (32k, tokenmill train-tokenizer), large (Qwen2-style 100k) or a path",
+    )
+    ap.add_argument("--tools", nargs="+", default=TOOLS, choices=TOOLS)
+    ap.add_argument(
+        "--first-corpus-only",
+        nargs="*",
+        default=["ceiling", "llama2c", "seed"],
+        help="tools run on the first --corpus only (the slow or memory-bound ones)",
+    )
+    ap.add_argument(
+        "--rss-vs-size",
+        action="store_true",
+        help="shorthand: --corpus bench_out/corpus/100M bench_out/corpus/1G --tools tokenmill",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per tool, round-robin over the tools so drift hits all alike; medians reported",
+    )
+    ap.add_argument("--json", type=Path, help="also write all results here")
+    args = ap.parse_args()
+    if args.rss_vs_size:
+        args.corpus = [BENCH_OUT / "corpus" / "100M", BENCH_OUT / "corpus" / "1G"]
+        args.tools = ["tokenmill"]
+
+    print(f"machine: {machine()}; {THREADS} threads for every tool")
+    all_results = []
+    for tok_name in args.tokenizer:
+        tokdir = resolve_tokenizer(tok_name, args.corpus[0])
+        vocab = tokenmill.tokenizer_info(tokdir)["vocab_size"]
+        for i, corpus in enumerate(args.corpus):
+            meta = json.loads((corpus / "meta.json").read_text())
+            for p in _parts(corpus):  # same warm page cache for every tool
+                with open(p, "rb") as f:
+                    while f.read(1 << 24):
+                        pass
+            print(
+                f"\n## tokenizer {tok_name} (vocab {vocab:,}), corpus {corpus} "
+                f"({meta['jsonl_bytes'] / 1e6:,.0f} MB JSONL, {meta['text_bytes'] / 1e6:,.1f} MB "
+                f"text, {meta['docs']:,} docs)",
+                flush=True,
+            )
+            tools = [t for t in args.tools if i == 0 or t not in args.first_corpus_only]
+            runs: dict[str, list[dict]] = {t: [] for t in tools}
+            for _ in range(args.repeat):
+                for tool in tools:
+                    r = measure(tool, corpus, tokdir)
+                    r.update(tokenizer=tok_name, vocab=vocab, corpus=str(corpus), **meta)
+                    runs[tool].append(r)
+                    print(
+                        f"  {tool:<10} {r['seconds']:8.1f} s  {r['tokens']:>13,} tokens  "
+                        f"peak RSS {r['peak_rss_mb']:,.0f} MB  CPU {r['cpu_s']:.1f} s "
+                        f"(other processes {r['other_cpu_s']:.1f} s)",
+                        flush=True,
+                    )
+                    if r.get("text_bytes", meta["text_bytes"]) != meta["text_bytes"]:
+                        print(f"note: {tool} read {r['text_bytes']:,} text bytes", flush=True)
+            results = [summarize(rs) for rs in runs.values()]
+            print()
+            print(table(results, meta["text_bytes"]))
+            by = {r["tool"]: r for r in results}
+            if "tokenmill" in by and "ceiling" in by:
+                tm, ce = by["tokenmill"], by["ceiling"]
+                print(
+                    f"\ntokenmill / ceiling throughput: {ce['seconds'] / tm['seconds']:.3f} "
+                    f"(target >= 0.9); token counts equal: {tm['tokens'] == ce['tokens']}"
+                )
+            ref = by.get("tokenmill")
+            for name, r in by.items():
+                if ref and r["tokens"] != ref["tokens"]:
+                    print(
+                        f"note: {name} counted {r['tokens']:,} tokens, tokenmill {ref['tokens']:,}"
+                    )
+            all_results += [r for rs in runs.values() for r in rs]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(all_results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
+    else:
+        main()
