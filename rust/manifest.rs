@@ -44,6 +44,8 @@ pub struct SplitEntry {
 /// Counts for one input file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileStats {
+    /// The input file (empty, and left out, in `totals`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Physical lines read (1 per file for whole-file `.txt` documents).
     pub lines: u64,
