@@ -238,6 +238,14 @@ fn read_all(
     Ok(ReadResult { files, examples })
 }
 
+/// What the tokenizer loop counted.
+struct Tokenized {
+    file_tokens: Vec<u64>,
+    counts: Counts,
+    /// Long documents that were encoded in more than one piece.
+    docs_in_pieces: u64,
+}
+
 /// One tokenized document on its way to the writer.
 struct Encoded {
     ids: Vec<u32>,
@@ -246,12 +254,15 @@ struct Encoded {
 
 /// Tokenizes a batch: long documents are cut into pieces first so that one
 /// huge document spreads over all threads; pieces are reassembled in order.
-fn encode_batch(encoder: &Encoder, docs: &[Doc]) -> Result<Vec<Encoded>> {
-    let units: Vec<(usize, std::ops::Range<usize>)> = docs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, d)| encoder.pieces(&d.text).into_iter().map(move |r| (i, r)))
-        .collect();
+/// Also returns how many documents were cut into more than one piece.
+fn encode_batch(encoder: &Encoder, docs: &[Doc]) -> Result<(Vec<Encoded>, u64)> {
+    let mut units: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(docs.len());
+    let mut in_pieces = 0;
+    for (i, d) in docs.iter().enumerate() {
+        let pieces = encoder.pieces(&d.text);
+        in_pieces += u64::from(pieces.len() > 1);
+        units.extend(pieces.into_iter().map(|r| (i, r)));
+    }
     let encoded: Vec<Result<Vec<u32>>> = units
         .par_iter()
         .map(|(i, r)| encoder.encode_piece(&docs[*i].text[r.clone()]))
@@ -269,7 +280,7 @@ fn encode_batch(encoder: &Encoder, docs: &[Doc]) -> Result<Vec<Encoded>> {
     if let Some(eos) = encoder.eos {
         out.iter_mut().for_each(|e| e.ids.push(eos));
     }
-    Ok(out)
+    Ok((out, in_pieces))
 }
 
 /// Runs the whole pipeline. `interrupted` is polled between batches (the
@@ -340,7 +351,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .sum();
     let raw_counter = Arc::new(AtomicU64::new(0));
 
-    let run = || -> Result<(ReadResult, Vec<SplitEntry>, Vec<u64>, Counts)> {
+    let run = || -> Result<(ReadResult, Vec<SplitEntry>, Tokenized)> {
         std::thread::scope(|s| {
             let (batch_tx, batch_rx) = bounded::<Vec<Doc>>(2);
             let (enc_tx, enc_rx) = bounded::<Vec<Encoded>>(2);
@@ -360,12 +371,12 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             let read = reader.join().expect("reader thread panicked");
             // Report the root cause: a reader error (e.g. --strict) first.
             let read = read?;
-            let (file_tokens, counts) = tokenized?;
+            let tokenized = tokenized?;
             let splits = written?;
-            Ok((read, splits, file_tokens, counts))
+            Ok((read, splits, tokenized))
         })
     };
-    let (read, splits, file_tokens, counts) = match run() {
+    let (read, splits, tokenized) = match run() {
         Ok(r) => r,
         Err(e) => {
             remove_temp_files(&out, &SPLITS);
@@ -378,17 +389,13 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     for (name, entry) in SPLITS.iter().zip(splits) {
         split_map.insert(name.to_string(), entry);
     }
-    // Text bytes and docs per file come from the writer side of the pipeline.
-    let mut totals = FileStats {
-        path: String::new(),
-        ..FileStats::default()
-    };
-    for (f, tokens) in files.iter_mut().zip(&file_tokens) {
+    // Lines, docs and text bytes per file come from the reader, tokens from the tokenizer loop.
+    let mut totals = FileStats::default();
+    for (f, tokens) in files.iter_mut().zip(&tokenized.file_tokens) {
         f.tokens = *tokens;
-    }
-    for f in &files {
         totals.add(f);
     }
+    let duplicates = totals.filtered.get("duplicate").copied().unwrap_or(0);
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -420,10 +427,11 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         dedup: json!({
             "exact": cfg.dedup,
             "normalisation": "trim, fold whitespace runs to one space; xxh3-128",
-            "removed": 0,
+            "removed": duplicates,
         }),
         chunking: json!({
             "long_documents_in_pieces": encoder.splits_long_documents(),
+            "documents_in_pieces": tokenized.docs_in_pieces,
             "long_document_bytes": tokenize::LONG_DOC_BYTES,
             "piece_bytes": tokenize::PIECE_BYTES,
         }),
@@ -438,13 +446,6 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         })
         .expect("config serialises"),
     };
-    let mut manifest = manifest;
-    manifest.dedup["removed"] = json!(manifest
-        .totals
-        .filtered
-        .get("duplicate")
-        .copied()
-        .unwrap_or(0));
     let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_atomic(&out.join("manifest.json"), &bytes)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -452,8 +453,8 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         output: out.display().to_string(),
         threads,
         seconds,
-        text_mb_per_s: counts.text_bytes as f64 / 1e6 / seconds.max(1e-9),
-        tokens_per_s: counts.tokens as f64 / seconds.max(1e-9),
+        text_mb_per_s: tokenized.counts.text_bytes as f64 / 1e6 / seconds.max(1e-9),
+        tokens_per_s: tokenized.counts.tokens as f64 / seconds.max(1e-9),
         manifest,
     })
 }
@@ -468,14 +469,16 @@ fn tokenize_loop(
     raw_counter: &AtomicU64,
     mut progress: Progress,
     interrupted: &dyn Fn() -> bool,
-) -> Result<(Vec<u64>, Counts)> {
+) -> Result<Tokenized> {
     let mut file_tokens = vec![0u64; n_files];
     let mut counts = Counts::default();
+    let mut docs_in_pieces = 0;
     for docs in batches {
         if interrupted() {
             return Err(TokenmillError::Interrupted);
         }
-        let encoded = pool.install(|| encode_batch(encoder, &docs))?;
+        let (encoded, in_pieces) = pool.install(|| encode_batch(encoder, &docs))?;
+        docs_in_pieces += in_pieces;
         for (d, e) in docs.iter().zip(&encoded) {
             file_tokens[d.file] += e.ids.len() as u64;
             counts.text_bytes += d.text.len() as u64;
@@ -491,7 +494,11 @@ fn tokenize_loop(
     }
     counts.raw_bytes = raw_counter.load(Ordering::Relaxed);
     progress.finish(counts);
-    Ok((file_tokens, counts))
+    Ok(Tokenized {
+        file_tokens,
+        counts,
+        docs_in_pieces,
+    })
 }
 
 /// Writer stage: appends documents to the train/val shards in arrival order.

@@ -123,7 +123,8 @@ def test_multi_megabyte_documents_keep_ids(
 def test_long_document_through_prepare(tmp_path: Path, bpe_tok: Path, texts: list[str]) -> None:
     doc = _long_document(texts, 800_000)
     corpus = write_jsonl(tmp_path / "in.jsonl", [doc, "short one"])
-    tokenmill.prepare(corpus, bpe_tok, tmp_path / "out", val_fraction=0, progress=False)
+    stats = tokenmill.prepare(corpus, bpe_tok, tmp_path / "out", val_fraction=0, progress=False)
+    assert stats.manifest["chunking"]["documents_in_pieces"] == 1
     docs = tokenmill.open_shards(tmp_path / "out")
     assert docs[0][:-1].tolist() == reference(bpe_tok).encode(doc, add_special_tokens=False).ids
 
