@@ -336,6 +336,73 @@ mod tests {
             .ends_with(".tmp")));
     }
 
+    /// Reads a split back through its `.idx`/`.bin` files.
+    fn read_back(root: &Path, shards: &[ShardInfo], dtype: Dtype) -> Vec<Vec<u32>> {
+        let mut docs = Vec::new();
+        for s in shards {
+            let bin = fs::read(root.join(&s.bin)).unwrap();
+            let ids: Vec<u32> = match dtype {
+                Dtype::U16 => bin
+                    .chunks(2)
+                    .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+                Dtype::U32 => bin
+                    .chunks(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            };
+            let idx = fs::read(root.join(&s.idx)).unwrap();
+            let offs: Vec<usize> = idx
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize)
+                .collect();
+            assert_eq!(offs.len() as u64, s.docs + 1);
+            docs.extend(offs.windows(2).map(|w| ids[w[0]..w[1]].to_vec()));
+        }
+        docs
+    }
+
+    #[test]
+    fn random_round_trips() {
+        // A small LCG keeps the test dependency-free and reproducible.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        for case in 0..40 {
+            let dtype = if case % 2 == 0 {
+                Dtype::U16
+            } else {
+                Dtype::U32
+            };
+            let max_id = if dtype == Dtype::U16 {
+                1 << 16
+            } else {
+                1 << 32
+            };
+            let docs: Vec<Vec<u32>> = (0..next(60))
+                .map(|_| (0..next(50)).map(|_| next(max_id) as u32).collect())
+                .collect();
+            let limit = 8 + next(200);
+            let dir = tempfile::tempdir().unwrap();
+            let mut w = SplitWriter::new(dir.path(), "train", dtype, limit);
+            for d in &docs {
+                w.write_doc(d).unwrap();
+            }
+            let shards = w.finish().unwrap();
+            assert_eq!(read_back(dir.path(), &shards, dtype), docs, "case {case}");
+            for s in &shards {
+                assert!(
+                    s.tokens * dtype.itemsize() <= limit || s.docs == 1,
+                    "case {case}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn uint16_refused_for_large_vocab() {
         assert!(Dtype::choose("uint16", 70_000).is_err());

@@ -95,6 +95,9 @@ def test_filters_dedup_and_max_docs(tmp_path: Path, bpe_tok: Path) -> None:
     )
     assert stats.filtered == {"duplicate": 1, "too_short": 2, "too_long": 1}
     assert stats.docs == 2
+    val = tokenmill.open_shards(tmp_path / "a", "val")  # empty split: no shards, still readable
+    assert len(val) == 0 and val.num_tokens == 0 and list(val) == []
+    assert tokenmill.verify(tmp_path / "a").ok
     assert stats.manifest["dedup"]["removed"] == 1
     stats = tokenmill.prepare(
         corpus, bpe_tok, tmp_path / "b", dedup=False, val_fraction=0, progress=False
