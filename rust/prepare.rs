@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -252,37 +251,6 @@ struct Encoded {
     val: bool,
 }
 
-/// Tokenizes a batch: long documents are cut into pieces first so that one
-/// huge document spreads over all threads; pieces are reassembled in order.
-/// Also returns how many documents were cut into more than one piece.
-fn encode_batch(encoder: &Encoder, docs: &[Doc]) -> Result<(Vec<Encoded>, u64)> {
-    let mut units: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(docs.len());
-    let mut in_pieces = 0;
-    for (i, d) in docs.iter().enumerate() {
-        let pieces = encoder.pieces(&d.text);
-        in_pieces += u64::from(pieces.len() > 1);
-        units.extend(pieces.into_iter().map(|r| (i, r)));
-    }
-    let encoded: Vec<Result<Vec<u32>>> = units
-        .par_iter()
-        .map(|(i, r)| encoder.encode_piece(&docs[*i].text[r.clone()]))
-        .collect();
-    let mut out: Vec<Encoded> = docs
-        .iter()
-        .map(|d| Encoded {
-            ids: encoder.bos.into_iter().collect(),
-            val: d.val,
-        })
-        .collect();
-    for ((i, _), ids) in units.iter().zip(encoded) {
-        out[*i].ids.extend(ids?);
-    }
-    if let Some(eos) = encoder.eos {
-        out.iter_mut().for_each(|e| e.ids.push(eos));
-    }
-    Ok((out, in_pieces))
-}
-
 /// Runs the whole pipeline. `interrupted` is polled between batches (the
 /// Python bindings check for Ctrl-C there).
 pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Summary> {
@@ -477,8 +445,14 @@ fn tokenize_loop(
         if interrupted() {
             return Err(TokenmillError::Interrupted);
         }
-        let (encoded, in_pieces) = pool.install(|| encode_batch(encoder, &docs))?;
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let (ids, in_pieces) = pool.install(|| encoder.encode_many(&texts))?;
         docs_in_pieces += in_pieces;
+        let encoded: Vec<Encoded> = ids
+            .into_iter()
+            .zip(&docs)
+            .map(|(ids, d)| Encoded { ids, val: d.val })
+            .collect();
         for (d, e) in docs.iter().zip(&encoded) {
             file_tokens[d.file] += e.ids.len() as u64;
             counts.text_bytes += d.text.len() as u64;

@@ -14,7 +14,6 @@ use pyo3::exceptions::{
     PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
-use rayon::prelude::*;
 
 use crate::error::TokenmillError as CoreError;
 use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
@@ -170,7 +169,9 @@ impl Encoder {
                 .num_threads(threads)
                 .build()
                 .map_err(|e| CoreError::Invalid(e.to_string()))?;
-            pool.install(|| texts.par_iter().map(|t| self.inner.encode_doc(t)).collect())
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            pool.install(|| self.inner.encode_many(&texts))
+                .map(|(ids, _)| ids)
         })
     }
 

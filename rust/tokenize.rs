@@ -10,14 +10,17 @@
 //!
 //! Long documents are encoded in bounded pieces (see [`Encoder::pieces`]).
 //! A piece boundary is placed only where the tokenizer's own pre-tokenizer
-//! would cut anyway and where normalisation cannot reach across, so the ids
-//! are identical to encoding the document whole; this keeps per-call memory
-//! bounded and lets one huge document use every thread.
+//! would cut anyway and where normalisation cannot reach across (byte-level
+//! BPE), or where no vocabulary token can span (SentencePiece BPE), so the
+//! ids are identical to encoding the document whole; this keeps per-call
+//! memory bounded, avoids the `tokenizers` crate's superlinear time on one
+//! huge SentencePiece "word", and lets one huge document use every thread.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
@@ -332,15 +335,97 @@ fn safe_cut_at(text: &str, p: usize) -> bool {
     prev_ok && text[p..].chars().next().is_some_and(starts_piece)
 }
 
+/// SentencePiece-style rule: a cut at byte `p` is safe when `text[p]` is a
+/// space and the character before it is neither a space nor `▁`. Spaces
+/// become `▁` under these tokenizers, and [`sentencepiece_rest`] has checked
+/// that no vocabulary token holds `▁` right after another character, so no
+/// BPE merge can join the two sides (merges only build vocabulary tokens).
+fn safe_space_cut_at(text: &str, p: usize) -> bool {
+    text.as_bytes()[p] == b' '
+        && text[..p]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c != ' ' && c != '\u{2581}')
+}
+
+/// For LLaMA-2-style SentencePiece BPE tokenizers (HF's legacy
+/// `Prepend("▁") + Replace(" ", "▁")` normaliser with no pre-tokenizer, or a
+/// `Metaspace` pre-tokenizer with no normaliser), the tokenizer.json to use
+/// for every piece after the first: the same one with the `▁` prepended to
+/// the text's start removed, so each later piece normalises exactly as its
+/// span of the whole text does. `None` when the tokenizer is not of that
+/// family or its vocabulary lets a merge cross a space.
+fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
+    const SPACE: &str = "\u{2581}";
+    let model = &raw["model"];
+    let plain_bpe = model["type"] == "BPE"
+        && model["dropout"].is_null()
+        && model["continuing_subword_prefix"].is_null()
+        && model["end_of_word_suffix"].is_null()
+        && model["ignore_merges"] != true;
+    let vocab = model["vocab"].as_object()?;
+    // fuse_unk could join unknown characters across a cut; with a complete
+    // byte fallback no character is unknown.
+    let no_unk = model["fuse_unk"] != true
+        || (model["byte_fallback"] == true
+            && (0..=255).all(|b| vocab.contains_key(&format!("<0x{b:02X}>"))));
+    let merges_stay_apart = vocab.keys().all(|token| {
+        let chars: Vec<char> = token.chars().collect();
+        chars
+            .windows(2)
+            .all(|w| w[1] != '\u{2581}' || w[0] == '\u{2581}')
+    });
+    let added_ok = raw["added_tokens"].as_array().is_none_or(|ts| {
+        ts.iter().all(|t| {
+            let content = t["content"].as_str().unwrap_or_default();
+            !(parse_special || t["special"] != true)
+                || (t["lstrip"] != true
+                    && t["rstrip"] != true
+                    && !content.contains(' ')
+                    && !content.contains(SPACE))
+        })
+    });
+    if !(plain_bpe && no_unk && merges_stay_apart && added_ok) {
+        return None;
+    }
+    let (norm, pre) = (&raw["normalizer"], &raw["pre_tokenizer"]);
+    let mut rest = raw.clone();
+    let legacy = serde_json::json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": SPACE},
+        {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
+    ]});
+    if *norm == legacy && pre.is_null() {
+        rest["normalizer"] = legacy["normalizers"][1].clone();
+    } else if norm.is_null() && pre["type"] == "Metaspace" && pre["replacement"] == SPACE {
+        rest["pre_tokenizer"]["prepend_scheme"] = Value::from("never");
+    } else {
+        return None;
+    }
+    Some(rest)
+}
+
+/// Where long documents of a tokenizer may be cut (see the `safe_*` rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CutRule {
+    /// Long documents are encoded whole.
+    Never,
+    /// Byte-level BPE with a known split regex: after `<non-space>\n`.
+    Newline,
+    /// SentencePiece BPE: before a space that follows a non-space.
+    Space,
+}
+
 /// Encodes documents with BOS/EOS as configured.
 pub struct Encoder {
     tokenizer: Tokenizer,
+    /// The tokenizer for pieces after the first, where it differs (SentencePiece).
+    rest: Option<Tokenizer>,
     json_path: PathBuf,
     /// Prepended to every document.
     pub bos: Option<u32>,
     /// Appended to every document.
     pub eos: Option<u32>,
-    split_long: bool,
+    rule: CutRule,
 }
 
 impl Encoder {
@@ -363,21 +448,38 @@ impl Encoder {
                         && !t["content"].as_str().unwrap_or_default().contains('\n'))
             })
         });
-        let split_long = added_ok
+        let newline = added_ok
             && normalizer_is_local(&loaded.raw["normalizer"])
             && pre_tokenizer_is_known(&loaded.raw["pre_tokenizer"]);
+        let rest = if newline {
+            None
+        } else {
+            sentencepiece_rest(&loaded.raw, parse_special).and_then(|v| {
+                let mut t = Tokenizer::from_str(&v.to_string()).ok()?;
+                t.with_truncation(None).ok()?;
+                t.with_padding(None);
+                t.set_encode_special_tokens(!parse_special);
+                Some(t)
+            })
+        };
+        let rule = match (newline, &rest) {
+            (true, _) => CutRule::Newline,
+            (false, Some(_)) => CutRule::Space,
+            (false, None) => CutRule::Never,
+        };
         Encoder {
             tokenizer,
+            rest,
             json_path: loaded.json_path.clone(),
             bos,
             eos,
-            split_long,
+            rule,
         }
     }
 
     /// Whether long documents of this tokenizer are cut into pieces.
     pub fn splits_long_documents(&self) -> bool {
-        self.split_long
+        self.rule != CutRule::Never
     }
 
     /// Byte ranges to encode separately; their ids concatenated equal the
@@ -385,7 +487,7 @@ impl Encoder {
     /// tokenizer is of a family whose safe cut points are known.
     pub fn pieces(&self, text: &str) -> Vec<Range<usize>> {
         let whole = std::iter::once(0..text.len());
-        if !self.split_long || text.len() <= LONG_DOC_BYTES {
+        if self.rule == CutRule::Never || text.len() <= LONG_DOC_BYTES {
             return whole.collect();
         }
         let bytes = text.as_bytes();
@@ -393,9 +495,14 @@ impl Encoder {
         let mut start = 0;
         let mut from = PIECE_BYTES;
         while from < text.len() {
-            let cut = memchr::memchr_iter(b'\n', &bytes[from..])
-                .map(|i| from + i + 1)
-                .find(|&p| p < text.len() && safe_cut_at(text, p));
+            let cut = match self.rule {
+                CutRule::Newline => memchr::memchr_iter(b'\n', &bytes[from..])
+                    .map(|i| from + i + 1)
+                    .find(|&p| p < text.len() && safe_cut_at(text, p)),
+                _ => memchr::memchr_iter(b' ', &bytes[from..])
+                    .map(|i| from + i)
+                    .find(|&p| safe_space_cut_at(text, p)),
+            };
             match cut {
                 Some(p) => {
                     out.push(start..p);
@@ -409,9 +516,14 @@ impl Encoder {
         out
     }
 
-    /// Ids of one piece of text, without BOS/EOS.
-    pub fn encode_piece(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer
+    /// Ids of one piece of text, without BOS/EOS; `first` says whether the
+    /// piece starts the document (see [`Encoder::pieces`]).
+    pub fn encode_piece(&self, text: &str, first: bool) -> Result<Vec<u32>> {
+        let tokenizer = match &self.rest {
+            Some(rest) if !first => rest,
+            _ => &self.tokenizer,
+        };
+        tokenizer
             .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| TokenmillError::Tokenizer {
@@ -420,14 +532,33 @@ impl Encoder {
             })
     }
 
-    /// Ids of a whole document including BOS/EOS, encoded piece by piece.
-    pub fn encode_doc(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = self.bos.into_iter().collect();
-        for range in self.pieces(text) {
-            ids.extend(self.encode_piece(&text[range])?);
+    /// Ids of each text including BOS/EOS, on the current rayon pool. Long
+    /// texts are cut into pieces first so that one huge document spreads over
+    /// all threads; pieces are reassembled in order. Also returns how many
+    /// texts were cut into more than one piece.
+    pub fn encode_many(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, u64)> {
+        let mut units: Vec<(usize, Range<usize>)> = Vec::with_capacity(texts.len());
+        let mut in_pieces = 0;
+        for (i, text) in texts.iter().enumerate() {
+            let pieces = self.pieces(text);
+            in_pieces += u64::from(pieces.len() > 1);
+            units.extend(pieces.into_iter().map(|r| (i, r)));
         }
-        ids.extend(self.eos);
-        Ok(ids)
+        let encoded: Vec<Result<Vec<u32>>> = units
+            .par_iter()
+            .map(|(i, r)| self.encode_piece(&texts[*i][r.clone()], r.start == 0))
+            .collect();
+        let mut out: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|_| self.bos.into_iter().collect())
+            .collect();
+        for ((i, _), ids) in units.iter().zip(encoded) {
+            out[*i].extend(ids?);
+        }
+        if let Some(eos) = self.eos {
+            out.iter_mut().for_each(|ids| ids.push(eos));
+        }
+        Ok((out, in_pieces))
     }
 }
 
@@ -443,6 +574,27 @@ mod tests {
         assert!(!safe_cut_at("ab\n\nThe", 3));
         assert!(!safe_cut_at("ab\n The", 3));
         assert!(!safe_cut_at("ab\n'The", 3));
+    }
+
+    #[test]
+    fn sentencepiece_rule() {
+        assert!(safe_space_cut_at("ab cd", 2));
+        assert!(!safe_space_cut_at("ab  cd", 3)); // inside a run of spaces
+        assert!(!safe_space_cut_at("ab\u{2581} cd", 5));
+        let mut raw = serde_json::json!({
+            "model": {"type": "BPE", "dropout": null, "byte_fallback": true, "fuse_unk": false,
+                      "vocab": {"\u{2581}a": 0, "b": 1, "\u{2581}\u{2581}": 2}, "merges": []},
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u{2581}"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+            "pre_tokenizer": null,
+            "added_tokens": [{"id": 3, "content": "<s>", "special": true}],
+        });
+        let rest = sentencepiece_rest(&raw, false).expect("legacy LLaMA layout qualifies");
+        assert_eq!(rest["normalizer"]["type"], "Replace");
+        // A token with ▁ after another character lets a merge cross a space.
+        raw["model"]["vocab"]["b\u{2581}a"] = serde_json::json!(4);
+        assert!(sentencepiece_rest(&raw, false).is_none());
     }
 
     #[test]

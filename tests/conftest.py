@@ -49,11 +49,16 @@ def llama3_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Pa
 
 
 @pytest.fixture(scope="session")
+def llama_meta_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_llama_style(tmp_path_factory.mktemp("llama_meta_tok"), texts, legacy=False)
+
+
+@pytest.fixture(scope="session")
 def large_tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_large_vocab(tmp_path_factory.mktemp("large_tok"))
 
 
-@pytest.fixture(params=["bpe", "qwen", "llama3", "llama"])
+@pytest.fixture(params=["bpe", "qwen", "llama3", "llama", "llama_meta"])
 def any_tok(request: pytest.FixtureRequest) -> Path:
     path: Path = request.getfixturevalue(f"{request.param}_tok")
     return path

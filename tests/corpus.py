@@ -138,9 +138,12 @@ def build_llama3_style(out: Path, texts: list[str], vocab_size: int = 2000) -> P
     return out
 
 
-def build_llama_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
-    """LLaMA-2-style SentencePiece BPE as HF converts it: Prepend/Replace
-    normaliser, no pre-tokenizer, byte fallback, BOS <s> added by config."""
+def build_llama_style(
+    out: Path, texts: list[str], vocab_size: int = 2000, legacy: bool = True
+) -> Path:
+    """LLaMA-2-style SentencePiece BPE as HF converts it: byte fallback, BOS
+    <s> added by config, and either the legacy Prepend/Replace normaliser with
+    no pre-tokenizer or (``legacy=False``) a Metaspace pre-tokenizer."""
     specials = ["<unk>", "<s>", "</s>"]
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
@@ -154,7 +157,13 @@ def build_llama_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Pa
         show_progress=False,
     )
     tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
-    tok.pre_tokenizer = None
+    if legacy:
+        tok.pre_tokenizer = None
+    else:
+        tok.normalizer = None
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="first", split=False
+        )
     tok.decoder = decoders.Sequence(
         [
             decoders.Replace("▁", " "),

@@ -71,7 +71,7 @@ def test_llama_style_adds_bos_from_config(llama_tok: Path) -> None:
     info = tokenmill.tokenizer_info(llama_tok)
     assert info["adds_bos"] is True
     assert info["bos"]["token"] == "<s>"
-    assert info["long_documents_in_pieces"] is False
+    assert info["long_documents_in_pieces"] is True
 
 
 def test_decode_round_trip(tmp_path: Path, qwen_tok: Path) -> None:
@@ -91,7 +91,7 @@ def _long_document(texts: list[str], size: int) -> str:
     return (base * (size // len(base) + 1))[:size]
 
 
-@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3"])
+@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3", "llama", "llama_meta"])
 def test_long_document_pieces_keep_ids(
     request: pytest.FixtureRequest, texts: list[str], name: str
 ) -> None:
@@ -109,7 +109,7 @@ def test_long_document_pieces_keep_ids(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3"])
+@pytest.mark.parametrize("name", ["bpe", "qwen", "llama3", "llama", "llama_meta"])
 def test_multi_megabyte_documents_keep_ids(
     request: pytest.FixtureRequest, texts: list[str], name: str
 ) -> None:
