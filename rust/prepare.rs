@@ -143,6 +143,7 @@ pub struct Summary {
 struct Doc {
     text: String,
     file: usize,
+    line: u64,
     val: bool,
 }
 
@@ -214,6 +215,7 @@ fn read_all(
                         val: is_val(hash, cfg.val_fraction, cfg.seed),
                         text,
                         file: fi,
+                        line: rec.line,
                     });
                     kept += 1;
                     if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_DOCS {
@@ -330,7 +332,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                 &encoder,
                 batch_rx,
                 enc_tx,
-                inputs.len(),
+                &inputs,
                 &raw_counter,
                 Progress::new("prepare", cfg.progress, total_raw),
                 interrupted,
@@ -433,12 +435,12 @@ fn tokenize_loop(
     encoder: &Encoder,
     batches: Receiver<Vec<Doc>>,
     out: Sender<Vec<Encoded>>,
-    n_files: usize,
+    inputs: &[InputFile],
     raw_counter: &AtomicU64,
     mut progress: Progress,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Tokenized> {
-    let mut file_tokens = vec![0u64; n_files];
+    let mut file_tokens = vec![0u64; inputs.len()];
     let mut counts = Counts::default();
     let mut docs_in_pieces = 0;
     for docs in batches {
@@ -446,9 +448,17 @@ fn tokenize_loop(
             return Err(TokenmillError::Interrupted);
         }
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-        let (ids, in_pieces) = pool.install(|| encoder.encode_many(&texts))?;
-        docs_in_pieces += in_pieces;
-        let encoded: Vec<Encoded> = ids
+        let batch = pool
+            .install(|| encoder.encode_many(&texts))
+            .map_err(|(i, e)| TokenmillError::BadLine {
+                path: inputs[docs[i].file].path.clone(),
+                line: docs[i].line,
+                reason: "tokenizer_error",
+                detail: e.to_string(),
+            })?;
+        docs_in_pieces += batch.in_pieces;
+        let encoded: Vec<Encoded> = batch
+            .ids
             .into_iter()
             .zip(&docs)
             .map(|(ids, d)| Encoded { ids, val: d.val })

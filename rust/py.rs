@@ -171,7 +171,8 @@ impl Encoder {
                 .map_err(|e| CoreError::Invalid(e.to_string()))?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             pool.install(|| self.inner.encode_many(&texts))
-                .map(|(ids, _)| ids)
+                .map(|batch| batch.ids)
+                .map_err(|(_, e)| e)
         })
     }
 

@@ -415,6 +415,14 @@ enum CutRule {
     Space,
 }
 
+/// Ids of a batch of texts (see [`Encoder::encode_many`]).
+pub struct EncodedBatch {
+    /// Ids of each text, with BOS/EOS.
+    pub ids: Vec<Vec<u32>>,
+    /// How many texts were encoded in more than one piece.
+    pub in_pieces: u64,
+}
+
 /// Encodes documents with BOS/EOS as configured.
 pub struct Encoder {
     tokenizer: Tokenizer,
@@ -535,8 +543,12 @@ impl Encoder {
     /// Ids of each text including BOS/EOS, on the current rayon pool. Long
     /// texts are cut into pieces first so that one huge document spreads over
     /// all threads; pieces are reassembled in order. Also returns how many
-    /// texts were cut into more than one piece.
-    pub fn encode_many(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, u64)> {
+    /// texts were cut into more than one piece. An error comes with the
+    /// index of the text that caused it.
+    pub fn encode_many(
+        &self,
+        texts: &[&str],
+    ) -> std::result::Result<EncodedBatch, (usize, TokenmillError)> {
         let mut units: Vec<(usize, Range<usize>)> = Vec::with_capacity(texts.len());
         let mut in_pieces = 0;
         for (i, text) in texts.iter().enumerate() {
@@ -553,12 +565,15 @@ impl Encoder {
             .map(|_| self.bos.into_iter().collect())
             .collect();
         for ((i, _), ids) in units.iter().zip(encoded) {
-            out[*i].extend(ids?);
+            out[*i].extend(ids.map_err(|e| (*i, e))?);
         }
         if let Some(eos) = self.eos {
             out.iter_mut().for_each(|ids| ids.push(eos));
         }
-        Ok((out, in_pieces))
+        Ok(EncodedBatch {
+            ids: out,
+            in_pieces,
+        })
     }
 }
 

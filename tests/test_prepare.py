@@ -153,6 +153,21 @@ def test_bad_tokenizer_paths(tmp_path: Path) -> None:
         tokenmill.prepare(corpus, tmp_path / "broken.json", tmp_path / "o", progress=False)
 
 
+def test_tokenizer_error_names_file_and_line(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models
+
+    # "<unk>" is not in the vocabulary, so any unknown character is an error.
+    tok = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[], unk_token="<unk>"))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    corpus = write_jsonl(tmp_path / "in.jsonl", ["ab", "abc"])
+    with pytest.raises(tokenmill.BadLineError, match=r"in\.jsonl:2: tokenizer_error"):
+        tokenmill.prepare(corpus, tmp_path / "tokenizer.json", tmp_path / "o", eos=False,
+                          progress=False)  # fmt: skip
+    assert not (tmp_path / "o" / "manifest.json").exists()
+    with pytest.raises(tokenmill.TokenizerError, match=r"tokenizer\.json"):
+        tokenmill.Encoder(str(tmp_path / "tokenizer.json")).encode_batch(["abc"])
+
+
 def test_verify_catches_flipped_bytes(tmp_path: Path, corpus: Path, bpe_tok: Path) -> None:
     out = tmp_path / "out"
     tokenmill.prepare(corpus, bpe_tok, out, val_fraction=0, progress=False)

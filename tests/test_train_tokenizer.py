@@ -61,5 +61,8 @@ def test_cli_train_tokenizer(tmp_path: Path, texts: list[str]) -> None:
     assert "skipped lines: malformed_json=1" in result.output
     info = tokenmill.tokenizer_info(tmp_path / "tok")
     assert info["vocab_size"] == 600
+    record = json.loads((tmp_path / "tok" / "tokenmill.json").read_text())
+    assert record["documents"] == 301 and record["skipped_lines"] == {"malformed_json": 1}
+    assert record["fingerprint"] == info["fingerprint"]
     assert info["eos"] == {"token": "<|im_end|>", "id": 4}
     assert info["long_documents_in_pieces"] is True

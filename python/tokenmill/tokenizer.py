@@ -48,7 +48,8 @@ def train_tokenizer(
     progress: bool = True,
 ) -> Path:
     """Trains a byte-level BPE tokenizer and writes a transformers-loadable
-    directory (tokenizer.json, tokenizer_config.json, special_tokens_map.json).
+    directory (tokenizer.json, tokenizer_config.json, special_tokens_map.json) plus
+    tokenmill.json, a record of the training arguments and input counts.
 
     ``<|im_start|>`` is BOS and ``<|im_end|>`` is EOS and PAD, as in the
     happy-llm chapter, so a model pretrained on these shards stops at the end
@@ -125,6 +126,24 @@ def train_tokenizer(
         json.dumps(config, ensure_ascii=False, indent=2) + "\n"
     )
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    # What was trained on and how, for a person reading the directory later.
+    record = {
+        "tool": "tokenmill train-tokenizer",
+        "tokenmill_version": _core.__version__,
+        "args": {
+            "inputs": _as_list(inputs),
+            "vocab_size": vocab_size,
+            "min_frequency": min_frequency,
+            "text_field": text_field,
+            "txt_mode": txt_mode,
+            "max_docs": max_docs,
+            "model_max_length": model_max_length,
+        },
+        "documents": seen,
+        "skipped_lines": batches.skipped,
+        "fingerprint": json.loads(_core.tokenizer_info(os.fspath(out)))["fingerprint"],
+    }
+    (out / "tokenmill.json").write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
     if batches.skipped:
         skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
         print(f"train-tokenizer: skipped lines: {skipped}")
