@@ -375,16 +375,13 @@ fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
             .windows(2)
             .all(|w| w[1] != '\u{2581}' || w[0] == '\u{2581}')
     });
-    let added_ok = raw["added_tokens"].as_array().is_none_or(|ts| {
-        ts.iter().all(|t| {
-            let content = t["content"].as_str().unwrap_or_default();
-            !(parse_special || t["special"] != true)
-                || (t["lstrip"] != true
-                    && t["rstrip"] != true
-                    && !content.contains(' ')
-                    && !content.contains(SPACE))
-        })
-    });
+    // An added token that matches splits the text into segments that are
+    // normalised separately, each with its own prepended `▁`; a cut next to
+    // one would change that. So no added token may be able to match.
+    let added_ok = !parse_special
+        && raw["added_tokens"]
+            .as_array()
+            .is_none_or(|ts| ts.iter().all(|t| t["special"] == true));
     if !(plain_bpe && no_unk && merges_stay_apart && added_ok) {
         return None;
     }
@@ -609,6 +606,15 @@ mod tests {
         assert_eq!(rest["normalizer"]["type"], "Replace");
         // A token with ▁ after another character lets a merge cross a space.
         raw["model"]["vocab"]["b\u{2581}a"] = serde_json::json!(4);
+        assert!(sentencepiece_rest(&raw, false).is_none());
+        raw["model"]["vocab"]
+            .as_object_mut()
+            .unwrap()
+            .remove("b\u{2581}a");
+        assert!(sentencepiece_rest(&raw, false).is_some());
+        // Parsed special tokens or plain added tokens split the text.
+        assert!(sentencepiece_rest(&raw, true).is_none());
+        raw["added_tokens"][0]["special"] = serde_json::json!(false);
         assert!(sentencepiece_rest(&raw, false).is_none());
     }
 

@@ -108,6 +108,19 @@ def test_long_document_pieces_keep_ids(
     )
 
 
+@pytest.mark.parametrize("name", ["qwen", "llama"])
+def test_long_document_with_parsed_specials(
+    request: pytest.FixtureRequest, texts: list[str], name: str
+) -> None:
+    tok_dir: Path = request.getfixturevalue(f"{name}_tok")
+    specials = ["<|im_end|>\n", "<|im_start|>user\n", "</s> Next", "<s>\nA"]
+    mixed = [t + specials[i % len(specials)] for i, t in enumerate(texts[:400])]
+    doc = _long_document(mixed, 900_000)
+    enc = tokenmill.Encoder(str(tok_dir), parse_special=True)
+    want = reference(tok_dir, parse_special=True).encode(doc, add_special_tokens=False).ids
+    assert enc.encode_batch([doc], threads=2)[0] == want
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bpe", "qwen", "llama3", "llama", "llama_meta"])
 def test_multi_megabyte_documents_keep_ids(
