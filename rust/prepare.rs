@@ -461,13 +461,13 @@ fn tokenize_loop(
             .ids
             .into_iter()
             .zip(&docs)
-            .map(|(ids, d)| Encoded { ids, val: d.val })
+            .map(|(ids, d)| {
+                file_tokens[d.file] += ids.len() as u64;
+                counts.text_bytes += d.text.len() as u64;
+                counts.tokens += ids.len() as u64;
+                Encoded { ids, val: d.val }
+            })
             .collect();
-        for (d, e) in docs.iter().zip(&encoded) {
-            file_tokens[d.file] += e.ids.len() as u64;
-            counts.text_bytes += d.text.len() as u64;
-            counts.tokens += e.ids.len() as u64;
-        }
         counts.docs += docs.len() as u64;
         counts.raw_bytes = raw_counter.load(Ordering::Relaxed);
         progress.update(counts);

@@ -99,6 +99,15 @@ pub fn resolve_paths(path: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     Ok((json, config))
 }
 
+/// Parses a tokenizer.json with its truncation and padding turned off: a
+/// corpus is never truncated or padded.
+fn parse_tokenizer(json: &str) -> tokenizers::Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_str(json)?;
+    tokenizer.with_truncation(None)?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
 /// The token string of a config entry: `"</s>"` or `{"content": "</s>", ...}`.
 fn token_content(v: &Value) -> Option<String> {
     match v {
@@ -116,11 +125,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         path: json_path.clone(),
         message,
     };
-    let mut tokenizer = Tokenizer::from_str(&text).map_err(|e| tok_err(e.to_string()))?;
-    tokenizer
-        .with_truncation(None)
-        .map_err(|e| tok_err(e.to_string()))?;
-    tokenizer.with_padding(None);
+    let tokenizer = parse_tokenizer(&text).map_err(|e| tok_err(e.to_string()))?;
 
     let vocab_size = tokenizer
         .get_vocab(true)
@@ -460,9 +465,7 @@ impl Encoder {
             None
         } else {
             sentencepiece_rest(&loaded.raw, parse_special).and_then(|v| {
-                let mut t = Tokenizer::from_str(&v.to_string()).ok()?;
-                t.with_truncation(None).ok()?;
-                t.with_padding(None);
+                let mut t = parse_tokenizer(&v.to_string()).ok()?;
                 t.set_encode_special_tokens(!parse_special);
                 Some(t)
             })

@@ -59,7 +59,8 @@ def train_tokenizer(
         raise ValueError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
         )
-    batches = _core.TextBatches(_as_list(inputs), text_field=text_field, txt_mode=txt_mode)
+    input_list = _as_list(inputs)
+    batches = _core.TextBatches(input_list, text_field=text_field, txt_mode=txt_mode)
 
     seen = 0
 
@@ -86,9 +87,11 @@ def train_tokenizer(
         show_progress=progress,
     )
     tok.train_from_iterator(texts(), trainer=trainer)
+    skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
     if seen == 0:
-        skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items()) or "none"
-        raise ValueError(f"no documents to train on in {inputs} (skipped lines: {skipped})")
+        raise ValueError(
+            f"no documents to train on in {inputs} (skipped lines: {skipped or 'none'})"
+        )
     for i, t in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(t) != i:
             raise RuntimeError(f"special token {t} did not get id {i}")
@@ -131,7 +134,7 @@ def train_tokenizer(
         "tool": "tokenmill train-tokenizer",
         "tokenmill_version": _core.__version__,
         "args": {
-            "inputs": _as_list(inputs),
+            "inputs": input_list,
             "vocab_size": vocab_size,
             "min_frequency": min_frequency,
             "text_field": text_field,
@@ -141,11 +144,10 @@ def train_tokenizer(
         },
         "documents": seen,
         "skipped_lines": batches.skipped,
-        "fingerprint": json.loads(_core.tokenizer_info(os.fspath(out)))["fingerprint"],
+        "fingerprint": tokenizer_info(out)["fingerprint"],
     }
     (out / "tokenmill.json").write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-    if batches.skipped:
-        skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
+    if skipped:
         print(f"train-tokenizer: skipped lines: {skipped}")
     return out
 

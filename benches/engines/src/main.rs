@@ -32,7 +32,11 @@ fn peak_rss_mib() -> f64 {
 
 fn cur_rss_mib() -> f64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0);
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
@@ -65,7 +69,11 @@ enum Engine {
 impl Engine {
     fn encode(&self, text: &str) -> Ids {
         match self {
-            Engine::Hf(t) => t.encode_fast(text, false).expect("hf encode").get_ids().to_vec(),
+            Engine::Hf(t) => t
+                .encode_fast(text, false)
+                .expect("hf encode")
+                .get_ids()
+                .to_vec(),
             Engine::Fastokens(t) => t
                 .encode_with_policy(text, false, fastokens::AddedTokenPolicy::SkipSpecial)
                 .expect("fastokens encode"),
@@ -76,7 +84,10 @@ impl Engine {
 }
 
 fn hf_ids(t: &tokenizers::Tokenizer, text: &str) -> Ids {
-    t.encode_fast(text, false).expect("hf encode").get_ids().to_vec()
+    t.encode_fast(text, false)
+        .expect("hf encode")
+        .get_ids()
+        .to_vec()
 }
 
 fn hf_reference(path: &str) -> tokenizers::Tokenizer {
@@ -93,6 +104,13 @@ fn json_without_special_added(path: &str) -> String {
         arr.retain(|t| t["special"] != true);
     }
     v.to_string()
+}
+
+/// Loads an engine, or prints `{prefix} error=...` (one result line) and gives `None`.
+fn load_or_report(name: &str, path: &str, prefix: &str) -> Option<Engine> {
+    load_engine(name, path)
+        .map_err(|e| println!("{prefix} error={e:?}"))
+        .ok()
 }
 
 fn load_engine(name: &str, path: &str) -> Result<Engine, String> {
@@ -248,7 +266,11 @@ impl BpeEngine {
                 vocab.get(&c.to_string()).copied()
             } else {
                 // the char token if the char is in the vocab, else <0xNN>
-                let s = if b < 0x80 { Some((b as char).to_string()) } else { None };
+                let s = if b < 0x80 {
+                    Some((b as char).to_string())
+                } else {
+                    None
+                };
                 s.and_then(|s| vocab.get(&s).copied())
                     .or_else(|| vocab.get(&format!("<0x{b:02X}>")).copied())
             };
@@ -275,7 +297,9 @@ impl BpeEngine {
         }
         for (a, b) in &merges {
             let merged = format!("{a}{b}");
-            let Some(&id) = vocab.get(&merged) else { continue };
+            let Some(&id) = vocab.get(&merged) else {
+                continue;
+            };
             let bytes = tok_bytes(&merged);
             if seen.insert(bytes.clone()) {
                 dict.push(bytes);
@@ -302,7 +326,12 @@ impl BpeEngine {
             )
             .map_err(|e| e.to_string())?
         };
-        Ok(BpeEngine { tok, to_hf, norm, metaspace })
+        Ok(BpeEngine {
+            tok,
+            to_hf,
+            norm,
+            metaspace,
+        })
     }
 
     fn encode(&self, text: &str) -> Ids {
@@ -328,7 +357,10 @@ impl BpeEngine {
 // ------------------------------------------------------------ reporting
 
 fn first_diff(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
 }
 
 fn describe_diff(hf: &tokenizers::Tokenizer, text: &str, want: &[u32], got: &[u32]) -> String {
@@ -373,15 +405,18 @@ fn main() {
             let bytes: usize = docs.iter().map(|d| d.len()).sum();
             let rss0 = cur_rss_mib();
             let t0 = Instant::now();
-            let engine = match load_engine(name, tok_path) {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("RESULT engine={name} threads={threads} error={e:?}");
-                    return;
-                }
+            let Some(engine) = load_or_report(
+                name,
+                tok_path,
+                &format!("RESULT engine={name} threads={threads}"),
+            ) else {
+                return;
             };
             let load_s = t0.elapsed().as_secs_f64();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             let mut rates = Vec::new();
             let mut ntok = 0usize;
             for _ in 0..reps {
@@ -406,65 +441,98 @@ fn main() {
         "check" => {
             let docs = read_docs(&args[4..]);
             let hf = hf_reference(tok_path);
-            let engine = match load_engine(name, tok_path) {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("CHECK engine={name} error={e:?}");
-                    return;
-                }
+            let Some(engine) = load_or_report(name, tok_path, &format!("CHECK engine={name}"))
+            else {
+                return;
             };
             let want: Vec<Ids> = docs.par_iter().map(|d| hf_ids(&hf, d)).collect();
             let got = encode_all(name, &engine, &docs);
             let bad: Vec<usize> = (0..docs.len()).filter(|&i| want[i] != got[i]).collect();
-            println!("CHECK engine={name} docs={} differing={}", docs.len(), bad.len());
+            println!(
+                "CHECK engine={name} docs={} differing={}",
+                docs.len(),
+                bad.len()
+            );
             if let Some(&i) = bad.first() {
-                println!("  example doc #{i}: {}", describe_diff(&hf, &docs[i], &want[i], &got[i]));
+                println!(
+                    "  example doc #{i}: {}",
+                    describe_diff(&hf, &docs[i], &want[i], &got[i])
+                );
             }
         }
         "adv" => {
             let hf = hf_reference(tok_path);
-            let engine = match load_engine(name, tok_path) {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("ADV engine={name} error={e:?}");
-                    return;
-                }
+            let Some(engine) = load_or_report(name, tok_path, &format!("ADV engine={name}")) else {
+                return;
             };
             let mb = 1 << 20;
             let cases: Vec<(&str, String)> = vec![
                 ("1MB 'a' run", "a".repeat(mb)),
                 ("1MB word (cycled letters, no spaces)", {
                     let alpha = "abcdefghijklmnopqrstuvwxyz中文字符";
-                    alpha.chars().cycle().scan(0usize, |n, c| {
-                        if *n >= mb { None } else { *n += c.len_utf8(); Some(c) }
-                    }).collect()
+                    alpha
+                        .chars()
+                        .cycle()
+                        .scan(0usize, |n, c| {
+                            if *n >= mb {
+                                None
+                            } else {
+                                *n += c.len_utf8();
+                                Some(c)
+                            }
+                        })
+                        .collect()
                 }),
                 ("1MB base64-like word", {
                     let mut x: u64 = 1;
                     let al = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-                    (0..mb).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; al[(x % 64) as usize] as char }).collect()
+                    (0..mb)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            al[(x % 64) as usize] as char
+                        })
+                        .collect()
                 }),
                 ("1MB '中' run", "中".repeat(mb / 3)),
                 ("1MB spaces", " ".repeat(mb)),
-                ("whitespace mix", " \t\n\r\u{a0}\u{3000}  x  \n\n\t y \u{2028}z   ".repeat(2000)),
-                ("combining marks", "e\u{301}a\u{308}\u{323}o\u{302}\u{303} \u{fb01} \u{ff21}\u{2460} Å Å ﬀ ㎏ ".repeat(2000)),
+                (
+                    "whitespace mix",
+                    " \t\n\r\u{a0}\u{3000}  x  \n\n\t y \u{2028}z   ".repeat(2000),
+                ),
+                (
+                    "combining marks",
+                    "e\u{301}a\u{308}\u{323}o\u{302}\u{303} \u{fb01} \u{ff21}\u{2460} Å Å ﬀ ㎏ "
+                        .repeat(2000),
+                ),
                 ("emoji + ZWJ", "👩‍👩‍👧‍👦 🏳️‍🌈 😀😀😀 👍🏽 ".repeat(2000)),
-                ("specials in text", "hi <|im_start|>user\nyo<|im_end|> </s><s><unk> <|endoftext|>".repeat(200)),
+                (
+                    "specials in text",
+                    "hi <|im_start|>user\nyo<|im_end|> </s><s><unk> <|endoftext|>".repeat(200),
+                ),
                 ("lone '<|im_start|>'", "<|im_start|>".to_string()),
                 ("empty", String::new()),
                 ("single space", " ".to_string()),
                 ("digits", "0123456789".repeat(10000)),
-                ("control + invalid-ish", "\u{0}\u{1}\u{7f}\u{feff}\u{200b}\u{fffd}\u{10ffff}".repeat(1000)),
+                (
+                    "control + invalid-ish",
+                    "\u{0}\u{1}\u{7f}\u{feff}\u{200b}\u{fffd}\u{10ffff}".repeat(1000),
+                ),
             ];
             for (label, text) in &cases {
                 let want = hf_ids(&hf, text);
                 let t = Instant::now();
-                let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.encode(text)));
+                let got =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.encode(text)));
                 let s = t.elapsed().as_secs_f64();
                 match got {
                     Ok(got) => {
                         let ok = got == want;
-                        println!("ADV engine={name} case={label:?} bytes={} equal={ok} time_s={s:.3}", text.len());
+                        println!(
+                            "ADV engine={name} case={label:?} bytes={} equal={ok} time_s={s:.3}",
+                            text.len()
+                        );
                         if !ok {
                             println!("  {}", describe_diff(&hf, text, &want, &got));
                         }
@@ -476,7 +544,9 @@ fn main() {
             if name == "tokie" || name == "fastokens" {
                 let t = "<|im_start|>";
                 let specials = match name {
-                    "tokie" => load_engine("tokie-specials", tok_path).ok().map(|e| e.encode(t)),
+                    "tokie" => load_engine("tokie-specials", tok_path)
+                        .ok()
+                        .map(|e| e.encode(t)),
                     _ => match &engine {
                         Engine::Fastokens(f) => f.encode_with_special_tokens(t, false).ok(),
                         _ => None,
@@ -488,12 +558,9 @@ fn main() {
         "long" => {
             let docs = read_docs(&args[4..]);
             let hf = hf_reference(tok_path);
-            let engine = match load_engine(name, tok_path) {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("LONG engine={name} error={e:?}");
-                    return;
-                }
+            let Some(engine) = load_or_report(name, tok_path, &format!("LONG engine={name}"))
+            else {
+                return;
             };
             let mut big = String::new();
             for d in &docs {
