@@ -14,6 +14,7 @@
 
 pub mod clean;
 pub mod error;
+pub mod fast;
 pub mod manifest;
 pub mod prepare;
 pub mod progress;

@@ -29,8 +29,17 @@ pub struct TokenizerEntry {
     pub pad_token: Option<String>,
     /// Whether special-token strings in the text were parsed as special tokens.
     pub parse_special: bool,
-    /// Encoder backend that produced the ids.
+    /// Engine that produced the ids: `fast` or `tokenizers`.
     pub backend: String,
+    /// Why `auto` fell back to the `tokenizers` crate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_reason: Option<String>,
+    /// Share of documents the reference re-encoded to check the fast engine.
+    #[serde(default)]
+    pub verify_fraction: f64,
+    /// Documents so checked (all identical, or the run would have failed).
+    #[serde(default)]
+    pub verified_docs: u64,
 }
 
 /// One split (train or val).

@@ -23,7 +23,7 @@ use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, F
 use crate::progress::{Counts, Progress};
 use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
-use crate::tokenize::{self, Encoder};
+use crate::tokenize::{self, Backend, Encoder};
 
 /// Split names, in manifest order.
 pub const SPLITS: [&str; 2] = ["train", "val"];
@@ -77,6 +77,11 @@ pub struct PrepareConfig {
     pub eos: bool,
     /// Parse special-token strings in the text as special tokens.
     pub parse_special: bool,
+    /// `auto` (the fast engine where it supports the tokenizer), `fast` or `reference`.
+    pub tokenizer_backend: Backend,
+    /// Share of documents (by content hash) that the reference engine
+    /// re-encodes to check the fast one; any difference stops the run.
+    pub verify_fraction: f64,
     /// `auto`, `uint16` or `uint32`.
     pub dtype: String,
     /// Shard size limit in bytes of `.bin`.
@@ -108,6 +113,8 @@ impl Default for PrepareConfig {
             bos: BosMode::Auto,
             eos: true,
             parse_special: false,
+            tokenizer_backend: Backend::Auto,
+            verify_fraction: 0.0,
             dtype: "auto".into(),
             shard_bytes: 1 << 30,
             threads: 0,
@@ -245,6 +252,8 @@ struct Tokenized {
     counts: Counts,
     /// Long documents that were encoded in more than one piece.
     docs_in_pieces: u64,
+    /// Documents the reference engine re-encoded as a check.
+    verified_docs: u64,
 }
 
 /// One tokenized document on its way to the writer.
@@ -304,11 +313,18 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     } else {
         None
     };
-    let encoder = Encoder::new(&loaded, bos, eos, cfg.parse_special);
+    let encoder = Encoder::new(
+        &loaded,
+        bos,
+        eos,
+        cfg.parse_special,
+        cfg.tokenizer_backend,
+        cfg.verify_fraction,
+    )?;
     let threads = resolve_threads(cfg.threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .thread_name(|i| format!("tokenmill-{i}"))
+        .thread_name(|i| format!("tokenmill-tok{i}"))
         .build()
         .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
 
@@ -325,8 +341,17 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         std::thread::scope(|s| {
             let (batch_tx, batch_rx) = bounded::<Vec<Doc>>(2);
             let (enc_tx, enc_rx) = bounded::<Vec<Encoded>>(2);
-            let reader = s.spawn(|| read_all(&inputs, &opts, cfg, raw_counter.clone(), batch_tx));
-            let writer = s.spawn(|| write_all(&out, dtype, cfg.shard_bytes, enc_rx));
+            let named = |name: &str| std::thread::Builder::new().name(format!("tokenmill-{name}"));
+            let spawn_err =
+                |e: std::io::Error| TokenmillError::Invalid(format!("cannot start a thread: {e}"));
+            let reader = named("read")
+                .spawn_scoped(s, || {
+                    read_all(&inputs, &opts, cfg, raw_counter.clone(), batch_tx)
+                })
+                .map_err(spawn_err)?;
+            let writer = named("write")
+                .spawn_scoped(s, || write_all(&out, dtype, cfg.shard_bytes, enc_rx))
+                .map_err(spawn_err)?;
             let tokenized = tokenize_loop(
                 &pool,
                 &encoder,
@@ -385,7 +410,10 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
             pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
             parse_special: cfg.parse_special,
-            backend: "tokenizers".into(),
+            backend: encoder.backend_name().into(),
+            reference_reason: encoder.reference_reason.clone(),
+            verify_fraction: cfg.verify_fraction,
+            verified_docs: tokenized.verified_docs,
         },
         dtype: dtype.name().into(),
         bos_added: bos.is_some(),
@@ -443,6 +471,7 @@ fn tokenize_loop(
     let mut file_tokens = vec![0u64; inputs.len()];
     let mut counts = Counts::default();
     let mut docs_in_pieces = 0;
+    let mut verified_docs = 0;
     for docs in batches {
         if interrupted() {
             return Err(TokenmillError::Interrupted);
@@ -457,6 +486,7 @@ fn tokenize_loop(
                 detail: e.to_string(),
             })?;
         docs_in_pieces += batch.in_pieces;
+        verified_docs += batch.verified;
         let encoded: Vec<Encoded> = batch
             .ids
             .into_iter()
@@ -482,6 +512,7 @@ fn tokenize_loop(
         file_tokens,
         counts,
         docs_in_pieces,
+        verified_docs,
     })
 }
 

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use crate::error::TokenmillError as CoreError;
 use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
 use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
-use crate::tokenize::{self, Encoder as CoreEncoder};
+use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
 
 create_exception!(
     _core,
@@ -98,11 +98,13 @@ fn verify(py: Python<'_>, path: &str, threads: usize) -> PyResult<String> {
 }
 
 /// Facts about a tokenizer as JSON: resolved path, fingerprint, vocab size,
-/// special tokens, BOS default and whether long documents are split.
+/// special tokens, BOS default, the backend `auto` picks (and why) and
+/// whether long documents are split.
 #[pyfunction]
 fn tokenizer_info(py: Python<'_>, path: &str) -> PyResult<String> {
     let loaded = detached(py, |_| tokenize::load(Path::new(path)))?;
-    let encoder = CoreEncoder::new(&loaded, None, None, false);
+    let encoder =
+        CoreEncoder::new(&loaded, None, None, false, Backend::Auto, 0.0).map_err(to_py)?;
     let info = serde_json::json!({
         "path": loaded.json_path.display().to_string(),
         "fingerprint": loaded.fingerprint,
@@ -112,6 +114,8 @@ fn tokenizer_info(py: Python<'_>, path: &str) -> PyResult<String> {
         "pad": loaded.pad,
         "adds_bos": loaded.adds_bos,
         "long_documents_in_pieces": encoder.splits_long_documents(),
+        "backend": encoder.backend_name(),
+        "reference_reason": encoder.reference_reason,
     });
     Ok(info.to_string())
 }
@@ -126,14 +130,22 @@ struct Encoder {
 #[pymethods]
 impl Encoder {
     #[new]
-    #[pyo3(signature = (tokenizer, parse_special = false, add_bos = false, add_eos = false))]
+    #[pyo3(signature = (tokenizer, parse_special = false, add_bos = false, add_eos = false, backend = "auto", verify_fraction = 0.0))]
     fn new(
         py: Python<'_>,
         tokenizer: &str,
         parse_special: bool,
         add_bos: bool,
         add_eos: bool,
+        backend: &str,
+        verify_fraction: f64,
     ) -> PyResult<Self> {
+        let backend: Backend =
+            serde_json::from_value(serde_json::Value::from(backend)).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "backend must be auto, fast or reference, got {backend:?}"
+                ))
+            })?;
         let loaded = detached(py, |_| tokenize::load(Path::new(tokenizer)))?;
         let special = |t: &Option<tokenize::SpecialToken>, name: &str| {
             t.as_ref()
@@ -151,8 +163,15 @@ impl Encoder {
             None
         };
         Ok(Encoder {
-            inner: CoreEncoder::new(&loaded, bos, eos, parse_special),
+            inner: CoreEncoder::new(&loaded, bos, eos, parse_special, backend, verify_fraction)
+                .map_err(to_py)?,
         })
+    }
+
+    /// The engine that produces the ids: ``"fast"`` or ``"tokenizers"``.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.inner.backend_name()
     }
 
     /// Ids of each text, computed on `threads` workers with the GIL released.

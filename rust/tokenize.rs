@@ -25,6 +25,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use crate::fast::FastBpe;
+
 use crate::error::{Result, TokenmillError};
 
 /// Documents longer than this many bytes are encoded in pieces.
@@ -120,12 +122,24 @@ fn token_content(v: &Value) -> Option<String> {
 /// Loads a tokenizer from a tokenizer.json or a model/tokenizer directory.
 pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     let (json_path, config_path) = resolve_paths(path)?;
-    let (text, raw) = read_json(&json_path)?;
+    let text =
+        std::fs::read_to_string(&json_path).map_err(|e| TokenmillError::io(&json_path, e))?;
     let tok_err = |message: String| TokenmillError::Tokenizer {
         path: json_path.clone(),
         message,
     };
-    let tokenizer = parse_tokenizer(&text).map_err(|e| tok_err(e.to_string()))?;
+    // The `tokenizers` object and the JSON tree (for the fingerprint and the
+    // fast engine) are built from the text at the same time.
+    let (tokenizer, tree) = std::thread::scope(|s| {
+        let tree = s.spawn(|| {
+            let raw: serde_json::Result<Value> = serde_json::from_str(&text);
+            raw.map(|raw| (fingerprint(&raw), raw))
+        });
+        let tokenizer = parse_tokenizer(&text);
+        (tokenizer, tree.join().expect("JSON parsing does not panic"))
+    });
+    let (fingerprint, raw) = tree.map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+    let tokenizer = tokenizer.map_err(|e| tok_err(e.to_string()))?;
 
     let vocab_size = tokenizer
         .get_vocab(true)
@@ -186,7 +200,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     };
 
     Ok(LoadedTokenizer {
-        fingerprint: fingerprint(&raw),
+        fingerprint,
         tokenizer,
         json_path,
         vocab_size,
@@ -417,12 +431,26 @@ enum CutRule {
     Space,
 }
 
+/// Which engine produces the ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The fast engine where it supports the tokenizer, else the reference.
+    Auto,
+    /// The fast engine; a tokenizer it does not support is an error.
+    Fast,
+    /// The `tokenizers` crate.
+    Reference,
+}
+
 /// Ids of a batch of texts (see [`Encoder::encode_many`]).
 pub struct EncodedBatch {
     /// Ids of each text, with BOS/EOS.
     pub ids: Vec<Vec<u32>>,
     /// How many texts were encoded in more than one piece.
     pub in_pieces: u64,
+    /// How many texts the reference also encoded, as a check.
+    pub verified: u64,
 }
 
 /// Encodes documents with BOS/EOS as configured.
@@ -430,6 +458,13 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     /// The tokenizer for pieces after the first, where it differs (SentencePiece).
     rest: Option<Tokenizer>,
+    /// The fast engine, when it is used.
+    fast: Option<FastBpe>,
+    /// Why the reference is used under `auto` (None when fast, or when asked for).
+    pub reference_reason: Option<String>,
+    /// Share of documents (by content hash) that the reference re-encodes
+    /// to check the fast engine.
+    verify_fraction: f64,
     json_path: PathBuf,
     /// Prepended to every document.
     pub bos: Option<u32>,
@@ -441,14 +476,40 @@ pub struct Encoder {
 impl Encoder {
     /// Builds an encoder; `parse_special` lets special-token strings in the
     /// text become special tokens (off by default, see module docs).
+    /// With the fast engine, `verify_fraction` of the documents (chosen by
+    /// content hash) are also encoded by the reference, and any difference
+    /// is an error.
     pub fn new(
         loaded: &LoadedTokenizer,
         bos: Option<u32>,
         eos: Option<u32>,
         parse_special: bool,
-    ) -> Encoder {
+        backend: Backend,
+        verify_fraction: f64,
+    ) -> Result<Encoder> {
+        if !(0.0..=1.0).contains(&verify_fraction) {
+            return Err(TokenmillError::Invalid(format!(
+                "verify_fraction must be in [0, 1], got {verify_fraction}"
+            )));
+        }
         let mut tokenizer = loaded.tokenizer.clone();
         tokenizer.set_encode_special_tokens(!parse_special);
+        let (fast, reference_reason) = match backend {
+            Backend::Reference => (None, None),
+            Backend::Auto | Backend::Fast => match FastBpe::new(&tokenizer, &loaded.raw) {
+                Ok(f) => (Some(f), None),
+                Err(reason) if backend == Backend::Auto => (None, Some(reason)),
+                Err(reason) => {
+                    return Err(TokenmillError::Tokenizer {
+                        path: loaded.json_path.clone(),
+                        message: format!(
+                            "the fast backend does not support this tokenizer ({reason}); \
+                             use --tokenizer-backend auto or reference"
+                        ),
+                    })
+                }
+            },
+        };
         let added_ok = loaded.raw["added_tokens"].as_array().is_none_or(|ts| {
             ts.iter().all(|t| {
                 let matched = parse_special || t["special"] != true;
@@ -461,7 +522,10 @@ impl Encoder {
         let newline = added_ok
             && normalizer_is_local(&loaded.raw["normalizer"])
             && pre_tokenizer_is_known(&loaded.raw["pre_tokenizer"]);
-        let rest = if newline {
+        // The reference's SentencePiece pieces: needed unless the fast
+        // engine does all the encoding.
+        let reference_pieces = fast.is_none() || verify_fraction > 0.0;
+        let rest = if newline || !reference_pieces {
             None
         } else {
             sentencepiece_rest(&loaded.raw, parse_special).and_then(|v| {
@@ -475,27 +539,50 @@ impl Encoder {
             (false, Some(_)) => CutRule::Space,
             (false, None) => CutRule::Never,
         };
-        Encoder {
+        Ok(Encoder {
             tokenizer,
             rest,
+            fast,
+            reference_reason,
+            verify_fraction,
             json_path: loaded.json_path.clone(),
             bos,
             eos,
             rule,
+        })
+    }
+
+    /// `"fast"` or `"tokenizers"`: the engine that produces the ids.
+    pub fn backend_name(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast"
+        } else {
+            "tokenizers"
         }
     }
 
-    /// Whether long documents of this tokenizer are cut into pieces.
+    /// Whether long documents of this tokenizer are cut into pieces (the
+    /// reference engine only; the fast engine is linear in the length).
     pub fn splits_long_documents(&self) -> bool {
-        self.rule != CutRule::Never
+        self.fast.is_none() && self.rule != CutRule::Never
     }
 
     /// Byte ranges to encode separately; their ids concatenated equal the
     /// ids of the whole text. One range unless the text is long and the
     /// tokenizer is of a family whose safe cut points are known.
     pub fn pieces(&self, text: &str) -> Vec<Range<usize>> {
+        let rule = if self.fast.is_some() {
+            CutRule::Never
+        } else {
+            self.rule
+        };
+        self.pieces_for(text, rule)
+    }
+
+    /// The pieces of `text` under `rule` (see [`Encoder::pieces`]).
+    fn pieces_for(&self, text: &str, rule: CutRule) -> Vec<Range<usize>> {
         let whole = std::iter::once(0..text.len());
-        if self.rule == CutRule::Never || text.len() <= LONG_DOC_BYTES {
+        if rule == CutRule::Never || text.len() <= LONG_DOC_BYTES {
             return whole.collect();
         }
         let bytes = text.as_bytes();
@@ -503,7 +590,7 @@ impl Encoder {
         let mut start = 0;
         let mut from = PIECE_BYTES;
         while from < text.len() {
-            let cut = match self.rule {
+            let cut = match rule {
                 CutRule::Newline => memchr::memchr_iter(b'\n', &bytes[from..])
                     .map(|i| from + i + 1)
                     .find(|&p| p < text.len() && safe_cut_at(text, p)),
@@ -527,6 +614,31 @@ impl Encoder {
     /// Ids of one piece of text, without BOS/EOS; `first` says whether the
     /// piece starts the document (see [`Encoder::pieces`]).
     pub fn encode_piece(&self, text: &str, first: bool) -> Result<Vec<u32>> {
+        let tok_err = |message: String| TokenmillError::Tokenizer {
+            path: self.json_path.clone(),
+            message,
+        };
+        if let Some(fast) = &self.fast {
+            let ids = fast.encode(&self.tokenizer, text).map_err(tok_err)?;
+            if self.selected_for_check(text) {
+                let expected = self.encode_reference(text)?;
+                if ids != expected {
+                    let at = ids
+                        .iter()
+                        .zip(&expected)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    return Err(tok_err(format!(
+                        "the fast backend's ids differ from the tokenizers crate's at token {at} \
+                         ({:?} vs {:?}); please report this document, and use \
+                         --tokenizer-backend reference meanwhile",
+                        ids.get(at),
+                        expected.get(at)
+                    )));
+                }
+            }
+            return Ok(ids);
+        }
         let tokenizer = match &self.rest {
             Some(rest) if !first => rest,
             _ => &self.tokenizer,
@@ -534,10 +646,37 @@ impl Encoder {
         tokenizer
             .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| TokenmillError::Tokenizer {
-                path: self.json_path.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| tok_err(e.to_string()))
+    }
+
+    /// Whether the fast engine's ids for `text` are checked against the
+    /// reference: a deterministic sample by content hash.
+    fn selected_for_check(&self, text: &str) -> bool {
+        if self.fast.is_none() || self.verify_fraction <= 0.0 {
+            return false;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), 0x7665_7269_6679);
+        (h as f64) < self.verify_fraction * 18_446_744_073_709_551_616.0
+    }
+
+    /// Ids of a whole text by the `tokenizers` crate, without BOS/EOS.
+    pub fn encode_reference(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for r in self.pieces_for(text, self.rule) {
+            let tokenizer = match &self.rest {
+                Some(rest) if r.start > 0 => rest,
+                _ => &self.tokenizer,
+            };
+            let enc =
+                tokenizer
+                    .encode_fast(&text[r], false)
+                    .map_err(|e| TokenmillError::Tokenizer {
+                        path: self.json_path.clone(),
+                        message: e.to_string(),
+                    })?;
+            ids.extend_from_slice(enc.get_ids());
+        }
+        Ok(ids)
     }
 
     /// Ids of each text including BOS/EOS, on the current rayon pool. Long
@@ -570,9 +709,11 @@ impl Encoder {
         if let Some(eos) = self.eos {
             out.iter_mut().for_each(|ids| ids.push(eos));
         }
+        let verified = texts.iter().filter(|t| self.selected_for_check(t)).count() as u64;
         Ok(EncodedBatch {
             ids: out,
             in_pieces,
+            verified,
         })
     }
 }

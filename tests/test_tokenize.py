@@ -26,12 +26,13 @@ def ref_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
+@pytest.mark.parametrize("backend", ["fast", "reference"])
 @pytest.mark.parametrize("parse_special", [False, True])
 def test_encoder_matches_python_tokenizers(
-    any_tok: Path, texts: list[str], parse_special: bool
+    any_tok: Path, texts: list[str], parse_special: bool, backend: str
 ) -> None:
     sample = texts[:400] + EMOJI_AND_MIXED + ADVERSARIAL
-    enc = tokenmill.Encoder(str(any_tok), parse_special=parse_special)
+    enc = tokenmill.Encoder(str(any_tok), parse_special=parse_special, backend=backend)
     assert enc.encode_batch(sample, threads=2) == ref_ids(reference(any_tok, parse_special), sample)
 
 
@@ -64,14 +65,12 @@ def test_llama3_style_adds_bos_from_post_processor(llama3_tok: Path) -> None:
     info = tokenmill.tokenizer_info(llama3_tok)
     assert info["adds_bos"] is True
     assert info["bos"] == {"token": "<|begin_of_text|>", "id": 0}
-    assert info["long_documents_in_pieces"] is True
 
 
 def test_llama_style_adds_bos_from_config(llama_tok: Path) -> None:
     info = tokenmill.tokenizer_info(llama_tok)
     assert info["adds_bos"] is True
     assert info["bos"]["token"] == "<s>"
-    assert info["long_documents_in_pieces"] is True
 
 
 def test_decode_round_trip(tmp_path: Path, qwen_tok: Path) -> None:
@@ -97,7 +96,7 @@ def test_long_document_pieces_keep_ids(
 ) -> None:
     tok_dir: Path = request.getfixturevalue(f"{name}_tok")
     doc = _long_document(texts, 1_500_000)
-    enc = tokenmill.Encoder(str(tok_dir))
+    enc = tokenmill.Encoder(str(tok_dir), backend="reference")
     pieces = enc.pieces(doc)
     assert len(pieces) > 10
     assert pieces[0][0] == 0 and pieces[-1][1] == len(doc.encode())
@@ -108,35 +107,44 @@ def test_long_document_pieces_keep_ids(
     )
 
 
+@pytest.mark.parametrize("backend", ["fast", "reference"])
 @pytest.mark.parametrize("name", ["qwen", "llama"])
 def test_long_document_with_parsed_specials(
-    request: pytest.FixtureRequest, texts: list[str], name: str
+    request: pytest.FixtureRequest, texts: list[str], name: str, backend: str
 ) -> None:
     tok_dir: Path = request.getfixturevalue(f"{name}_tok")
     specials = ["<|im_end|>\n", "<|im_start|>user\n", "</s> Next", "<s>\nA"]
     mixed = [t + specials[i % len(specials)] for i, t in enumerate(texts[:400])]
     doc = _long_document(mixed, 900_000)
-    enc = tokenmill.Encoder(str(tok_dir), parse_special=True)
+    enc = tokenmill.Encoder(str(tok_dir), parse_special=True, backend=backend)
     want = reference(tok_dir, parse_special=True).encode(doc, add_special_tokens=False).ids
     assert enc.encode_batch([doc], threads=2)[0] == want
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fast", "reference"])
 @pytest.mark.parametrize("name", ["bpe", "qwen", "llama3", "llama", "llama_meta"])
 def test_multi_megabyte_documents_keep_ids(
-    request: pytest.FixtureRequest, texts: list[str], name: str
+    request: pytest.FixtureRequest, texts: list[str], name: str, backend: str
 ) -> None:
     tok_dir: Path = request.getfixturevalue(f"{name}_tok")
     zh = "".join(t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t))
     for doc in (_long_document(texts, 6_000_000), _long_document([zh] * 3, 3_000_000)):
-        got = tokenmill.Encoder(str(tok_dir)).encode_batch([doc], threads=2)[0]
+        got = tokenmill.Encoder(str(tok_dir), backend=backend).encode_batch([doc], threads=2)[0]
         assert got == reference(tok_dir).encode(doc, add_special_tokens=False).ids
 
 
 def test_long_document_through_prepare(tmp_path: Path, bpe_tok: Path, texts: list[str]) -> None:
     doc = _long_document(texts, 800_000)
     corpus = write_jsonl(tmp_path / "in.jsonl", [doc, "short one"])
-    stats = tokenmill.prepare(corpus, bpe_tok, tmp_path / "out", val_fraction=0, progress=False)
+    stats = tokenmill.prepare(
+        corpus,
+        bpe_tok,
+        tmp_path / "out",
+        val_fraction=0,
+        progress=False,
+        tokenizer_backend="reference",
+    )
     assert stats.manifest["chunking"]["documents_in_pieces"] == 1
     docs = tokenmill.open_shards(tmp_path / "out")
     assert docs[0][:-1].tolist() == reference(bpe_tok).encode(doc, add_special_tokens=False).ids

@@ -112,6 +112,23 @@ def main() -> None:
     help="Parse special-token strings in the text as special tokens (default: plain text).",
 )
 @click.option(
+    "--tokenizer-backend",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Encoder: tokenmill's fast engine where it supports the tokenizer (auto), "
+    "always (fast), or the tokenizers crate (reference).",
+)
+@click.option(
+    "--verify-fraction",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="F",
+    help="Re-encode this share of documents (by content hash) with the tokenizers crate "
+    "and stop at any difference.",
+)
+@click.option(
     "--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True
 )
 @click.option(

@@ -94,6 +94,7 @@ class PrepareStats:
             f"read         {self.lines:,} lines, kept {self.docs:,} documents "
             f"({self.text_bytes / 1e6:,.1f} MB of text)",
             f"tokens       {self.tokens:,} ({self.dtype})",
+            f"tokenizer    {_backend_line(self.manifest['tokenizer'])}",
         ]
         for name, s in self.splits.items():
             lines.append(f"  {name:<10} {s.tokens:,} tokens, {s.docs:,} docs, {s.shards} shard(s)")
@@ -126,6 +127,8 @@ def prepare(
     bos: Literal["auto", "always", "never"] = "auto",
     eos: bool = True,
     parse_special: bool = False,
+    tokenizer_backend: Literal["auto", "fast", "reference"] = "auto",
+    verify_fraction: float = 0.0,
     dtype: Literal["auto", "uint16", "uint32"] = "auto",
     shard_bytes: int = 1 << 30,
     threads: int = 0,
@@ -155,6 +158,13 @@ def prepare(
         eos: append EOS to every document.
         parse_special: treat special-token strings inside the text as special
             tokens; by default they are encoded as ordinary text.
+        tokenizer_backend: ``auto`` uses tokenmill's fast engine where it
+            supports the tokenizer and the ``tokenizers`` crate otherwise (the
+            manifest says which, and why); ``fast`` makes an unsupported
+            tokenizer an error; ``reference`` always uses ``tokenizers``.
+        verify_fraction: share of documents (chosen by content hash) that the
+            ``tokenizers`` crate re-encodes to check the fast engine; any
+            difference raises `BadLineError` naming the file and line.
         dtype: token width; ``uint16`` with a vocabulary over 65536 is an error.
         shard_bytes: size limit of one ``.bin`` file.
         threads: tokenizer threads (0: ``TOKENMILL_THREADS`` or all cores).
@@ -178,6 +188,8 @@ def prepare(
         "bos": bos,
         "eos": eos,
         "parse_special": parse_special,
+        "tokenizer_backend": tokenizer_backend,
+        "verify_fraction": verify_fraction,
         "dtype": dtype,
         "shard_bytes": shard_bytes,
         "threads": threads,
@@ -186,6 +198,17 @@ def prepare(
     }
     summary = json.loads(_core.prepare(json.dumps(config)))
     return PrepareStats._from_summary(summary)
+
+
+def _backend_line(tok: dict[str, Any]) -> str:
+    """Which engine encoded a dataset, why, and how much of it was cross-checked."""
+    if tok["backend"] == "fast":
+        line = "fast engine"
+        if tok.get("verify_fraction", 0) > 0:
+            line += f", {tok['verified_docs']:,} documents checked against tokenizers: identical"
+        return line
+    reason = tok.get("reference_reason")
+    return "tokenizers crate" + (f" (fast engine: {reason})" if reason else "")
 
 
 def read_manifest(path: PathLike) -> dict[str, Any]:

@@ -1,0 +1,1266 @@
+//! The fast tokenization backend: BPE for the common LLM tokenizer families,
+//! with ids identical to the `tokenizers` crate for the same tokenizer.json.
+//!
+//! Supported (anything else makes [`FastBpe::new`] say why, and the caller
+//! uses the `tokenizers` crate instead):
+//! * model: BPE without dropout, subword prefix or word suffix (unk,
+//!   `fuse_unk`, `byte_fallback`, `ignore_merges` as the crate does them);
+//! * pre-tokenizer: byte-level with the GPT-2 regex, or a Split on the
+//!   LLaMA-3 / Qwen2 regex followed by byte-level (GPT-2, LLaMA-3, Qwen2/2.5/3,
+//!   DeepSeek-style single-regex tokenizers); none or `Metaspace`
+//!   (SentencePiece BPE: LLaMA-2, Mistral);
+//! * any normaliser: NFC/NFKC/NFD/NFKD, `Prepend` and string `Replace` are done
+//!   here, others by the crate's own normaliser object.
+//!
+//! Where the speed comes from: the split regexes are hand-written scanners
+//! over character-class tables that are read out of the reference engine's
+//! own regex library (Oniguruma) at first use, so a class can never disagree
+//! with it; BPE runs the crate's exact merge procedure (lowest rank, then
+//! leftmost, same stale-entry rule) without offsets or strings; and each
+//! worker thread keeps a capped cache of pre-token -> ids. SentencePiece
+//! text without a pre-tokenizer is cut before each `▁` run when no
+//! vocabulary token holds `▁` after another character (then no merge can
+//! cross the cut), which makes its words cacheable and its cost linear.
+//!
+//! Added tokens: a document in which no added token's text occurs (checked
+//! with one Aho-Corasick scan, before and after normalisation) takes the
+//! fast path whole; any other document is split into added tokens and
+//! normalised segments by the crate's own `AddedVocabulary`, and only the
+//! segments are encoded here.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use thread_local::ThreadLocal;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::utils::SysRegex;
+use tokenizers::{
+    ModelWrapper, NormalizedString, Normalizer, OffsetReferential, OffsetType, Tokenizer,
+};
+use unicode_normalization_alignments::UnicodeNormalization;
+
+/// The LLaMA-3 (tiktoken cl100k) split regex.
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The Qwen2 split regex (LLaMA-3's with single digits).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
+pub const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+/// Words of at most this many initial symbols are merged by a linear scan
+/// instead of a heap.
+const SHORT_WORD_SYMBOLS: usize = 96;
+/// Words of at most this many bytes are cached.
+const CACHE_WORD_BYTES: usize = 128;
+/// Slots of a worker's word cache (a power of two); it holds at most half
+/// as many words and is emptied when that many are in it.
+const CACHE_SLOTS: usize = 1 << 20;
+/// The cache is also emptied when its words' bytes or ids reach these sizes.
+const CACHE_KEY_BYTES: usize = 16 << 20;
+const CACHE_IDS: usize = 4 << 20;
+/// The most bytes one worker's cache holds: 20 per slot plus the two arenas.
+pub const CACHE_MAX_BYTES: usize = CACHE_SLOTS * 20 + CACHE_KEY_BYTES + CACHE_IDS * 4;
+
+const LETTER: u8 = 1;
+const NUMBER: u8 = 2;
+const SPACE: u8 = 4;
+
+/// `\p{L}`, `\p{N}` and `\s` of every code point, as Oniguruma (the regex
+/// library of the reference) decides them.
+fn classes() -> &'static [u8] {
+    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let all: String = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
+        let mut table = vec![0u8; 0x110000];
+        for (bit, pattern) in [(LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")] {
+            let re = SysRegex::new(pattern).expect("a fixed, valid pattern");
+            for (start, end) in re.find_iter(&all) {
+                for c in all[start..end].chars() {
+                    table[c as usize] |= bit;
+                }
+            }
+        }
+        table
+    })
+}
+
+/// The split regexes with a hand-written scanner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitPattern {
+    Gpt2,
+    Llama3,
+    Qwen2,
+}
+
+impl SplitPattern {
+    fn from_regex(pattern: &str) -> Option<SplitPattern> {
+        match pattern {
+            GPT2_PATTERN => Some(SplitPattern::Gpt2),
+            LLAMA3_PATTERN => Some(SplitPattern::Llama3),
+            QWEN2_PATTERN => Some(SplitPattern::Qwen2),
+            _ => None,
+        }
+    }
+}
+
+/// Characters of a text with their classes.
+struct Scanner<'a> {
+    text: &'a str,
+    table: &'a [u8],
+}
+
+impl Scanner<'_> {
+    /// The character at byte `i` (none at the end).
+    #[inline]
+    fn at(&self, i: usize) -> Option<char> {
+        self.text.get(i..).and_then(|s| s.chars().next())
+    }
+
+    #[inline]
+    fn class(&self, c: char) -> u8 {
+        self.table[c as usize]
+    }
+
+    #[inline]
+    fn is(&self, i: usize, bits: u8) -> bool {
+        self.at(i).is_some_and(|c| self.class(c) & bits != 0)
+    }
+
+    /// Neither whitespace, letter nor number: `[^\s\p{L}\p{N}]`.
+    #[inline]
+    fn is_other(&self, i: usize) -> bool {
+        self.at(i)
+            .is_some_and(|c| self.class(c) & (LETTER | NUMBER | SPACE) == 0)
+    }
+
+    /// End of the run of characters from `i` that satisfy `f`, at most `max` of them.
+    #[inline]
+    fn run(&self, mut i: usize, max: usize, f: impl Fn(char) -> bool) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.at(i) {
+                Some(c) if f(c) => {
+                    i += c.len_utf8();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        i
+    }
+
+    fn run_of(&self, i: usize, bits: u8) -> usize {
+        self.run(i, usize::MAX, |c| self.class(c) & bits != 0)
+    }
+
+    fn run_of_other(&self, i: usize) -> usize {
+        self.run(i, usize::MAX, |c| {
+            self.class(c) & (LETTER | NUMBER | SPACE) == 0
+        })
+    }
+
+    /// `'s|'t|'re|'ve|'m|'ll|'d` after the apostrophe at `i`, optionally
+    /// case-insensitive as Oniguruma folds (`ſ` matches `s`).
+    fn contraction(&self, i: usize, fold: bool) -> Option<usize> {
+        let lower = |c: char| -> char {
+            if !fold {
+                c
+            } else if c == '\u{17F}' {
+                's'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        };
+        let first = lower(self.at(i + 1)?);
+        let after = i + 1 + self.at(i + 1)?.len_utf8();
+        match first {
+            's' | 't' | 'm' | 'd' => return Some(after),
+            'r' | 'v' | 'l' => {}
+            _ => return None,
+        }
+        let second = lower(self.at(after)?);
+        let ok = matches!((first, second), ('r', 'e') | ('v', 'e') | ('l', 'l'));
+        ok.then(|| after + self.at(after).map_or(0, char::len_utf8))
+    }
+
+    /// The whitespace alternatives shared by the patterns, at whitespace `i`:
+    /// `\s+(?!\S)|\s+` (and first `\s*[\r\n]+` when `newlines`).
+    fn whitespace(&self, i: usize, newlines: bool) -> usize {
+        let end = self.run_of(i, SPACE);
+        if newlines {
+            let run = &self.text[i..end];
+            if let Some(p) = run.rfind(['\r', '\n']) {
+                return i + p + 1;
+            }
+        }
+        if end == self.text.len() {
+            return end;
+        }
+        let last = self.text[..end]
+            .char_indices()
+            .next_back()
+            .map_or(end, |(p, _)| p);
+        if last > i {
+            last
+        } else {
+            end
+        }
+    }
+
+    /// End of the pre-token that starts at byte `i` under GPT-2's regex.
+    fn gpt2(&self, i: usize) -> usize {
+        let c = self.at(i).expect("called inside the text");
+        if c == '\'' {
+            if let Some(end) = self.contraction(i, false) {
+                return end;
+            }
+        }
+        let j = if c == ' ' && !self.is(i + 1, SPACE) && self.at(i + 1).is_some() {
+            i + 1
+        } else {
+            i
+        };
+        if self.is(j, LETTER) {
+            return self.run_of(j, LETTER);
+        }
+        if self.is(j, NUMBER) {
+            return self.run_of(j, NUMBER);
+        }
+        if self.is_other(j) {
+            return self.run_of_other(j);
+        }
+        self.whitespace(i, false)
+    }
+
+    /// End of the pre-token that starts at byte `i` under the LLaMA-3
+    /// (`digits` = 3) or Qwen2 (`digits` = 1) regex.
+    fn llama3(&self, i: usize, digits: usize) -> usize {
+        let c = self.at(i).expect("called inside the text");
+        let class = self.class(c);
+        if c == '\'' {
+            if let Some(end) = self.contraction(i, true) {
+                return end;
+            }
+        }
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if class & LETTER != 0 {
+            return self.run_of(i, LETTER);
+        }
+        let next = i + c.len_utf8();
+        if class & NUMBER == 0 && c != '\r' && c != '\n' && self.is(next, LETTER) {
+            return self.run_of(next, LETTER);
+        }
+        // \p{N}{1,digits}
+        if class & NUMBER != 0 {
+            return self.run(i, digits, |c| self.class(c) & NUMBER != 0);
+        }
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        let j = if c == ' ' && self.is_other(next) {
+            next
+        } else {
+            i
+        };
+        if self.is_other(j) {
+            let end = self.run_of_other(j);
+            return self.run(end, usize::MAX, |c| c == '\r' || c == '\n');
+        }
+        self.whitespace(i, true)
+    }
+
+    /// Pre-tokens of the text as byte ranges, in order, covering all of it.
+    fn split(&self, pattern: SplitPattern, mut f: impl FnMut(usize, usize)) {
+        let mut i = 0;
+        while i < self.text.len() {
+            let end = match pattern {
+                SplitPattern::Gpt2 => self.gpt2(i),
+                SplitPattern::Llama3 => self.llama3(i, 3),
+                SplitPattern::Qwen2 => self.llama3(i, 1),
+            };
+            f(i, end);
+            i = end;
+        }
+    }
+}
+
+/// Splits `text` into pre-tokens exactly as the regex `pattern` would (with
+/// `Isolated` behaviour); exposed for tests.
+pub fn pre_tokens(pattern: SplitPattern, text: &str) -> Vec<&str> {
+    let scanner = Scanner {
+        text,
+        table: classes(),
+    };
+    let mut out = Vec::new();
+    scanner.split(pattern, |s, e| out.push(&text[s..e]));
+    out
+}
+
+/// GPT-2's byte-to-character table of byte-level BPE.
+fn byte_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut n = 0;
+    for b in 0..256u32 {
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        out[b as usize] = if printable {
+            char::from_u32(b).expect("a Latin-1 code point")
+        } else {
+            n += 1;
+            char::from_u32(255 + n).expect("a code point below 512")
+        };
+    }
+    out
+}
+
+/// A normalisation step done here.
+#[derive(Debug)]
+enum NormStep {
+    Unicode(&'static str),
+    Prepend(String),
+    Replace(String, String),
+}
+
+/// How segments are normalised.
+enum Norm {
+    Steps(Vec<NormStep>),
+    /// The crate's own normaliser (exact for any normaliser, slower).
+    Crate(NormalizerWrapper),
+}
+
+fn norm_steps(v: &Value, out: &mut Vec<NormStep>) -> bool {
+    match v["type"].as_str() {
+        None => v.is_null(),
+        Some(form @ ("NFC" | "NFKC" | "NFD" | "NFKD")) => {
+            out.push(NormStep::Unicode(match form {
+                "NFC" => "NFC",
+                "NFKC" => "NFKC",
+                "NFD" => "NFD",
+                _ => "NFKD",
+            }));
+            true
+        }
+        Some("Prepend") => v["prepend"]
+            .as_str()
+            .map(|p| out.push(NormStep::Prepend(p.into())))
+            .is_some(),
+        Some("Replace") => match (v["pattern"]["String"].as_str(), v["content"].as_str()) {
+            (Some(from), Some(to)) if !from.is_empty() => {
+                out.push(NormStep::Replace(from.into(), to.into()));
+                true
+            }
+            _ => false,
+        },
+        Some("Sequence") => v["normalizers"]
+            .as_array()
+            .is_some_and(|ns| ns.iter().all(|n| norm_steps(n, out))),
+        Some(_) => false,
+    }
+}
+
+/// Per code point: bit 0 when NFC, bit 1 when NFKC provably leaves it alone
+/// in any context (combining class 0 and quick-check "Yes" in the tables of
+/// the normalisation crate `tokenizers` itself uses).
+fn inert() -> &'static [u8] {
+    use unicode_normalization_alignments::char::canonical_combining_class;
+    use unicode_normalization_alignments::{is_nfc_quick, is_nfkc_quick, IsNormalized};
+    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = vec![0u8; 0x110000];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if canonical_combining_class(c) == 0 {
+                let one = std::iter::once(c);
+                table[c as usize] = u8::from(is_nfc_quick(one.clone()) == IsNormalized::Yes)
+                    | (u8::from(is_nfkc_quick(one) == IsNormalized::Yes) << 1);
+            }
+        }
+        table
+    })
+}
+
+/// Whether a Unicode normal form leaves `text` unchanged: every character
+/// has combining class 0 and is quick-check "Yes" (UAX #15), so the normal
+/// form cannot reorder, decompose or compose anything.
+fn stable_under(form: &str, text: &str) -> bool {
+    if text.is_ascii() {
+        return true;
+    }
+    let bit = match form {
+        "NFC" => 1,
+        "NFKC" => 2,
+        _ => return false,
+    };
+    let table = inert();
+    text.chars().all(|c| table[c as usize] & bit != 0)
+}
+
+impl Norm {
+    fn apply<'a>(&self, text: &'a str) -> std::result::Result<Cow<'a, str>, String> {
+        match self {
+            Norm::Crate(n) => {
+                let mut s = NormalizedString::from(text);
+                n.normalize(&mut s).map_err(|e| e.to_string())?;
+                Ok(Cow::Owned(s.get().to_owned()))
+            }
+            Norm::Steps(steps) => {
+                let mut text = Cow::Borrowed(text);
+                for step in steps {
+                    match step {
+                        NormStep::Unicode(form) => {
+                            if !stable_under(form, &text) {
+                                let s: &str = &text;
+                                let out: String = match *form {
+                                    "NFC" => s.nfc().map(|(c, _)| c).collect(),
+                                    "NFKC" => s.nfkc().map(|(c, _)| c).collect(),
+                                    "NFD" => s.nfd().map(|(c, _)| c).collect(),
+                                    _ => s.nfkd().map(|(c, _)| c).collect(),
+                                };
+                                text = Cow::Owned(out);
+                            }
+                        }
+                        NormStep::Prepend(p) => {
+                            if !text.is_empty() {
+                                text = Cow::Owned(format!("{p}{text}"));
+                            }
+                        }
+                        NormStep::Replace(from, to) => {
+                            if text.contains(from.as_str()) {
+                                text = Cow::Owned(text.replace(from.as_str(), to));
+                            }
+                        }
+                    }
+                }
+                Ok(text)
+            }
+        }
+    }
+}
+
+/// How a normalised segment becomes words for the BPE model.
+#[derive(Clone, Copy, Debug)]
+enum Words {
+    /// Byte-level BPE: `prefix_space` as ByteLevel's `add_prefix_space`,
+    /// then the split regex (or the whole segment).
+    ByteLevel {
+        prefix_space: bool,
+        split: Option<SplitPattern>,
+    },
+    /// SentencePiece BPE. `metaspace`: spaces become `replacement`, which is
+    /// prepended per `prepend` (`always`, `first`, `never`), and `split` cuts
+    /// before each one. Otherwise (no pre-tokenizer) the segment is one
+    /// word, cut before each `▁` run when `cut_runs` says that is exact.
+    SentencePiece {
+        metaspace: Option<(char, Prepend, bool)>,
+        cut_runs: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prepend {
+    Always,
+    First,
+    Never,
+}
+
+fn words_of(pre: &Value, vocab_allows_cuts: bool) -> std::result::Result<Words, String> {
+    let byte_level = |p: &Value| p["type"] == "ByteLevel";
+    if pre.is_null() {
+        return Ok(Words::SentencePiece {
+            metaspace: None,
+            cut_runs: vocab_allows_cuts,
+        });
+    }
+    if byte_level(pre) {
+        return Ok(Words::ByteLevel {
+            prefix_space: pre["add_prefix_space"] == true,
+            split: (pre["use_regex"] != false).then_some(SplitPattern::Gpt2),
+        });
+    }
+    if pre["type"] == "Metaspace" {
+        let replacement = pre["replacement"]
+            .as_str()
+            .and_then(|s| {
+                let mut cs = s.chars();
+                cs.next().filter(|_| cs.next().is_none())
+            })
+            .ok_or("Metaspace replacement is not one character")?;
+        let prepend = match pre["prepend_scheme"].as_str() {
+            Some("always") => Prepend::Always,
+            Some("first") => Prepend::First,
+            Some("never") => Prepend::Never,
+            _ => return Err("unknown Metaspace prepend_scheme".into()),
+        };
+        let split = pre["split"] != false;
+        return Ok(Words::SentencePiece {
+            metaspace: Some((replacement, prepend, split)),
+            cut_runs: !split && vocab_allows_cuts && replacement == '\u{2581}',
+        });
+    }
+    if pre["type"] == "Sequence" {
+        if let Some([split, bl]) = pre["pretokenizers"].as_array().map(Vec::as_slice) {
+            let pattern = split["pattern"]["Regex"]
+                .as_str()
+                .and_then(SplitPattern::from_regex);
+            if split["type"] == "Split"
+                && split["behavior"] == "Isolated"
+                && split["invert"] == false
+                && byte_level(bl)
+                && bl["use_regex"] == false
+                && bl["add_prefix_space"] != true
+            {
+                if let Some(p) = pattern {
+                    return Ok(Words::ByteLevel {
+                        prefix_space: false,
+                        split: Some(p),
+                    });
+                }
+                return Err("split regex without a fast scanner".into());
+            }
+        }
+    }
+    Err(format!("pre-tokenizer {} is not supported", pre["type"]))
+}
+
+/// The BPE model, on byte strings: for byte-level models a vocabulary token
+/// is keyed by the bytes its characters stand for.
+struct Bpe {
+    vocab: FxHashMap<Box<[u8]>, u32>,
+    merges: MergeTable,
+    byte_level: bool,
+    /// Byte-level: the id of each byte's character. SentencePiece: the id of
+    /// each `<0xXX>` byte-fallback token (`u32::MAX` when absent).
+    byte_ids: [u32; 256],
+    unk: Option<u32>,
+    fuse_unk: bool,
+    byte_fallback: bool,
+    ignore_merges: bool,
+    /// No two vocabulary strings share an id (see [`Bpe::merge_short`]).
+    unique_ids: bool,
+}
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Symbol {
+    id: u32,
+    prev: i32,
+    next: i32,
+    /// 0 once merged into its left neighbour.
+    len: u32,
+}
+
+/// Pair -> (rank, new id), open addressing at most half full, so that a
+/// lookup usually touches one cache line (key and value side by side).
+struct MergeTable {
+    slots: Vec<(u64, (u32, u32))>,
+}
+
+/// No pair of ids is `u64::MAX` (ids fit in u32 and `u32::MAX` is never an id).
+const EMPTY_PAIR: u64 = u64::MAX;
+
+impl MergeTable {
+    fn with_capacity(n: usize) -> MergeTable {
+        MergeTable {
+            slots: vec![(EMPTY_PAIR, (0, 0)); (2 * n).next_power_of_two().max(16)],
+        }
+    }
+
+    #[inline]
+    fn slot(&self, pair: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = (pair.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & mask;
+        while self.slots[i].0 != pair && self.slots[i].0 != EMPTY_PAIR {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Later merges of the same pair replace earlier ones, as in the crate.
+    fn insert(&mut self, pair: u64, value: (u32, u32)) {
+        let i = self.slot(pair);
+        self.slots[i] = (pair, value);
+    }
+
+    #[inline]
+    fn get(&self, pair: u64) -> Option<&(u32, u32)> {
+        let (key, value) = &self.slots[self.slot(pair)];
+        (*key == pair).then_some(value)
+    }
+}
+
+/// A queued merge: `rank` then `pos`, smallest first (as the crate's heap).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Merge {
+    rank: u32,
+    pos: u32,
+    new_id: u32,
+}
+
+/// A pre-token -> ids cache with a hard cap: open addressing over slots
+/// that point into two arenas, emptied when half the slots are used.
+#[derive(Default)]
+struct WordCache {
+    /// (hash, key offset, key length << 16 | ids length, ids offset); hash 0 = empty.
+    slots: Vec<(u64, u32, u32)>,
+    /// Where each slot's ids start in `ids` (kept apart to keep slots at 16 bytes).
+    ids_at: Vec<u32>,
+    keys: Vec<u8>,
+    ids: Vec<u32>,
+    used: usize,
+}
+
+impl WordCache {
+    #[inline]
+    fn hash(word: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(word) | 1
+    }
+
+    /// The slot holding `word`, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, word: &[u8], hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let (h, key_at, lens) = self.slots[i];
+            if h == 0
+                || (h == hash
+                    && (lens >> 16) as usize == word.len()
+                    && &self.keys[key_at as usize..key_at as usize + word.len()] == word)
+            {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn get(&self, word: &[u8], hash: u64) -> Option<&[u32]> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.find(word, hash);
+        let (h, _, lens) = self.slots[i];
+        (h != 0).then(|| {
+            let at = self.ids_at[i] as usize;
+            &self.ids[at..at + (lens & 0xFFFF) as usize]
+        })
+    }
+
+    fn insert(&mut self, word: &[u8], hash: u64, ids: &[u32]) {
+        if self.slots.is_empty()
+            || self.used >= CACHE_SLOTS / 2
+            || self.keys.len() + word.len() > CACHE_KEY_BYTES
+            || self.ids.len() + ids.len() > CACHE_IDS
+        {
+            self.slots.clear();
+            self.slots.resize(CACHE_SLOTS, (0, 0, 0));
+            self.ids_at.resize(CACHE_SLOTS, 0);
+            self.keys.clear();
+            self.ids.clear();
+            self.used = 0;
+        }
+        let i = self.find(word, hash);
+        if self.slots[i].0 != 0 {
+            return;
+        }
+        self.slots[i] = (
+            hash,
+            self.keys.len() as u32,
+            ((word.len() as u32) << 16) | ids.len() as u32,
+        );
+        self.ids_at[i] = self.ids.len() as u32;
+        self.keys.extend_from_slice(word);
+        self.ids.extend_from_slice(ids);
+        self.used += 1;
+    }
+}
+
+/// Per-thread state: the word cache and reusable buffers.
+#[derive(Default)]
+struct Worker {
+    cache: WordCache,
+    symbols: Vec<Symbol>,
+    ids: Vec<u32>,
+    ranks: Vec<(u32, u32)>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
+}
+
+impl Bpe {
+    fn from_model(model: &Value, byte_level: bool) -> std::result::Result<Bpe, String> {
+        if model["type"] != "BPE" {
+            return Err(format!("model {} is not BPE", model["type"]));
+        }
+        if model["dropout"].as_f64().is_some_and(|d| d > 0.0) {
+            return Err("BPE dropout".into());
+        }
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if model[key].as_str().is_some_and(|s| !s.is_empty()) {
+                return Err(format!("BPE {key}"));
+            }
+        }
+        let byte_of: FxHashMap<char, u8> = byte_chars()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        let key = |token: &str| -> Option<Box<[u8]>> {
+            if byte_level {
+                token.chars().map(|c| byte_of.get(&c).copied()).collect()
+            } else {
+                Some(token.as_bytes().into())
+            }
+        };
+        let vocab_json = model["vocab"].as_object().ok_or("BPE without vocab")?;
+        let mut by_token: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut ids = rustc_hash::FxHashSet::default();
+        let mut unique_ids = true;
+        let mut vocab = FxHashMap::default();
+        for (token, id) in vocab_json {
+            let id = id.as_u64().ok_or("vocab id is not a number")? as u32;
+            by_token.insert(token, id);
+            unique_ids &= ids.insert(id);
+            if let Some(k) = key(token) {
+                vocab.insert(k, id);
+            }
+        }
+        let mut merges = MergeTable::with_capacity(model["merges"].as_array().map_or(0, Vec::len));
+        let raw_merges = model["merges"].as_array().ok_or("BPE without merges")?;
+        // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
+        let pairs = raw_merges
+            .iter()
+            .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
+        for (rank, m) in pairs.enumerate() {
+            let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
+                (_, Some([a, b])) => (a.as_str(), b.as_str()),
+                (Value::String(s), _) => match s.split(' ').collect::<Vec<_>>()[..] {
+                    [a, b] => (Some(a), Some(b)),
+                    _ => (None, None),
+                },
+                _ => (None, None),
+            };
+            let (a, b) = a.zip(b).ok_or("merge is not a pair of strings")?;
+            let id = |t: &str| {
+                by_token
+                    .get(t)
+                    .copied()
+                    .ok_or(format!("merge token {t:?} not in vocab"))
+            };
+            let new_id = id(&format!("{a}{b}"))?;
+            let pair = (u64::from(id(a)?) << 32) | u64::from(id(b)?);
+            merges.insert(pair, (rank as u32, new_id));
+        }
+        let mut byte_ids = [NONE; 256];
+        let chars = byte_chars();
+        for b in 0..256 {
+            let token = if byte_level {
+                chars[b].to_string()
+            } else {
+                format!("<0x{b:02X}>")
+            };
+            byte_ids[b] = by_token.get(token.as_str()).copied().unwrap_or(NONE);
+        }
+        if byte_level && byte_ids.contains(&NONE) {
+            return Err("byte-level vocabulary lacks some of the 256 byte tokens".into());
+        }
+        let unk = match model["unk_token"].as_str() {
+            Some(t) => Some(by_token.get(t).copied().ok_or("unk_token not in vocab")?),
+            None => None,
+        };
+        Ok(Bpe {
+            vocab,
+            merges,
+            byte_level,
+            byte_ids,
+            unk,
+            fuse_unk: model["fuse_unk"] == true,
+            byte_fallback: model["byte_fallback"] == true,
+            ignore_merges: model["ignore_merges"] == true,
+            unique_ids,
+        })
+    }
+
+    /// Initial symbols of a word, as the crate's `merge_word` builds them.
+    fn init_symbols(&self, word: &[u8], symbols: &mut Vec<Symbol>) {
+        symbols.clear();
+        let push = |symbols: &mut Vec<Symbol>, id: u32, len: usize| {
+            let n = symbols.len() as i32;
+            symbols.push(Symbol {
+                id,
+                prev: n - 1,
+                next: n + 1,
+                len: len as u32,
+            });
+        };
+        if self.byte_level {
+            for &b in word {
+                push(symbols, self.byte_ids[b as usize], 1);
+            }
+        } else {
+            let text = std::str::from_utf8(word).expect("words are cut at character boundaries");
+            let mut unk: Option<(u32, usize)> = None;
+            for (i, c) in text.char_indices() {
+                let bytes = &word[i..i + c.len_utf8()];
+                if let Some(&id) = self.vocab.get(bytes) {
+                    if let Some((unk_id, unk_len)) = unk.take() {
+                        push(symbols, unk_id, unk_len);
+                    }
+                    push(symbols, id, bytes.len());
+                    continue;
+                }
+                if self.byte_fallback && bytes.iter().all(|&b| self.byte_ids[b as usize] != NONE) {
+                    for &b in bytes {
+                        push(symbols, self.byte_ids[b as usize], 1);
+                    }
+                    continue;
+                }
+                if let Some(unk_id) = self.unk {
+                    unk = match unk {
+                        Some((id, len)) if self.fuse_unk => Some((id, len + bytes.len())),
+                        Some((id, len)) => {
+                            push(symbols, id, len);
+                            Some((unk_id, bytes.len()))
+                        }
+                        None => Some((unk_id, bytes.len())),
+                    };
+                }
+            }
+            if let Some((id, len)) = unk {
+                push(symbols, id, len);
+            }
+        }
+        if let Some(last) = symbols.last_mut() {
+            last.next = -1;
+        }
+    }
+
+    #[inline]
+    fn merge_of(&self, a: u32, b: u32) -> Option<&(u32, u32)> {
+        self.merges.get((u64::from(a) << 32) | u64::from(b))
+    }
+
+    /// Merges a short word (in `w.symbols`) into `out`: repeatedly the
+    /// lowest-rank pair, leftmost first. This is what the crate's heap
+    /// procedure ([`Bpe::merge_all`]) computes when no two vocabulary
+    /// strings share an id: a queued merge then never applies to a pair it
+    /// was not made for, because symbols only grow and the merged string
+    /// starting at a position would be longer.
+    fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
+        let ids = &mut w.ids;
+        let ranks = &mut w.ranks;
+        ids.clear();
+        ids.extend(w.symbols.iter().map(|s| s.id));
+        ranks.clear();
+        let pair = |a: u32, b: u32| self.merge_of(a, b).copied().unwrap_or((u32::MAX, 0));
+        ranks.extend(ids.windows(2).map(|p| pair(p[0], p[1])));
+        loop {
+            let mut best = u32::MAX;
+            let mut at = 0;
+            for (i, &(rank, _)) in ranks.iter().enumerate() {
+                if rank < best {
+                    best = rank;
+                    at = i;
+                }
+            }
+            if best == u32::MAX {
+                break;
+            }
+            ids[at] = ranks[at].1;
+            ids.remove(at + 1);
+            ranks.remove(at);
+            if at > 0 {
+                ranks[at - 1] = pair(ids[at - 1], ids[at]);
+            }
+            if at + 1 < ids.len() {
+                ranks[at] = pair(ids[at], ids[at + 1]);
+            }
+        }
+        out.extend_from_slice(ids);
+    }
+
+    /// The crate's `Word::merge_all` without dropout.
+    fn merge_all(&self, w: &mut Worker) {
+        let (symbols, heap) = (&mut w.symbols, &mut w.heap);
+        heap.clear();
+        for (i, pair) in symbols.windows(2).enumerate() {
+            if let Some(&(rank, new_id)) = self.merge_of(pair[0].id, pair[1].id) {
+                heap.push(std::cmp::Reverse(Merge {
+                    rank,
+                    pos: i as u32,
+                    new_id,
+                }));
+            }
+        }
+        while let Some(std::cmp::Reverse(top)) = heap.pop() {
+            let pos = top.pos as usize;
+            if symbols[pos].len == 0 || symbols[pos].next == -1 {
+                continue;
+            }
+            let next_pos = symbols[pos].next as usize;
+            let right = symbols[next_pos];
+            if self
+                .merge_of(symbols[pos].id, right.id)
+                .is_none_or(|&(_, id)| id != top.new_id)
+            {
+                continue;
+            }
+            symbols[pos].id = top.new_id;
+            symbols[pos].len += right.len;
+            symbols[pos].next = right.next;
+            symbols[next_pos].len = 0;
+            if right.next > -1 && (right.next as usize) < symbols.len() {
+                symbols[right.next as usize].prev = pos as i32;
+            }
+            let current = symbols[pos];
+            if current.prev >= 0 {
+                let prev = current.prev as usize;
+                if let Some(&(rank, new_id)) = self.merge_of(symbols[prev].id, current.id) {
+                    heap.push(std::cmp::Reverse(Merge {
+                        rank,
+                        pos: prev as u32,
+                        new_id,
+                    }));
+                }
+            }
+            if current.next > -1 && (current.next as usize) < symbols.len() {
+                let next = current.next as usize;
+                if let Some(&(rank, new_id)) = self.merge_of(current.id, symbols[next].id) {
+                    heap.push(std::cmp::Reverse(Merge {
+                        rank,
+                        pos: pos as u32,
+                        new_id,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Appends the ids of one word (a pre-token) to `out`.
+    fn encode_word(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
+        if word.is_empty() {
+            return;
+        }
+        if self.byte_level && word.len() == 1 {
+            out.push(self.byte_ids[word[0] as usize]);
+            return;
+        }
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab.get(word) {
+                out.push(id);
+                return;
+            }
+        }
+        let cacheable = word.len() <= CACHE_WORD_BYTES;
+        let hash = if cacheable { WordCache::hash(word) } else { 0 };
+        if cacheable {
+            if let Some(ids) = w.cache.get(word, hash) {
+                out.extend_from_slice(ids);
+                return;
+            }
+        }
+        self.init_symbols(word, &mut w.symbols);
+        let start = out.len();
+        if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
+            self.merge_short(w, out);
+        } else {
+            self.merge_all(w);
+            out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
+        }
+        if cacheable {
+            w.cache.insert(word, hash, &out[start..]);
+        }
+    }
+}
+
+/// Whether no vocabulary token holds `▁` right after another character, so
+/// no merge can join text across the start of a `▁` run.
+fn vocab_allows_cuts(model: &Value) -> bool {
+    model["vocab"].as_object().is_some_and(|v| {
+        v.contains_key("\u{2581}")
+            && v.keys().all(|t| {
+                let mut prev = None;
+                t.chars().all(|c| {
+                    let ok = c != '\u{2581}' || prev.is_none_or(|p| p == '\u{2581}');
+                    prev = Some(c);
+                    ok
+                })
+            })
+    })
+}
+
+/// The fast encoder of one tokenizer (see the module docs). Its methods
+/// take the `tokenizers` object it was built from, for the added-token split.
+pub struct FastBpe {
+    norm: Norm,
+    words: Words,
+    bpe: Bpe,
+    /// Finds any added token's text.
+    added: Option<AhoCorasick>,
+    workers: ThreadLocal<RefCell<Worker>>,
+}
+
+impl FastBpe {
+    /// Builds the fast encoder for `tokenizer` (already set up for how
+    /// special tokens are treated), or says why it cannot.
+    pub fn new(tokenizer: &Tokenizer, raw: &Value) -> std::result::Result<FastBpe, String> {
+        if !matches!(tokenizer.get_model(), ModelWrapper::BPE(_)) {
+            return Err("model is not BPE".into());
+        }
+        let model = &raw["model"];
+        let normalizer = tokenizer.get_normalizer().cloned();
+        let norm_json = serde_json::to_value(&normalizer).map_err(|e| e.to_string())?;
+        let mut steps = Vec::new();
+        let norm = if norm_steps(&norm_json, &mut steps) {
+            Norm::Steps(steps)
+        } else {
+            Norm::Crate(normalizer.expect("a non-null normaliser"))
+        };
+        let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()).map_err(|e| e.to_string())?;
+        let words = words_of(&pre, vocab_allows_cuts(model))?;
+        // Build the character tables this tokenizer needs while the model
+        // loads (each takes tens of milliseconds, once per process).
+        if matches!(words, Words::ByteLevel { split: Some(_), .. }) {
+            std::thread::spawn(classes);
+        }
+        if matches!(&norm, Norm::Steps(steps) if steps.iter().any(|s| matches!(s, NormStep::Unicode("NFC" | "NFKC"))))
+        {
+            std::thread::spawn(inert);
+        }
+        let bpe = Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))?;
+        let contents: Vec<String> = tokenizer
+            .get_added_vocabulary()
+            .get_added_tokens_decoder()
+            .values()
+            .map(|t| t.content.clone())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let added = if contents.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&contents).map_err(|e| e.to_string())?)
+        };
+        Ok(FastBpe {
+            norm,
+            words,
+            bpe,
+            added,
+            workers: ThreadLocal::new(),
+        })
+    }
+
+    fn may_hold_added(&self, text: &str) -> bool {
+        self.added.as_ref().is_some_and(|ac| ac.is_match(text))
+    }
+
+    /// Ids of `text` without BOS/EOS: equal to the crate's
+    /// `encode_fast(text, false)` on the same tokenizer.
+    pub fn encode(
+        &self,
+        tokenizer: &Tokenizer,
+        text: &str,
+    ) -> std::result::Result<Vec<u32>, String> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let worker = self.workers.get_or_default();
+        let w = &mut *worker.borrow_mut();
+        if !self.may_hold_added(text) {
+            let normalized = self.norm.apply(text)?;
+            let changed = matches!(normalized, Cow::Owned(_));
+            if !changed || !self.may_hold_added(&normalized) {
+                self.encode_segment(&normalized, true, w, &mut out);
+                return Ok(out);
+            }
+        }
+        let pre = tokenizer
+            .get_added_vocabulary()
+            .extract_and_normalize(tokenizer.get_normalizer(), text);
+        for (segment, (start, _), tokens) in
+            pre.get_splits(OffsetReferential::Original, OffsetType::Byte)
+        {
+            match tokens {
+                Some(tokens) => out.extend(tokens.iter().map(|t| t.id)),
+                None => self.encode_segment(segment, start == 0, w, &mut out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes one normalised segment; `first` says it starts the text.
+    fn encode_segment(&self, text: &str, first: bool, w: &mut Worker, out: &mut Vec<u32>) {
+        if text.is_empty() {
+            return;
+        }
+        match self.words {
+            Words::ByteLevel {
+                prefix_space,
+                split,
+            } => {
+                let text: Cow<str> = if prefix_space && !text.starts_with(' ') {
+                    Cow::Owned(format!(" {text}"))
+                } else {
+                    Cow::Borrowed(text)
+                };
+                match split {
+                    Some(pattern) => {
+                        let scanner = Scanner {
+                            text: &text,
+                            table: classes(),
+                        };
+                        let bytes = text.as_bytes();
+                        scanner.split(pattern, |s, e| self.bpe.encode_word(&bytes[s..e], w, out));
+                    }
+                    None => self.bpe.encode_word(text.as_bytes(), w, out),
+                }
+            }
+            Words::SentencePiece {
+                metaspace,
+                cut_runs,
+            } => {
+                let mut text = Cow::Borrowed(text);
+                let mut split = false;
+                if let Some((rep, prepend, s)) = metaspace {
+                    split = s;
+                    if text.contains(' ') {
+                        text = Cow::Owned(text.replace(' ', rep.encode_utf8(&mut [0; 4])));
+                    }
+                    let add = match prepend {
+                        Prepend::Always => true,
+                        Prepend::First => first,
+                        Prepend::Never => false,
+                    };
+                    if add && !text.starts_with(rep) {
+                        text = Cow::Owned(format!("{rep}{text}"));
+                    }
+                }
+                let bytes = text.as_bytes();
+                if split {
+                    let rep = metaspace.map(|m| m.0).expect("split only with Metaspace");
+                    let mut start = 0;
+                    for (i, _) in text.match_indices(rep) {
+                        if i > start {
+                            self.bpe.encode_word(&bytes[start..i], w, out);
+                        }
+                        start = i;
+                    }
+                    self.bpe.encode_word(&bytes[start..], w, out);
+                } else if cut_runs {
+                    // Words are `▁*` followed by non-`▁` characters.
+                    const RUN: &str = "\u{2581}";
+                    let mut start = 0;
+                    let mut in_run = text.starts_with(RUN);
+                    for (i, c) in text.char_indices() {
+                        let space = c == '\u{2581}';
+                        if space && !in_run && i > start {
+                            self.bpe.encode_word(&bytes[start..i], w, out);
+                            start = i;
+                        }
+                        in_run = space;
+                    }
+                    self.bpe.encode_word(&bytes[start..], w, out);
+                } else {
+                    self.bpe.encode_word(bytes, w, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pre-tokens Oniguruma finds for `pattern` (with `Isolated` gaps).
+    fn onig_split<'a>(pattern: &str, text: &'a str) -> Vec<&'a str> {
+        let re = SysRegex::new(pattern).unwrap();
+        let mut out = Vec::new();
+        let mut prev = 0;
+        for (s, e) in re.find_iter(text) {
+            if s > prev {
+                out.push(&text[prev..s]);
+            }
+            out.push(&text[s..e]);
+            prev = e;
+        }
+        if prev < text.len() {
+            out.push(&text[prev..]);
+        }
+        out
+    }
+
+    const PATTERNS: [(SplitPattern, &str); 3] = [
+        (SplitPattern::Gpt2, GPT2_PATTERN),
+        (SplitPattern::Llama3, LLAMA3_PATTERN),
+        (SplitPattern::Qwen2, QWEN2_PATTERN),
+    ];
+
+    #[test]
+    fn scanners_match_oniguruma_on_random_text() {
+        let alphabet: Vec<char> = "aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_\"(){}\u{301}\u{200d}😀\u{85}\u{b}\u{c}"
+            .chars()
+            .collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            for (p, re) in PATTERNS {
+                assert_eq!(
+                    pre_tokens(p, &text),
+                    onig_split(re, &text),
+                    "{p:?} on {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scanners_match_oniguruma_on_every_code_point() {
+        // Each code point in contexts that exercise every alternative,
+        // concatenated into texts of a few thousand code points.
+        let regexes: Vec<(SplitPattern, SysRegex)> = PATTERNS
+            .iter()
+            .map(|&(p, re)| (p, SysRegex::new(re).unwrap()))
+            .collect();
+        let all: Vec<char> = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
+        for chunk in all.chunks(2048) {
+            let mut text = String::new();
+            for &c in chunk {
+                for template in ["'#", " #", "#a", "a#1", "#\n", " #  ", "'#e", "'l#", "x#"] {
+                    text.push_str(&template.replace('#', c.encode_utf8(&mut [0; 4])));
+                }
+            }
+            for (p, re) in &regexes {
+                let mut expected = Vec::new();
+                let mut prev = 0;
+                for (s, e) in re.find_iter(&text) {
+                    if s > prev {
+                        expected.push(&text[prev..s]);
+                    }
+                    expected.push(&text[s..e]);
+                    prev = e;
+                }
+                assert_eq!(prev, text.len());
+                let got = pre_tokens(*p, &text);
+                if got != expected {
+                    let i = got
+                        .iter()
+                        .zip(&expected)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                    panic!(
+                        "{p:?}: {:?} vs {:?}",
+                        &got[i.saturating_sub(2)..(i + 3).min(got.len())],
+                        &expected[i.saturating_sub(2)..(i + 3).min(expected.len())]
+                    );
+                }
+            }
+        }
+    }
+}
