@@ -10,8 +10,6 @@
 
 use std::collections::HashSet;
 
-use xxhash_rust::xxh3::Xxh3;
-
 /// Why a well-formed document was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FilterReason {
@@ -52,18 +50,43 @@ pub struct CleanOptions {
     pub need_hash: bool,
 }
 
-/// xxh3-128 of the whitespace-normalised text (see module docs).
+/// xxh3-128 of the whitespace-normalised text (see module docs): the words
+/// of `text.split_whitespace()` joined by single spaces, hashed in one call.
 pub fn content_hash(text: &str) -> u128 {
-    let mut h = Xxh3::new();
-    let mut first = true;
-    for word in text.split_whitespace() {
-        if !first {
-            h.update(b" ");
-        }
-        h.update(word.as_bytes());
-        first = false;
+    thread_local! {
+        static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    h.digest128()
+    FOLDED.with_borrow_mut(|folded| {
+        folded.clear();
+        let mut gap = false;
+        let mut push = |folded: &mut Vec<u8>, bytes: &[u8], space: bool| {
+            if space {
+                gap = !folded.is_empty();
+            } else {
+                if gap {
+                    folded.push(b' ');
+                    gap = false;
+                }
+                folded.extend_from_slice(bytes);
+            }
+        };
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b.is_ascii() {
+                // char::is_whitespace on ASCII: space, \t, \n, \x0B, \x0C, \r.
+                push(folded, &bytes[i..i + 1], matches!(b, b' ' | b'\t'..=b'\r'));
+                i += 1;
+            } else {
+                let c = text[i..].chars().next().expect("i is a character boundary");
+                let n = c.len_utf8();
+                push(folded, &bytes[i..i + n], c.is_whitespace());
+                i += n;
+            }
+        }
+        xxhash_rust::xxh3::xxh3_128(folded)
+    })
 }
 
 /// Whether a document goes to the validation split: a pure function of its
@@ -120,6 +143,7 @@ impl Cleaner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xxhash_rust::xxh3::Xxh3;
 
     #[test]
     fn whitespace_insensitive_dedup() {
@@ -135,6 +159,26 @@ mod tests {
         assert_eq!(c.check("中"), Err(FilterReason::TooShort));
         assert!(c.check("中文").is_ok());
         assert_eq!(c.check(&"x".repeat(21)), Err(FilterReason::TooLong));
+    }
+
+    #[test]
+    fn content_hash_is_of_the_folded_words() {
+        let reference = |t: &str| {
+            let words: Vec<&str> = t.split_whitespace().collect();
+            let mut h = Xxh3::new();
+            h.update(words.join(" ").as_bytes());
+            h.digest128()
+        };
+        for t in [
+            "",
+            "  ",
+            "a",
+            " a  b\t\nc ",
+            "\u{3000}中文\u{a0}x\u{85}y\u{b}z\u{1680}",
+            "é\u{2028}\r\n",
+        ] {
+            assert_eq!(content_hash(t), reference(t), "{t:?}");
+        }
     }
 
     #[test]

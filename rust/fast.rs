@@ -53,7 +53,7 @@ pub const GPT2_PATTERN: &str =
 
 /// Words of at most this many initial symbols are merged by a linear scan
 /// instead of a heap.
-const SHORT_WORD_SYMBOLS: usize = 96;
+const SHORT_WORD_SYMBOLS: usize = 256;
 /// Words of at most this many bytes are cached.
 const CACHE_WORD_BYTES: usize = 128;
 /// Slots of a worker's word cache (a power of two); it holds at most half
@@ -532,6 +532,8 @@ struct Bpe {
     /// Byte-level: the id of each byte's character. SentencePiece: the id of
     /// each `<0xXX>` byte-fallback token (`u32::MAX` when absent).
     byte_ids: [u32; 256],
+    /// Byte-level: the merge of each pair of bytes, (u32::MAX, 0) for none.
+    byte_pairs: Vec<(u32, u32)>,
     unk: Option<u32>,
     fuse_unk: bool,
     byte_fallback: bool,
@@ -611,6 +613,16 @@ struct WordCache {
     used: usize,
 }
 
+/// `a == b` for slices of equal length, without a call to `memcmp` for the
+/// short words that make up most of a cache.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() > 16 {
+        return a == b;
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 impl WordCache {
     #[inline]
     fn hash(word: &[u8]) -> u64 {
@@ -627,7 +639,10 @@ impl WordCache {
             if h == 0
                 || (h == hash
                     && (lens >> 16) as usize == word.len()
-                    && &self.keys[key_at as usize..key_at as usize + word.len()] == word)
+                    && same_bytes(
+                        &self.keys[key_at as usize..key_at as usize + word.len()],
+                        word,
+                    ))
             {
                 return i;
             }
@@ -658,7 +673,9 @@ impl WordCache {
             self.slots.resize(CACHE_SLOTS, (0, 0, 0));
             self.ids_at.resize(CACHE_SLOTS, 0);
             self.keys.clear();
+            self.keys.reserve_exact(CACHE_KEY_BYTES);
             self.ids.clear();
+            self.ids.reserve_exact(CACHE_IDS);
             self.used = 0;
         }
         let i = self.find(word, hash);
@@ -677,13 +694,37 @@ impl WordCache {
     }
 }
 
-/// Per-thread state: the word cache and reusable buffers.
+/// Words and ids short enough for the hot cache.
+const HOT_WORD_BYTES: usize = 13;
+const HOT_IDS: usize = 4;
+/// Entries of the hot cache (a power of two; 40 bytes each).
+const HOT_ENTRIES: usize = 4096;
+
+/// A small direct-mapped cache of short, frequent words in front of
+/// [`WordCache`], with keys and ids inline so that a hit touches one entry
+/// that usually sits in the CPU's own cache.
+#[derive(Clone, Copy, Default)]
+struct HotEntry {
+    hash: u64,
+    len: u8,
+    n: u8,
+    /// Hits minus attempts to replace it, saturating: frequent words stay.
+    score: u8,
+    key: [u8; HOT_WORD_BYTES],
+    ids: [u32; HOT_IDS],
+}
+
+/// Per-thread state: the word caches and reusable buffers.
 #[derive(Default)]
 struct Worker {
+    hot: Vec<HotEntry>,
     cache: WordCache,
     symbols: Vec<Symbol>,
     ids: Vec<u32>,
-    ranks: Vec<(u32, u32)>,
+    ranks: Vec<u32>,
+    new_ids: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
 }
 
@@ -731,6 +772,7 @@ impl Bpe {
         let pairs = raw_merges
             .iter()
             .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
+        let mut concat = String::new();
         for (rank, m) in pairs.enumerate() {
             let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
                 (_, Some([a, b])) => (a.as_str(), b.as_str()),
@@ -745,9 +787,12 @@ impl Bpe {
                 by_token
                     .get(t)
                     .copied()
-                    .ok_or(format!("merge token {t:?} not in vocab"))
+                    .ok_or_else(|| format!("merge token {t:?} not in vocab"))
             };
-            let new_id = id(&format!("{a}{b}"))?;
+            concat.clear();
+            concat.push_str(a);
+            concat.push_str(b);
+            let new_id = id(&concat)?;
             let pair = (u64::from(id(a)?) << 32) | u64::from(id(b)?);
             merges.insert(pair, (rank as u32, new_id));
         }
@@ -764,6 +809,16 @@ impl Bpe {
         if byte_level && byte_ids.contains(&NONE) {
             return Err("byte-level vocabulary lacks some of the 256 byte tokens".into());
         }
+        let mut byte_pairs = Vec::new();
+        if byte_level {
+            byte_pairs = vec![(u32::MAX, 0); 1 << 16];
+            for (i, pair) in byte_pairs.iter_mut().enumerate() {
+                let key = (u64::from(byte_ids[i >> 8]) << 32) | u64::from(byte_ids[i & 0xFF]);
+                if let Some(&m) = merges.get(key) {
+                    *pair = m;
+                }
+            }
+        }
         let unk = match model["unk_token"].as_str() {
             Some(t) => Some(by_token.get(t).copied().ok_or("unk_token not in vocab")?),
             None => None,
@@ -773,6 +828,7 @@ impl Bpe {
             merges,
             byte_level,
             byte_ids,
+            byte_pairs,
             unk,
             fuse_unk: model["fuse_unk"] == true,
             byte_fallback: model["byte_fallback"] == true,
@@ -846,37 +902,73 @@ impl Bpe {
     /// strings share an id: a queued merge then never applies to a pair it
     /// was not made for, because symbols only grow and the merged string
     /// starting at a position would be longer.
-    fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
-        let ids = &mut w.ids;
-        let ranks = &mut w.ranks;
+    fn merge_short(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
+        let n = w.symbols.len();
+        let (ids, ranks, new_ids) = (&mut w.ids, &mut w.ranks, &mut w.new_ids);
+        let (next, prev) = (&mut w.next, &mut w.prev);
         ids.clear();
         ids.extend(w.symbols.iter().map(|s| s.id));
+        // ranks[i] / new_ids[i]: the merge of the pair starting at live
+        // symbol i; next[i] / prev[i]: the live symbols around i (n /
+        // u32::MAX at the ends). Dead symbols keep rank u32::MAX.
         ranks.clear();
-        let pair = |a: u32, b: u32| self.merge_of(a, b).copied().unwrap_or((u32::MAX, 0));
-        ranks.extend(ids.windows(2).map(|p| pair(p[0], p[1])));
-        loop {
-            let mut best = u32::MAX;
-            let mut at = 0;
-            for (i, &(rank, _)) in ranks.iter().enumerate() {
-                if rank < best {
-                    best = rank;
-                    at = i;
-                }
+        new_ids.clear();
+        if self.byte_level {
+            // The first pairs are byte pairs: one dense-table read each.
+            for p in word.windows(2) {
+                let (rank, id) = self.byte_pairs[(usize::from(p[0]) << 8) | usize::from(p[1])];
+                ranks.push(rank);
+                new_ids.push(id);
             }
+        } else {
+            for p in ids.windows(2) {
+                let (rank, id) = self.merge_or_none(p[0], p[1]);
+                ranks.push(rank);
+                new_ids.push(id);
+            }
+        }
+        ranks.push(u32::MAX);
+        new_ids.push(0);
+        next.clear();
+        next.extend(1..=n as u32);
+        prev.clear();
+        prev.push(u32::MAX);
+        prev.extend(0..n.saturating_sub(1) as u32);
+        loop {
+            // A plain min and a search for it: both vectorise.
+            let best = ranks.iter().copied().min().unwrap_or(u32::MAX);
             if best == u32::MAX {
                 break;
             }
-            ids[at] = ranks[at].1;
-            ids.remove(at + 1);
-            ranks.remove(at);
-            if at > 0 {
-                ranks[at - 1] = pair(ids[at - 1], ids[at]);
-            }
-            if at + 1 < ids.len() {
-                ranks[at] = pair(ids[at], ids[at + 1]);
+            let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
+            // Merge `at` with the live symbol after it, then re-rank the
+            // pairs that changed: (prev, at) and (at, next).
+            let right = next[at] as usize;
+            ids[at] = new_ids[at];
+            ranks[right] = u32::MAX;
+            next[at] = next[right];
+            let after = next[at] as usize;
+            (ranks[at], new_ids[at]) = if after < n {
+                prev[after] = at as u32;
+                self.merge_or_none(ids[at], ids[after])
+            } else {
+                (u32::MAX, 0)
+            };
+            if let Some(&before) = prev.get(at).filter(|&&p| p != u32::MAX) {
+                let before = before as usize;
+                (ranks[before], new_ids[before]) = self.merge_or_none(ids[before], ids[at]);
             }
         }
-        out.extend_from_slice(ids);
+        let mut i = 0;
+        while i < n {
+            out.push(ids[i]);
+            i = next[i] as usize;
+        }
+    }
+
+    #[inline]
+    fn merge_or_none(&self, a: u32, b: u32) -> (u32, u32) {
+        self.merge_of(a, b).copied().unwrap_or((u32::MAX, 0))
     }
 
     /// The crate's `Word::merge_all` without dropout.
@@ -936,6 +1028,20 @@ impl Bpe {
         }
     }
 
+    fn make_hot(hot: &mut [HotEntry], word: &[u8], hash: u64, ids: &[u32]) {
+        let e = &mut hot[hash as usize & (HOT_ENTRIES - 1)];
+        if e.score > 0 {
+            e.score -= 1;
+            return;
+        }
+        e.hash = hash;
+        e.score = 1;
+        e.len = word.len() as u8;
+        e.n = ids.len() as u8;
+        e.key[..word.len()].copy_from_slice(word);
+        e.ids[..ids.len()].copy_from_slice(ids);
+    }
+
     /// Appends the ids of one word (a pre-token) to `out`.
     fn encode_word(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
         if word.is_empty() {
@@ -953,8 +1059,26 @@ impl Bpe {
         }
         let cacheable = word.len() <= CACHE_WORD_BYTES;
         let hash = if cacheable { WordCache::hash(word) } else { 0 };
+        let hot = word.len() <= HOT_WORD_BYTES;
+        if hot {
+            if w.hot.is_empty() {
+                w.hot = vec![HotEntry::default(); HOT_ENTRIES];
+            }
+            let e = &mut w.hot[hash as usize & (HOT_ENTRIES - 1)];
+            if e.hash == hash
+                && usize::from(e.len) == word.len()
+                && same_bytes(&e.key[..word.len()], word)
+            {
+                e.score = e.score.saturating_add(1);
+                out.extend_from_slice(&e.ids[..usize::from(e.n)]);
+                return;
+            }
+        }
         if cacheable {
             if let Some(ids) = w.cache.get(word, hash) {
+                if hot && ids.len() <= HOT_IDS {
+                    Self::make_hot(&mut w.hot, word, hash, ids);
+                }
                 out.extend_from_slice(ids);
                 return;
             }
@@ -962,10 +1086,13 @@ impl Bpe {
         self.init_symbols(word, &mut w.symbols);
         let start = out.len();
         if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
-            self.merge_short(w, out);
+            self.merge_short(word, w, out);
         } else {
             self.merge_all(w);
             out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
+        }
+        if hot && out.len() - start <= HOT_IDS {
+            Self::make_hot(&mut w.hot, word, hash, &out[start..]);
         }
         if cacheable {
             w.cache.insert(word, hash, &out[start..]);

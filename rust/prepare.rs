@@ -262,31 +262,19 @@ struct Encoded {
     val: bool,
 }
 
-/// Runs the whole pipeline. `interrupted` is polled between batches (the
-/// Python bindings check for Ctrl-C there).
-pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Summary> {
-    let started = Instant::now();
-    if !(0.0..1.0).contains(&cfg.val_fraction) {
-        return Err(TokenmillError::Invalid(format!(
-            "val_fraction must be in [0, 1), got {}",
-            cfg.val_fraction
-        )));
-    }
-    if cfg.shard_bytes < 8 {
-        return Err(TokenmillError::Invalid(
-            "shard_bytes must be at least 8".into(),
-        ));
-    }
-    if cfg.output.is_empty() {
-        return Err(TokenmillError::Invalid(
-            "an output directory is required".into(),
-        ));
-    }
-    let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    let inputs = expand_inputs(&cfg.inputs)?;
-    if inputs.is_empty() {
-        return Err(TokenmillError::Invalid("no input files given".into()));
-    }
+/// Everything that comes from the tokenizer.
+struct Setup {
+    loaded: tokenize::LoadedTokenizer,
+    dtype: Dtype,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    encoder: Encoder,
+    threads: usize,
+    pool: rayon::ThreadPool,
+}
+
+/// Loads the tokenizer and builds the encoder and its thread pool.
+fn setup(cfg: &PrepareConfig) -> Result<Setup> {
     let loaded = tokenize::load(Path::new(&cfg.tokenizer))?;
     let dtype = Dtype::choose(&cfg.dtype, loaded.vocab_size)?;
     let bos = match cfg.bos {
@@ -328,8 +316,43 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .build()
         .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
 
+    Ok(Setup {
+        loaded,
+        dtype,
+        bos,
+        eos,
+        encoder,
+        threads,
+        pool,
+    })
+}
+
+/// Runs the whole pipeline. `interrupted` is polled between batches (the
+/// Python bindings check for Ctrl-C there).
+pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Summary> {
+    let started = Instant::now();
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(TokenmillError::Invalid(format!(
+            "val_fraction must be in [0, 1), got {}",
+            cfg.val_fraction
+        )));
+    }
+    if cfg.shard_bytes < 8 {
+        return Err(TokenmillError::Invalid(
+            "shard_bytes must be at least 8".into(),
+        ));
+    }
+    if cfg.output.is_empty() {
+        return Err(TokenmillError::Invalid(
+            "an output directory is required".into(),
+        ));
+    }
+    let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    let inputs = expand_inputs(&cfg.inputs)?;
+    if inputs.is_empty() {
+        return Err(TokenmillError::Invalid("no input files given".into()));
+    }
     let out = PathBuf::from(&cfg.output);
-    prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
     let total_raw: u64 = inputs
         .iter()
         .filter_map(|f| std::fs::metadata(&f.path).ok())
@@ -337,24 +360,39 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .sum();
     let raw_counter = Arc::new(AtomicU64::new(0));
 
-    let run = || -> Result<(ReadResult, Vec<SplitEntry>, Tokenized)> {
+    let run = || -> Result<(Setup, ReadResult, Vec<SplitEntry>, Tokenized)> {
         std::thread::scope(|s| {
             let (batch_tx, batch_rx) = bounded::<Vec<Doc>>(2);
-            let (enc_tx, enc_rx) = bounded::<Vec<Encoded>>(2);
             let named = |name: &str| std::thread::Builder::new().name(format!("tokenmill-{name}"));
             let spawn_err =
                 |e: std::io::Error| TokenmillError::Invalid(format!("cannot start a thread: {e}"));
+            // The reader needs no tokenizer: it starts while the tokenizer loads.
             let reader = named("read")
                 .spawn_scoped(s, || {
                     read_all(&inputs, &opts, cfg, raw_counter.clone(), batch_tx)
                 })
                 .map_err(spawn_err)?;
+            let ready = setup(cfg).and_then(|st| {
+                prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
+                Ok(st)
+            });
+            let st = match ready {
+                Ok(st) => st,
+                Err(e) => {
+                    drop(batch_rx); // stops the reader
+                    let _ = reader.join();
+                    return Err(e);
+                }
+            };
+            let (enc_tx, enc_rx) = bounded::<Vec<Encoded>>(2);
+            let dtype = st.dtype;
+            let out = &out;
             let writer = named("write")
-                .spawn_scoped(s, || write_all(&out, dtype, cfg.shard_bytes, enc_rx))
+                .spawn_scoped(s, move || write_all(out, dtype, cfg.shard_bytes, enc_rx))
                 .map_err(spawn_err)?;
             let tokenized = tokenize_loop(
-                &pool,
-                &encoder,
+                &st.pool,
+                &st.encoder,
                 batch_rx,
                 enc_tx,
                 &inputs,
@@ -368,16 +406,25 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             let read = read?;
             let tokenized = tokenized?;
             let splits = written?;
-            Ok((read, splits, tokenized))
+            Ok((st, read, splits, tokenized))
         })
     };
-    let (read, splits, tokenized) = match run() {
+    let (st, read, splits, tokenized) = match run() {
         Ok(r) => r,
         Err(e) => {
             remove_temp_files(&out, &SPLITS);
             return Err(e);
         }
     };
+    let Setup {
+        loaded,
+        dtype,
+        bos,
+        eos,
+        encoder,
+        threads,
+        ..
+    } = st;
 
     let mut files = read.files;
     let mut split_map = BTreeMap::new();

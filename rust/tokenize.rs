@@ -212,46 +212,64 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     })
 }
 
-/// Recursively rebuilds a JSON value with object keys in sorted order, so the
-/// serialisation is canonical whatever the map implementation.
-fn canonical(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let mut out = serde_json::Map::new();
-            for k in keys {
-                out.insert(k.clone(), canonical(&m[k]));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
+/// A merge in canonical form: `"a b"` and `["a", "b"]` both become `["a", "b"]`.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CanonMerge<'a> {
+    Pair([&'a str; 2]),
+    One([&'a str; 1]),
+    Other(&'a Value),
+}
+
+/// What the fingerprint covers, with its fields in sorted order. serde_json
+/// maps are sorted by key (the `preserve_order` feature is off), so the
+/// serialisation is canonical.
+#[derive(serde::Serialize)]
+struct Canon<'a> {
+    added_tokens: Vec<(u64, &'a str, bool)>,
+    merges: Vec<CanonMerge<'a>>,
+    model_flags: serde_json::Map<String, Value>,
+    model_type: &'a Value,
+    normalizer: &'a Value,
+    pre_tokenizer: &'a Value,
+    vocab: &'a Value,
+}
+
+/// Feeds what is written into a sha256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-/// sha256 (hex) over the parts of a tokenizer.json that decide ids: model
-/// type, vocab, merges (either stored form), the flags that change the
-/// model's output, normaliser, pre-tokenizer and added tokens (id, content,
-/// special). Decoder, post-processor, padding and truncation are left out, so
-/// a tokenizer re-saved by `save_pretrained` keeps its fingerprint.
+/// sha256 over the canonical vocab, merges, model flags, normaliser,
+/// pre-tokenizer and added tokens (id, content, special): what decides the
+/// ids. Key order, merge notation and unrelated fields (decoder,
+/// truncation, added-token flags) do not change it, so a tokenizer re-saved
+/// by `save_pretrained` keeps its fingerprint.
 pub fn fingerprint(raw: &Value) -> String {
     let model = &raw["model"];
-    let merges: Vec<Value> = model["merges"]
+    let merges = model["merges"]
         .as_array()
         .map(|ms| {
             ms.iter()
-                .map(|m| match m {
-                    Value::String(s) => match s.split_once(' ') {
-                        Some((a, b)) => serde_json::json!([a, b]),
-                        None => serde_json::json!([s]),
+                .map(|m| match m.as_str() {
+                    Some(s) => match s.split_once(' ') {
+                        Some((a, b)) => CanonMerge::Pair([a, b]),
+                        None => CanonMerge::One([s]),
                     },
-                    other => other.clone(),
+                    None => CanonMerge::Other(m),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let mut flags = serde_json::Map::new();
+    let mut model_flags = serde_json::Map::new();
     for key in [
         "unk_token",
         "continuing_subword_prefix",
@@ -263,36 +281,37 @@ pub fn fingerprint(raw: &Value) -> String {
         match model.get(key) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
             Some(v) => {
-                flags.insert(key.to_owned(), v.clone());
+                model_flags.insert(key.to_owned(), v.clone());
             }
         }
     }
-    let mut added: Vec<(u64, String, bool)> = raw["added_tokens"]
+    let mut added_tokens: Vec<(u64, &str, bool)> = raw["added_tokens"]
         .as_array()
         .map(|ts| {
             ts.iter()
                 .map(|t| {
                     (
                         t["id"].as_u64().unwrap_or(u64::MAX),
-                        t["content"].as_str().unwrap_or_default().to_owned(),
+                        t["content"].as_str().unwrap_or_default(),
                         t["special"].as_bool().unwrap_or(false),
                     )
                 })
                 .collect()
         })
         .unwrap_or_default();
-    added.sort();
-    let canon = canonical(&serde_json::json!({
-        "model_type": model["type"],
-        "vocab": model["vocab"],
-        "merges": merges,
-        "model_flags": flags,
-        "normalizer": raw["normalizer"],
-        "pre_tokenizer": raw["pre_tokenizer"],
-        "added_tokens": added,
-    }));
-    let bytes = serde_json::to_vec(&canon).expect("JSON values always serialise");
-    format!("{:x}", Sha256::digest(&bytes))
+    added_tokens.sort();
+    let canon = Canon {
+        added_tokens,
+        merges,
+        model_flags,
+        model_type: &model["type"],
+        normalizer: &raw["normalizer"],
+        pre_tokenizer: &raw["pre_tokenizer"],
+        vocab: &model["vocab"],
+    };
+    let mut hasher = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hasher, &canon).expect("writing into a hash cannot fail");
+    format!("{:x}", hasher.0.finalize())
 }
 
 fn normalizer_is_local(n: &Value) -> bool {
