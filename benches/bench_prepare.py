@@ -1,28 +1,45 @@
 """tokenmill `prepare` against the tools a user would otherwise pick, on one corpus.
 
-Tools, all on the same JSONL files, the same tokenizer.json and 2 threads, one
-EOS appended per document, no BOS, no dedup, no val split:
+Tools, all on the same JSONL files, the same tokenizer.json and the same
+number of cores, one EOS appended per document, no BOS, no dedup, no val split:
 
-- ``tokenmill``: ``tokenmill.prepare(..., threads=2, dedup=False, val_fraction=0)``.
-- ``ceiling``: ``tokenizers.Tokenizer.encode_batch_fast`` over texts already in
-  memory (RAYON_NUM_THREADS=2); reading and parsing are not timed.
+- ``tokenmill``: ``tokenmill.prepare(..., threads=N, dedup=False, val_fraction=0)``,
+  end to end (tokenizer load, JSONL read, shards, index and manifest written).
+- ``reference``: the same with ``tokenizer_backend="reference"`` (the
+  ``tokenizers`` crate inside tokenmill's pipeline).
+- ``encoder``: tokenmill's bare encoder, ``Encoder(tok).encode_flat(texts)``
+  over texts already in memory (tokenizer load timed, JSON parsing not).
+- ``ceiling``: Python ``tokenizers`` ``Tokenizer.encode_batch_fast`` over texts
+  already in memory (RAYON_NUM_THREADS=N); load timed, JSON parsing not.
+- ``fastokens``: the fastokens PyPI package, ``encode_batch_flat`` over texts
+  in memory (FASTOKENS_BPE_THREADS=N), special-token strings split as text.
+- ``gigatoken``: the gigatoken PyPI package, ``Tokenizer.encode_files`` on the
+  JSONL files themselves (it reads them), RAYON_NUM_THREADS=N.
 - ``llama2c``: llama2.c ``tinystories.py pretokenize`` style: a
-  ``multiprocessing.Pool(2)`` over the part files, each worker loads its part,
+  ``multiprocessing.Pool(N)`` over the part files, each worker loads its part,
   encodes document by document and writes a uint16/uint32 ``.bin``.
 - ``seed``: the seed recipe: ``datasets.load_dataset("json")`` ->
-  ``.map(tokenize, batched=True, num_proc=2)`` (transformers ``AutoTokenizer``)
-  -> ``.map(group_texts, batched=True, num_proc=2)`` with block_size 1024 ->
+  ``.map(tokenize, batched=True, num_proc=N)`` (transformers ``AutoTokenizer``)
+  -> ``.map(group_texts, batched=True, num_proc=N)`` with block_size 1024 ->
   ``save_to_disk``.
 
 Each tool runs in a fresh child process (``python bench_prepare.py _child ...``)
 that times its own pipeline (imports excluded) and counts tokens before any
-grouping. The parent polls the child's process tree with psutil every 20 ms
-and reports the peak of the summed RSS (forked workers' shared pages are
-counted once per process, as ``ps`` would). Text MB/s uses the UTF-8 bytes of
+grouping. With ``--threads 1`` the child is pinned to one core (every thread
+of it, tokenmill's reader included), so "1" means one core. The parent
+polls the child's process tree with psutil every 20 ms and reports the peak
+of the summed RSS (forked workers' shared pages are counted once per process,
+as ``ps`` would). Text MB/s uses the UTF-8 bytes of
 the text field (``meta.json`` of the corpus) for every tool.
 
     python benches/bench_prepare.py --corpus bench_out/corpus/100M --repeat 3
+    python benches/bench_prepare.py --tokenizer large llama --threads 1 2 \
+        --tools tokenmill reference encoder ceiling fastokens gigatoken --repeat 3
     python benches/bench_prepare.py --rss-vs-size --tokenizer small large
+
+Tokenizers: ``small`` (32k, ``tokenmill train-tokenizer``, NFKC), ``large``
+(Qwen2-style, 100k), ``llama`` (LLaMA-2-style SentencePiece BPE with byte
+fallback, 32k, built like the tests' ``build_llama_style``), or a path.
 """
 
 from __future__ import annotations
@@ -42,8 +59,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_OUT = ROOT / "bench_out"
-TOOLS = ["tokenmill", "ceiling", "llama2c", "seed"]
-THREADS = 2
+TOOLS = [
+    "tokenmill",
+    "reference",
+    "encoder",
+    "ceiling",
+    "fastokens",
+    "gigatoken",
+    "llama2c",
+    "seed",
+]
+# Set per child by the parent (--threads).
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 BLOCK_SIZE = 1024
 
 # Qwen2's pre-tokenizer split regex (one digit per token, unlike LLaMA-3's \p{N}{1,3}).
@@ -129,11 +156,31 @@ def build_large(corpus: Path) -> Path:
     return out
 
 
+def build_llama(corpus: Path) -> Path:
+    """LLaMA-2-style SentencePiece BPE (byte fallback, 32k) on ~10 MB of the corpus."""
+    out = BENCH_OUT / "tokenizers" / "llama"
+    if (out / "tokenizer.json").is_file():
+        return out
+    sys.path.insert(0, str(ROOT / "tests"))
+    from corpus import build_llama_style
+
+    texts: list[str] = []
+    size = 0
+    for batch in _texts(_parts(corpus)[2:3]):
+        texts += batch
+        size += sum(len(t.encode()) for t in batch)
+        if size >= 10_000_000:
+            break
+    return build_llama_style(out, texts, vocab_size=32000)
+
+
 def resolve_tokenizer(name: str, corpus: Path) -> Path:
     if name == "small":
         return build_small(corpus)
     if name == "large":
         return build_large(corpus)
+    if name == "llama":
+        return build_llama(corpus)
     return Path(name)
 
 
@@ -157,7 +204,7 @@ def _eos_id(tokdir: Path) -> int:
 # ---------------------------------------------------------------- the tools (child side)
 
 
-def run_tokenmill(parts: list[Path], tokdir: Path, work: Path) -> dict:
+def run_tokenmill(parts: list[Path], tokdir: Path, work: Path, backend: str = "auto") -> dict:
     import tokenmill
 
     t0 = time.perf_counter()
@@ -170,6 +217,7 @@ def run_tokenmill(parts: list[Path], tokdir: Path, work: Path) -> dict:
         val_fraction=0.0,
         progress=False,
         overwrite=True,
+        tokenizer_backend=backend,
     )
     seconds = time.perf_counter() - t0
     return {
@@ -178,18 +226,63 @@ def run_tokenmill(parts: list[Path], tokdir: Path, work: Path) -> dict:
         "docs": stats.docs,
         "text_bytes": stats.text_bytes,
         "dtype": stats.dtype,
+        "backend": stats.manifest["tokenizer"]["backend"],
     }
+
+
+def run_reference(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    return run_tokenmill(parts, tokdir, work, backend="reference")
+
+
+def run_encoder(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    import numpy as np
+
+    import tokenmill
+
+    texts = [t for batch in _texts(parts, batch=1000) for t in batch]  # untimed
+    t0 = time.perf_counter()
+    enc = tokenmill.Encoder(str(tokdir))
+    _, offsets = enc.encode_flat(texts, threads=THREADS)
+    seconds = time.perf_counter() - t0
+    tokens = int(np.frombuffer(offsets, np.uint64)[-1]) + len(texts)  # + one EOS per doc
+    return {"seconds": seconds, "tokens": tokens, "docs": len(texts), "backend": enc.backend}
+
+
+def run_fastokens(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    import numpy as np
+    from fastokens._native import Tokenizer
+
+    texts = [t for batch in _texts(parts, batch=1000) for t in batch]  # untimed
+    t0 = time.perf_counter()
+    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
+    _, offsets = tok.encode_batch_flat(texts, add_special_tokens=False, split_special_tokens=True)
+    seconds = time.perf_counter() - t0
+    tokens = int(np.frombuffer(offsets, np.uint64)[-1]) + len(texts)
+    return {"seconds": seconds, "tokens": tokens, "docs": len(texts)}
+
+
+def run_gigatoken(parts: list[Path], tokdir: Path, work: Path) -> dict:
+    import gigatoken as gt
+
+    t0 = time.perf_counter()
+    tok = gt.Tokenizer(str(tokdir / "tokenizer.json"))
+    tokens = docs = 0
+    for ids in tok.encode_files(gt.JsonlFileSource([str(p) for p in parts], field="text")):
+        tokens += len(ids) + 1  # + one EOS per doc
+        docs += 1
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "tokens": tokens, "docs": docs}
 
 
 def run_ceiling(parts: list[Path], tokdir: Path, work: Path) -> dict:
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
-    tok.encode_special_tokens = True  # as tokenmill: special-token strings are plain text
-    # Untimed: the ceiling is tokenization alone, on texts already in memory.
+    # Untimed: reading and parsing the JSONL; the ceiling is tokenization alone.
     batches = list(_texts(parts, batch=1000))
     tokens = docs = 0
     t0 = time.perf_counter()
+    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
+    tok.encode_special_tokens = True  # as tokenmill: special-token strings are plain text
     for batch in batches:
         encodings = tok.encode_batch_fast(batch, add_special_tokens=False)
         # len(Encoding) is the id count without building a Python list; +1 EOS per doc.
@@ -285,13 +378,19 @@ def run_seed(parts: list[Path], tokdir: Path, work: Path) -> dict:
 
 RUNNERS = {
     "tokenmill": run_tokenmill,
+    "reference": run_reference,
+    "encoder": run_encoder,
     "ceiling": run_ceiling,
+    "fastokens": run_fastokens,
+    "gigatoken": run_gigatoken,
     "llama2c": run_llama2c,
     "seed": run_seed,
 }
 
 
 def child(tool: str, corpus: Path, tokdir: Path, work: Path) -> None:
+    if THREADS == 1:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core for every thread
     work.mkdir(parents=True, exist_ok=True)
     result = RUNNERS[tool](_parts(corpus), tokdir, work)
     result["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -314,7 +413,7 @@ def _busy_cpu() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def measure(tool: str, corpus: Path, tokdir: Path) -> dict:
+def measure(tool: str, corpus: Path, tokdir: Path, threads: int) -> dict:
     """Runs one tool in a fresh child; returns its result plus the tree's peak RSS."""
     import psutil
 
@@ -322,7 +421,9 @@ def measure(tool: str, corpus: Path, tokdir: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     env = dict(os.environ)
     env.update(
-        RAYON_NUM_THREADS=str(THREADS),
+        BENCH_THREADS=str(threads),
+        RAYON_NUM_THREADS=str(threads),
+        FASTOKENS_BPE_THREADS=str(threads),
         TOKENIZERS_PARALLELISM="true",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
@@ -359,6 +460,7 @@ def measure(tool: str, corpus: Path, tokdir: Path) -> dict:
     result = json.loads(lines[-1][len("RESULT ") :])
     result.update(
         tool=tool,
+        threads=threads,
         peak_rss_mb=peak / 2**20,
         process_wall=wall,
         cpu_s=tool_cpu,
@@ -452,13 +554,20 @@ def main() -> None:
         default=1,
         help="runs per tool, round-robin over the tools so drift hits all alike; medians reported",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="thread counts to run every tool with (1 pins the tool to one core)",
+    )
     ap.add_argument("--json", type=Path, help="also write all results here")
     args = ap.parse_args()
     if args.rss_vs_size:
         args.corpus = [BENCH_OUT / "corpus" / "100M", BENCH_OUT / "corpus" / "1G"]
         args.tools = ["tokenmill"]
 
-    print(f"machine: {machine()}; {THREADS} threads for every tool")
+    print(f"machine: {machine()}; threads per tool: {args.threads}")
     all_results = []
     for tok_name in args.tokenizer:
         tokdir = resolve_tokenizer(tok_name, args.corpus[0])
@@ -469,47 +578,64 @@ def main() -> None:
                 with open(p, "rb") as f:
                     while f.read(1 << 24):
                         pass
-            print(
-                f"\n## tokenizer {tok_name} (vocab {vocab:,}), corpus {corpus} "
-                f"({meta['jsonl_bytes'] / 1e6:,.0f} MB JSONL, {meta['text_bytes'] / 1e6:,.1f} MB "
-                f"text, {meta['docs']:,} docs)",
-                flush=True,
-            )
             tools = [t for t in args.tools if i == 0 or t not in args.first_corpus_only]
-            runs: dict[str, list[dict]] = {t: [] for t in tools}
-            for _ in range(args.repeat):
-                for tool in tools:
-                    r = measure(tool, corpus, tokdir)
-                    r.update(tokenizer=tok_name, vocab=vocab, corpus=str(corpus), **meta)
-                    runs[tool].append(r)
-                    print(
-                        f"  {tool:<10} {r['seconds']:8.1f} s  {r['tokens']:>13,} tokens  "
-                        f"peak RSS {r['peak_rss_mb']:,.0f} MB  CPU {r['cpu_s']:.1f} s "
-                        f"(other processes {r['other_cpu_s']:.1f} s)",
-                        flush=True,
-                    )
-                    if r.get("text_bytes", meta["text_bytes"]) != meta["text_bytes"]:
-                        print(f"note: {tool} read {r['text_bytes']:,} text bytes", flush=True)
-            results = [summarize(rs) for rs in runs.values()]
-            print()
-            print(table(results, meta["text_bytes"]))
-            by = {r["tool"]: r for r in results}
-            if "tokenmill" in by and "ceiling" in by:
-                tm, ce = by["tokenmill"], by["ceiling"]
+            speed: dict[tuple[str, int], float] = {}
+            for threads in args.threads:
                 print(
-                    f"\ntokenmill / ceiling throughput: {ce['seconds'] / tm['seconds']:.3f} "
-                    f"(target >= 0.9); token counts equal: {tm['tokens'] == ce['tokens']}"
+                    f"\n## tokenizer {tok_name} (vocab {vocab:,}), corpus {corpus} "
+                    f"({meta['jsonl_bytes'] / 1e6:,.0f} MB JSONL, "
+                    f"{meta['text_bytes'] / 1e6:,.1f} MB text, {meta['docs']:,} docs), "
+                    f"{threads} thread(s)",
+                    flush=True,
                 )
-            ref = by.get("tokenmill")
-            for name, r in by.items():
-                if ref and r["tokens"] != ref["tokens"]:
-                    print(
-                        f"note: {name} counted {r['tokens']:,} tokens, tokenmill {ref['tokens']:,}"
-                    )
-            all_results += [r for rs in runs.values() for r in rs]
+                runs: dict[str, list[dict]] = {t: [] for t in tools}
+                for _ in range(args.repeat):
+                    for tool in tools:
+                        r = measure(tool, corpus, tokdir, threads)
+                        r.update(tokenizer=tok_name, vocab=vocab, corpus=str(corpus), **meta)
+                        runs[tool].append(r)
+                        print(
+                            f"  {tool:<10} {r['seconds']:8.2f} s  {r['tokens']:>13,} tokens  "
+                            f"peak RSS {r['peak_rss_mb']:,.0f} MB  CPU {r['cpu_s']:.1f} s "
+                            f"(other processes {r['other_cpu_s']:.1f} s)",
+                            flush=True,
+                        )
+                        if r.get("text_bytes", meta["text_bytes"]) != meta["text_bytes"]:
+                            print(f"note: {tool} read {r['text_bytes']:,} text bytes", flush=True)
+                results = [summarize(rs) for rs in runs.values()]
+                print()
+                print(table(results, meta["text_bytes"]))
+                by = {r["tool"]: r for r in results}
+                for r in results:
+                    speed[(r["tool"], threads)] = meta["text_bytes"] / r["seconds"]
+                report_targets(by)
+                all_results += [r for rs in runs.values() for r in rs]
+            if len(args.threads) > 1:
+                lo, hi = min(args.threads), max(args.threads)
+                for tool in tools:
+                    if (tool, lo) in speed and (tool, hi) in speed:
+                        print(
+                            f"{tool}: {hi} threads / {lo} thread(s) throughput "
+                            f"{speed[(tool, hi)] / speed[(tool, lo)]:.2f}x"
+                        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(all_results, indent=2) + "\n")
+
+
+def report_targets(by: dict[str, dict]) -> None:
+    """The ratios the issues set as targets, and token counts that disagree."""
+    tm = by.get("tokenmill")
+    if tm is None:
+        return
+    targets = {"gigatoken": 1.0, "fastokens": 1.0, "ceiling": 30.0, "seed": 100.0}
+    for name, target in targets.items():
+        if name in by:
+            ratio = by[name]["seconds"] / tm["seconds"]
+            print(f"tokenmill prepare / {name} throughput: {ratio:.2f}x (target >= {target:g}x)")
+    for name, r in by.items():
+        if r["tokens"] != tm["tokens"]:
+            print(f"note: {name} counted {r['tokens']:,} tokens, tokenmill {tm['tokens']:,}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ use pyo3::exceptions::{
     PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::error::TokenmillError as CoreError;
 use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
@@ -193,6 +194,32 @@ impl Encoder {
                 .map(|batch| batch.ids)
                 .map_err(|(_, e)| e)
         })
+    }
+
+    /// Ids of all texts in one flat buffer, with the GIL released: returns
+    /// ``(ids, offsets)`` as bytes, little-endian ``uint32`` ids and
+    /// ``uint64`` offsets (``len(texts) + 1`` of them, text ``i`` is
+    /// ``ids[offsets[i]:offsets[i + 1]]``); ``numpy.frombuffer`` reads them
+    /// without a copy.
+    #[pyo3(signature = (texts, threads = 0))]
+    fn encode_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        threads: usize,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let ids = self.encode_batch(py, texts, threads)?;
+        let mut flat = Vec::with_capacity(ids.iter().map(|v| v.len() * 4).sum());
+        let mut offsets = Vec::with_capacity((ids.len() + 1) * 8);
+        let mut n = 0u64;
+        offsets.extend_from_slice(&n.to_le_bytes());
+        for doc in &ids {
+            doc.iter()
+                .for_each(|id| flat.extend_from_slice(&id.to_le_bytes()));
+            n += doc.len() as u64;
+            offsets.extend_from_slice(&n.to_le_bytes());
+        }
+        Ok((PyBytes::new(py, &flat), PyBytes::new(py, &offsets)))
     }
 
     /// The byte ranges a long text is encoded in (one range for short texts).

@@ -288,3 +288,16 @@ def test_hypothesis_fast_ids_match(
     tok_dir: Path = request.getfixturevalue(f"{name}_tok")
     texts = sample + tricky
     assert fast(tok_dir).encode_batch(texts) == ref_ids(reference(tok_dir), texts)
+
+
+def test_encode_flat_matches_encode_batch(qwen_tok: Path, texts: list[str]) -> None:
+    import numpy as np
+
+    enc = tokenmill.Encoder(str(qwen_tok), add_eos=True)
+    sample = [*texts[:50], "", *TRICKY]
+    ids, offsets = enc.encode_flat(sample, threads=2)
+    flat = np.frombuffer(ids, np.uint32)
+    off = np.frombuffer(offsets, np.uint64)
+    assert len(off) == len(sample) + 1 and off[-1] == len(flat)
+    docs = [flat[off[i] : off[i + 1]].tolist() for i in range(len(sample))]
+    assert docs == enc.encode_batch(sample)
