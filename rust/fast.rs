@@ -6,17 +6,17 @@
 //! * model: BPE without dropout, subword prefix or word suffix (unk,
 //!   `fuse_unk`, `byte_fallback`, `ignore_merges` as the crate does them);
 //! * pre-tokenizer: byte-level with the GPT-2 regex, or a Split on the
-//!   LLaMA-3 / Qwen2 regex followed by byte-level (GPT-2, LLaMA-3, Qwen2/2.5/3,
-//!   DeepSeek-style single-regex tokenizers); none or `Metaspace`
-//!   (SentencePiece BPE: LLaMA-2, Mistral);
+//!   LLaMA-3 / Qwen2 regex followed by byte-level (GPT-2, LLaMA-3,
+//!   Qwen2/2.5/3); none or `Metaspace` (SentencePiece BPE: LLaMA-2, Mistral);
 //! * any normaliser: NFC/NFKC/NFD/NFKD, `Prepend` and string `Replace` are done
 //!   here, others by the crate's own normaliser object.
 //!
 //! Where the speed comes from: the split regexes are hand-written scanners
 //! over character-class tables that are read out of the reference engine's
 //! own regex library (Oniguruma) at first use, so a class can never disagree
-//! with it; BPE runs the crate's exact merge procedure (lowest rank, then
-//! leftmost, same stale-entry rule) without offsets or strings; and each
+//! with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
+//! crate does (a vectorised scan for words of up to 256 symbols, the crate's
+//! own heap procedure beyond), on ids, without offsets or strings; and each
 //! worker thread keeps a capped cache of pre-token -> ids. SentencePiece
 //! text without a pre-tokenizer is cut before each `▁` run when no
 //! vocabulary token holds `▁` after another character (then no merge can
@@ -30,7 +30,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use aho_corasick::AhoCorasick;
 use rustc_hash::FxHashMap;
@@ -56,37 +56,79 @@ pub const GPT2_PATTERN: &str =
 const SHORT_WORD_SYMBOLS: usize = 256;
 /// Words of at most this many bytes are cached.
 const CACHE_WORD_BYTES: usize = 128;
-/// Slots of a worker's word cache (a power of two); it holds at most half
-/// as many words and is emptied when that many are in it.
-const CACHE_SLOTS: usize = 1 << 20;
-/// The cache is also emptied when its words' bytes or ids reach these sizes.
-const CACHE_KEY_BYTES: usize = 16 << 20;
-const CACHE_IDS: usize = 4 << 20;
-/// The most bytes one worker's cache holds: 20 per slot plus the two arenas.
-pub const CACHE_MAX_BYTES: usize = CACHE_SLOTS * 20 + CACHE_KEY_BYTES + CACHE_IDS * 4;
+/// The word cache is shared by the worker threads of one encoder, in this
+/// many shards, each behind its own lock (chosen by the word's hash).
+const CACHE_SHARDS: usize = 16;
+/// Slots of one shard (a power of two); a shard holds at most half as many
+/// words and is emptied when that many are in it.
+const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
+/// A shard is also emptied when its words' bytes or ids reach these sizes.
+const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
+const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
+/// The most bytes the word cache of one encoder holds (20 per slot plus the
+/// two arenas, over all shards); each worker thread adds a hot cache of
+/// [`HOT_ENTRIES`] x 40 bytes.
+pub const CACHE_MAX_BYTES: usize =
+    CACHE_SHARDS * (SHARD_SLOTS * 20 + SHARD_KEY_BYTES + SHARD_IDS * 4);
 
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
 const SPACE: u8 = 4;
 
+/// Code points below this (planes 0 to 3: every script in use) have their
+/// tables built up front; the rest (unassigned planes, tags, private use)
+/// only when such a character first turns up.
+const LOW_PLANES: u32 = 0x40000;
+
+/// A per-code-point table in two parts, each built on first use by `build`
+/// over its range of code points.
+struct CharTable {
+    low: OnceLock<Vec<u8>>,
+    high: OnceLock<Vec<u8>>,
+    build: fn(std::ops::Range<u32>) -> Vec<u8>,
+}
+
+impl CharTable {
+    const fn new(build: fn(std::ops::Range<u32>) -> Vec<u8>) -> CharTable {
+        CharTable {
+            low: OnceLock::new(),
+            high: OnceLock::new(),
+            build,
+        }
+    }
+
+    #[inline]
+    fn get(&self, c: char) -> u8 {
+        let c = c as u32;
+        if c < LOW_PLANES {
+            self.low.get_or_init(|| (self.build)(0..LOW_PLANES))[c as usize]
+        } else {
+            self.high.get_or_init(|| (self.build)(LOW_PLANES..0x110000))[(c - LOW_PLANES) as usize]
+        }
+    }
+
+    /// Builds the common part now (from a background thread while a tokenizer loads).
+    fn warm(&self) {
+        self.get('a');
+    }
+}
+
 /// `\p{L}`, `\p{N}` and `\s` of every code point, as Oniguruma (the regex
 /// library of the reference) decides them.
-fn classes() -> &'static [u8] {
-    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let all: String = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
-        let mut table = vec![0u8; 0x110000];
-        for (bit, pattern) in [(LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")] {
-            let re = SysRegex::new(pattern).expect("a fixed, valid pattern");
-            for (start, end) in re.find_iter(&all) {
-                for c in all[start..end].chars() {
-                    table[c as usize] |= bit;
-                }
+static CLASSES: CharTable = CharTable::new(|range| {
+    let start = range.start;
+    let mut table = vec![0u8; range.len()];
+    let chars: String = range.filter_map(char::from_u32).collect();
+    for (bit, pattern) in [(LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")] {
+        let re = SysRegex::new(pattern).expect("a fixed, valid pattern");
+        for (from, to) in re.find_iter(&chars) {
+            for c in chars[from..to].chars() {
+                table[(c as u32 - start) as usize] |= bit;
             }
         }
-        table
-    })
-}
+    }
+    table
+});
 
 /// The split regexes with a hand-written scanner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +152,6 @@ impl SplitPattern {
 /// Characters of a text with their classes.
 struct Scanner<'a> {
     text: &'a str,
-    table: &'a [u8],
 }
 
 impl Scanner<'_> {
@@ -122,7 +163,7 @@ impl Scanner<'_> {
 
     #[inline]
     fn class(&self, c: char) -> u8 {
-        self.table[c as usize]
+        CLASSES.get(c)
     }
 
     #[inline]
@@ -289,10 +330,7 @@ impl Scanner<'_> {
 /// Splits `text` into pre-tokens exactly as the regex `pattern` would (with
 /// `Isolated` behaviour); exposed for tests.
 pub fn pre_tokens(pattern: SplitPattern, text: &str) -> Vec<&str> {
-    let scanner = Scanner {
-        text,
-        table: classes(),
-    };
+    let scanner = Scanner { text };
     let mut out = Vec::new();
     scanner.split(pattern, |s, e| out.push(&text[s..e]));
     out
@@ -315,10 +353,19 @@ fn byte_chars() -> [char; 256] {
     out
 }
 
+/// A Unicode normal form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Nfc,
+    Nfkc,
+    Nfd,
+    Nfkd,
+}
+
 /// A normalisation step done here.
 #[derive(Debug)]
 enum NormStep {
-    Unicode(&'static str),
+    Unicode(Form),
     Prepend(String),
     Replace(String, String),
 }
@@ -333,13 +380,20 @@ enum Norm {
 fn norm_steps(v: &Value, out: &mut Vec<NormStep>) -> bool {
     match v["type"].as_str() {
         None => v.is_null(),
-        Some(form @ ("NFC" | "NFKC" | "NFD" | "NFKD")) => {
-            out.push(NormStep::Unicode(match form {
-                "NFC" => "NFC",
-                "NFKC" => "NFKC",
-                "NFD" => "NFD",
-                _ => "NFKD",
-            }));
+        Some("NFC") => {
+            out.push(NormStep::Unicode(Form::Nfc));
+            true
+        }
+        Some("NFKC") => {
+            out.push(NormStep::Unicode(Form::Nfkc));
+            true
+        }
+        Some("NFD") => {
+            out.push(NormStep::Unicode(Form::Nfd));
+            true
+        }
+        Some("NFKD") => {
+            out.push(NormStep::Unicode(Form::Nfkd));
             true
         }
         Some("Prepend") => v["prepend"]
@@ -363,37 +417,34 @@ fn norm_steps(v: &Value, out: &mut Vec<NormStep>) -> bool {
 /// Per code point: bit 0 when NFC, bit 1 when NFKC provably leaves it alone
 /// in any context (combining class 0 and quick-check "Yes" in the tables of
 /// the normalisation crate `tokenizers` itself uses).
-fn inert() -> &'static [u8] {
+static INERT: CharTable = CharTable::new(|range| {
     use unicode_normalization_alignments::char::canonical_combining_class;
     use unicode_normalization_alignments::{is_nfc_quick, is_nfkc_quick, IsNormalized};
-    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table = vec![0u8; 0x110000];
-        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
-            if canonical_combining_class(c) == 0 {
+    range
+        .map(|c| match char::from_u32(c) {
+            Some(c) if canonical_combining_class(c) == 0 => {
                 let one = std::iter::once(c);
-                table[c as usize] = u8::from(is_nfc_quick(one.clone()) == IsNormalized::Yes)
-                    | (u8::from(is_nfkc_quick(one) == IsNormalized::Yes) << 1);
+                u8::from(is_nfc_quick(one.clone()) == IsNormalized::Yes)
+                    | (u8::from(is_nfkc_quick(one) == IsNormalized::Yes) << 1)
             }
-        }
-        table
-    })
-}
+            _ => 0,
+        })
+        .collect()
+});
 
 /// Whether a Unicode normal form leaves `text` unchanged: every character
 /// has combining class 0 and is quick-check "Yes" (UAX #15), so the normal
 /// form cannot reorder, decompose or compose anything.
-fn stable_under(form: &str, text: &str) -> bool {
+fn stable_under(form: Form, text: &str) -> bool {
     if text.is_ascii() {
         return true;
     }
     let bit = match form {
-        "NFC" => 1,
-        "NFKC" => 2,
-        _ => return false,
+        Form::Nfc => 1,
+        Form::Nfkc => 2,
+        Form::Nfd | Form::Nfkd => return false,
     };
-    let table = inert();
-    text.chars().all(|c| table[c as usize] & bit != 0)
+    text.chars().all(|c| INERT.get(c) & bit != 0)
 }
 
 impl Norm {
@@ -409,13 +460,13 @@ impl Norm {
                 for step in steps {
                     match step {
                         NormStep::Unicode(form) => {
-                            if !stable_under(form, &text) {
+                            if !stable_under(*form, &text) {
                                 let s: &str = &text;
-                                let out: String = match *form {
-                                    "NFC" => s.nfc().map(|(c, _)| c).collect(),
-                                    "NFKC" => s.nfkc().map(|(c, _)| c).collect(),
-                                    "NFD" => s.nfd().map(|(c, _)| c).collect(),
-                                    _ => s.nfkd().map(|(c, _)| c).collect(),
+                                let out: String = match form {
+                                    Form::Nfc => s.nfc().map(|(c, _)| c).collect(),
+                                    Form::Nfkc => s.nfkc().map(|(c, _)| c).collect(),
+                                    Form::Nfd => s.nfd().map(|(c, _)| c).collect(),
+                                    Form::Nfkd => s.nfkd().map(|(c, _)| c).collect(),
                                 };
                                 text = Cow::Owned(out);
                             }
@@ -540,6 +591,8 @@ struct Bpe {
     ignore_merges: bool,
     /// No two vocabulary strings share an id (see [`Bpe::merge_short`]).
     unique_ids: bool,
+    /// Pre-token -> ids, shared by the worker threads.
+    cache: Vec<Mutex<WordCache>>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -553,42 +606,69 @@ struct Symbol {
     len: u32,
 }
 
-/// Pair -> (rank, new id), open addressing at most half full, so that a
-/// lookup usually touches one cache line (key and value side by side).
+/// Pair -> (rank, new id): open addressing at most half full over 8-byte
+/// slots (both ids and the rank packed into one word), so that the table
+/// is half the size of a plain map and a lookup touches one cache line;
+/// the new id comes from a table by rank.
 struct MergeTable {
-    slots: Vec<(u64, (u32, u32))>,
+    slots: Vec<u64>,
+    new_ids: Vec<u32>,
 }
 
-/// No pair of ids is `u64::MAX` (ids fit in u32 and `u32::MAX` is never an id).
-const EMPTY_PAIR: u64 = u64::MAX;
+/// Bits of each id and of the rank in a slot.
+const ID_BITS: u32 = 21;
+const RANK_BITS: u32 = 64 - 2 * ID_BITS;
+/// Ids below this fit a slot (the all-ones key marks an empty slot).
+pub const MAX_FAST_IDS: u32 = (1 << ID_BITS) - 1;
+const EMPTY_SLOT: u64 = u64::MAX;
 
 impl MergeTable {
     fn with_capacity(n: usize) -> MergeTable {
         MergeTable {
-            slots: vec![(EMPTY_PAIR, (0, 0)); (2 * n).next_power_of_two().max(16)],
+            slots: vec![EMPTY_SLOT; (2 * n).next_power_of_two().max(16)],
+            new_ids: Vec::with_capacity(n),
         }
     }
 
     #[inline]
-    fn slot(&self, pair: u64) -> usize {
+    fn key(a: u32, b: u32) -> u64 {
+        (u64::from(a) << ID_BITS) | u64::from(b)
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = (pair.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & mask;
-        while self.slots[i].0 != pair && self.slots[i].0 != EMPTY_PAIR {
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & mask;
+        while self.slots[i] != EMPTY_SLOT && self.slots[i] >> RANK_BITS != key {
             i = (i + 1) & mask;
         }
         i
     }
 
-    /// Later merges of the same pair replace earlier ones, as in the crate.
-    fn insert(&mut self, pair: u64, value: (u32, u32)) {
-        let i = self.slot(pair);
-        self.slots[i] = (pair, value);
+    /// Adds the merge of the next rank. Later merges of the same pair
+    /// replace earlier ones, as in the crate. Ids and ranks must fit.
+    fn push(&mut self, a: u32, b: u32, new_id: u32) -> std::result::Result<(), String> {
+        let rank = self.new_ids.len() as u64;
+        if a >= MAX_FAST_IDS || b >= MAX_FAST_IDS || rank >= 1 << RANK_BITS {
+            return Err(format!(
+                "more than {MAX_FAST_IDS} ids or {} merges",
+                1u64 << RANK_BITS
+            ));
+        }
+        let key = Self::key(a, b);
+        let i = self.slot(key);
+        self.slots[i] = (key << RANK_BITS) | rank;
+        self.new_ids.push(new_id);
+        Ok(())
     }
 
     #[inline]
-    fn get(&self, pair: u64) -> Option<&(u32, u32)> {
-        let (key, value) = &self.slots[self.slot(pair)];
-        (*key == pair).then_some(value)
+    fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        let slot = self.slots[self.slot(Self::key(a, b))];
+        (slot != EMPTY_SLOT).then(|| {
+            let rank = (slot & ((1 << RANK_BITS) - 1)) as u32;
+            (rank, self.new_ids[rank as usize])
+        })
     }
 }
 
@@ -604,7 +684,7 @@ struct Merge {
 /// that point into two arenas, emptied when half the slots are used.
 #[derive(Default)]
 struct WordCache {
-    /// (hash, key offset, key length << 16 | ids length, ids offset); hash 0 = empty.
+    /// (hash, key offset, key length << 16 | ids length); hash 0 = empty.
     slots: Vec<(u64, u32, u32)>,
     /// Where each slot's ids start in `ids` (kept apart to keep slots at 16 bytes).
     ids_at: Vec<u32>,
@@ -665,17 +745,17 @@ impl WordCache {
 
     fn insert(&mut self, word: &[u8], hash: u64, ids: &[u32]) {
         if self.slots.is_empty()
-            || self.used >= CACHE_SLOTS / 2
-            || self.keys.len() + word.len() > CACHE_KEY_BYTES
-            || self.ids.len() + ids.len() > CACHE_IDS
+            || self.used >= SHARD_SLOTS / 2
+            || self.keys.len() + word.len() > SHARD_KEY_BYTES
+            || self.ids.len() + ids.len() > SHARD_IDS
         {
             self.slots.clear();
-            self.slots.resize(CACHE_SLOTS, (0, 0, 0));
-            self.ids_at.resize(CACHE_SLOTS, 0);
+            self.slots.resize(SHARD_SLOTS, (0, 0, 0));
+            self.ids_at.resize(SHARD_SLOTS, 0);
             self.keys.clear();
-            self.keys.reserve_exact(CACHE_KEY_BYTES);
+            self.keys.reserve_exact(SHARD_KEY_BYTES);
             self.ids.clear();
-            self.ids.reserve_exact(CACHE_IDS);
+            self.ids.reserve_exact(SHARD_IDS);
             self.used = 0;
         }
         let i = self.find(word, hash);
@@ -697,12 +777,12 @@ impl WordCache {
 /// Words and ids short enough for the hot cache.
 const HOT_WORD_BYTES: usize = 13;
 const HOT_IDS: usize = 4;
-/// Entries of the hot cache (a power of two; 40 bytes each).
-const HOT_ENTRIES: usize = 4096;
+/// Entries of a worker's hot cache (a power of two; 40 bytes each).
+pub const HOT_ENTRIES: usize = 16384;
 
-/// A small direct-mapped cache of short, frequent words in front of
-/// [`WordCache`], with keys and ids inline so that a hit touches one entry
-/// that usually sits in the CPU's own cache.
+/// A small per-thread direct-mapped cache of short, frequent words in front
+/// of the shared [`WordCache`], with keys and ids inline so that a hit takes
+/// no lock and touches one entry that usually sits in the CPU's own cache.
 #[derive(Clone, Copy, Default)]
 struct HotEntry {
     hash: u64,
@@ -718,7 +798,6 @@ struct HotEntry {
 #[derive(Default)]
 struct Worker {
     hot: Vec<HotEntry>,
-    cache: WordCache,
     symbols: Vec<Symbol>,
     ids: Vec<u32>,
     ranks: Vec<u32>,
@@ -754,15 +833,27 @@ impl Bpe {
             }
         };
         let vocab_json = model["vocab"].as_object().ok_or("BPE without vocab")?;
+        // Byte-level words are looked up whole only with ignore_merges;
+        // SentencePiece words start from their characters' ids.
+        let need_vocab = !byte_level || model["ignore_merges"] == true;
         let mut by_token: FxHashMap<&str, u32> = FxHashMap::default();
-        let mut ids = rustc_hash::FxHashSet::default();
+        by_token.reserve(vocab_json.len());
+        let mut seen = vec![false; vocab_json.len()];
         let mut unique_ids = true;
         let mut vocab = FxHashMap::default();
         for (token, id) in vocab_json {
-            let id = id.as_u64().ok_or("vocab id is not a number")? as u32;
+            let id = id
+                .as_u64()
+                .filter(|&id| id < u64::from(MAX_FAST_IDS))
+                .ok_or_else(|| format!("vocab id {id} is not a number below {MAX_FAST_IDS}"))?
+                as u32;
             by_token.insert(token, id);
-            unique_ids &= ids.insert(id);
-            if let Some(k) = key(token) {
+            let i = id as usize;
+            if i >= seen.len() {
+                seen.resize(i + 1, false);
+            }
+            unique_ids &= !std::mem::replace(&mut seen[i], true);
+            if let Some(k) = key(token).filter(|_| need_vocab) {
                 vocab.insert(k, id);
             }
         }
@@ -773,7 +864,7 @@ impl Bpe {
             .iter()
             .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
         let mut concat = String::new();
-        for (rank, m) in pairs.enumerate() {
+        for m in pairs {
             let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
                 (_, Some([a, b])) => (a.as_str(), b.as_str()),
                 (Value::String(s), _) => match s.split(' ').collect::<Vec<_>>()[..] {
@@ -793,8 +884,7 @@ impl Bpe {
             concat.push_str(a);
             concat.push_str(b);
             let new_id = id(&concat)?;
-            let pair = (u64::from(id(a)?) << 32) | u64::from(id(b)?);
-            merges.insert(pair, (rank as u32, new_id));
+            merges.push(id(a)?, id(b)?, new_id)?;
         }
         let mut byte_ids = [NONE; 256];
         let chars = byte_chars();
@@ -813,8 +903,7 @@ impl Bpe {
         if byte_level {
             byte_pairs = vec![(u32::MAX, 0); 1 << 16];
             for (i, pair) in byte_pairs.iter_mut().enumerate() {
-                let key = (u64::from(byte_ids[i >> 8]) << 32) | u64::from(byte_ids[i & 0xFF]);
-                if let Some(&m) = merges.get(key) {
+                if let Some(m) = merges.get(byte_ids[i >> 8], byte_ids[i & 0xFF]) {
                     *pair = m;
                 }
             }
@@ -834,6 +923,7 @@ impl Bpe {
             byte_fallback: model["byte_fallback"] == true,
             ignore_merges: model["ignore_merges"] == true,
             unique_ids,
+            cache: (0..CACHE_SHARDS).map(|_| Mutex::default()).collect(),
         })
     }
 
@@ -892,8 +982,8 @@ impl Bpe {
     }
 
     #[inline]
-    fn merge_of(&self, a: u32, b: u32) -> Option<&(u32, u32)> {
-        self.merges.get((u64::from(a) << 32) | u64::from(b))
+    fn merge_of(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        self.merges.get(a, b)
     }
 
     /// Merges a short word (in `w.symbols`) into `out`: repeatedly the
@@ -968,7 +1058,7 @@ impl Bpe {
 
     #[inline]
     fn merge_or_none(&self, a: u32, b: u32) -> (u32, u32) {
-        self.merge_of(a, b).copied().unwrap_or((u32::MAX, 0))
+        self.merge_of(a, b).unwrap_or((u32::MAX, 0))
     }
 
     /// The crate's `Word::merge_all` without dropout.
@@ -976,7 +1066,7 @@ impl Bpe {
         let (symbols, heap) = (&mut w.symbols, &mut w.heap);
         heap.clear();
         for (i, pair) in symbols.windows(2).enumerate() {
-            if let Some(&(rank, new_id)) = self.merge_of(pair[0].id, pair[1].id) {
+            if let Some((rank, new_id)) = self.merge_of(pair[0].id, pair[1].id) {
                 heap.push(std::cmp::Reverse(Merge {
                     rank,
                     pos: i as u32,
@@ -993,7 +1083,7 @@ impl Bpe {
             let right = symbols[next_pos];
             if self
                 .merge_of(symbols[pos].id, right.id)
-                .is_none_or(|&(_, id)| id != top.new_id)
+                .is_none_or(|(_, id)| id != top.new_id)
             {
                 continue;
             }
@@ -1007,7 +1097,7 @@ impl Bpe {
             let current = symbols[pos];
             if current.prev >= 0 {
                 let prev = current.prev as usize;
-                if let Some(&(rank, new_id)) = self.merge_of(symbols[prev].id, current.id) {
+                if let Some((rank, new_id)) = self.merge_of(symbols[prev].id, current.id) {
                     heap.push(std::cmp::Reverse(Merge {
                         rank,
                         pos: prev as u32,
@@ -1017,7 +1107,7 @@ impl Bpe {
             }
             if current.next > -1 && (current.next as usize) < symbols.len() {
                 let next = current.next as usize;
-                if let Some(&(rank, new_id)) = self.merge_of(current.id, symbols[next].id) {
+                if let Some((rank, new_id)) = self.merge_of(current.id, symbols[next].id) {
                     heap.push(std::cmp::Reverse(Merge {
                         rank,
                         pos: pos as u32,
@@ -1074,8 +1164,10 @@ impl Bpe {
                 return;
             }
         }
+        let shard = &self.cache[(hash >> 60) as usize % CACHE_SHARDS];
         if cacheable {
-            if let Some(ids) = w.cache.get(word, hash) {
+            let cache = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(ids) = cache.get(word, hash) {
                 if hot && ids.len() <= HOT_IDS {
                     Self::make_hot(&mut w.hot, word, hash, ids);
                 }
@@ -1095,7 +1187,8 @@ impl Bpe {
             Self::make_hot(&mut w.hot, word, hash, &out[start..]);
         }
         if cacheable {
-            w.cache.insert(word, hash, &out[start..]);
+            let mut cache = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.insert(word, hash, &out[start..]);
         }
     }
 }
@@ -1148,20 +1241,29 @@ impl FastBpe {
         // Build the character tables this tokenizer needs while the model
         // loads (each takes tens of milliseconds, once per process).
         if matches!(words, Words::ByteLevel { split: Some(_), .. }) {
-            std::thread::spawn(classes);
+            std::thread::spawn(|| CLASSES.warm());
         }
-        if matches!(&norm, Norm::Steps(steps) if steps.iter().any(|s| matches!(s, NormStep::Unicode("NFC" | "NFKC"))))
+        if matches!(&norm, Norm::Steps(steps) if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))))
         {
-            std::thread::spawn(inert);
+            std::thread::spawn(|| INERT.warm());
         }
         let bpe = Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))?;
-        let contents: Vec<String> = tokenizer
+        // Every added token's text, and for `normalized` ones also their
+        // normalised text, which is what the crate matches in normalised text.
+        let mut contents: Vec<String> = Vec::new();
+        for t in tokenizer
             .get_added_vocabulary()
             .get_added_tokens_decoder()
             .values()
-            .map(|t| t.content.clone())
-            .filter(|c| !c.is_empty())
-            .collect();
+        {
+            contents.push(t.content.clone());
+            if let (true, Some(n)) = (t.normalized, tokenizer.get_normalizer()) {
+                let mut s = NormalizedString::from(t.content.as_str());
+                n.normalize(&mut s).map_err(|e| e.to_string())?;
+                contents.push(s.get().to_owned());
+            }
+        }
+        contents.retain(|c| !c.is_empty());
         let added = if contents.is_empty() {
             None
         } else {
@@ -1229,10 +1331,7 @@ impl FastBpe {
                 };
                 match split {
                     Some(pattern) => {
-                        let scanner = Scanner {
-                            text: &text,
-                            table: classes(),
-                        };
+                        let scanner = Scanner { text: &text };
                         let bytes = text.as_bytes();
                         scanner.split(pattern, |s, e| self.bpe.encode_word(&bytes[s..e], w, out));
                     }

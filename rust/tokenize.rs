@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::fast::FastBpe;
+use crate::fast::{self, FastBpe};
 
 use crate::error::{Result, TokenmillError};
 
@@ -36,10 +36,7 @@ pub const PIECE_BYTES: usize = 64 * 1024;
 
 /// Split regexes whose cut behaviour at `<non-space>\n<letter|digit>` is
 /// known (see `safe_cut_at`): LLaMA-3 / tiktoken cl100k and Qwen2.
-const KNOWN_SPLIT_PATTERNS: [&str; 2] = [
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-];
+const KNOWN_SPLIT_PATTERNS: [&str; 2] = [fast::LLAMA3_PATTERN, fast::QWEN2_PATTERN];
 
 /// A special token and its id.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -149,10 +149,15 @@ def test_unknown_characters_without_byte_fallback(
         assert fast(tok_dir).encode_batch(sample) == ref_ids(reference(tok_dir), sample)
 
 
-def test_added_tokens_of_every_kind(tmp_path: Path, qwen_tok: Path, texts: list[str]) -> None:
-    """Non-special and normalised added tokens, lstrip/rstrip/single_word:
-    documents holding them take the crate's added-vocabulary split."""
-    tok = Tokenizer.from_file(str(qwen_tok / "tokenizer.json"))
+@pytest.mark.parametrize("name", ["qwen", "bpe", "llama"])
+def test_added_tokens_of_every_kind(
+    request: pytest.FixtureRequest, tmp_path: Path, texts: list[str], name: str
+) -> None:
+    """Non-special and normalised added tokens (under NFC, NFKC and the
+    SentencePiece normaliser), lstrip/rstrip/single_word: documents holding
+    them take the crate's added-vocabulary split."""
+    base: Path = request.getfixturevalue(f"{name}_tok")
+    tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.add_tokens(
         [
             AddedToken("<tool_call>", special=False, normalized=False),
@@ -166,7 +171,7 @@ def test_added_tokens_of_every_kind(tmp_path: Path, qwen_tok: Path, texts: list[
     out = tmp_path / "added"
     out.mkdir()
     tok.save(str(out / "tokenizer.json"))
-    shutil.copy(qwen_tok / "tokenizer_config.json", out / "tokenizer_config.json")
+    shutil.copy(base / "tokenizer_config.json", out / "tokenizer_config.json")
     sample = [
         "call <tool_call>{json}</tool_call> now",
         "Fancy ﬁ Ｆancy Fancy",
