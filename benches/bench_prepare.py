@@ -218,6 +218,7 @@ def run_tokenmill(parts: list[Path], tokdir: Path, work: Path, backend: str = "a
         progress=False,
         overwrite=True,
         tokenizer_backend=backend,
+        bos="never",  # as every other tool (a LLaMA-style config asks for BOS)
     )
     seconds = time.perf_counter() - t0
     return {
