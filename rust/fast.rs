@@ -97,11 +97,17 @@ impl CharTable {
         }
     }
 
+    /// The table below [`LOW_PLANES`].
+    #[inline]
+    fn low(&self) -> &[u8] {
+        self.low.get_or_init(|| (self.build)(0..LOW_PLANES))
+    }
+
     #[inline]
     fn get(&self, c: char) -> u8 {
         let c = c as u32;
         if c < LOW_PLANES {
-            self.low.get_or_init(|| (self.build)(0..LOW_PLANES))[c as usize]
+            self.low()[c as usize]
         } else {
             self.high.get_or_init(|| (self.build)(LOW_PLANES..0x110000))[(c - LOW_PLANES) as usize]
         }
@@ -152,18 +158,36 @@ impl SplitPattern {
 /// Characters of a text with their classes.
 struct Scanner<'a> {
     text: &'a str,
+    /// [`CLASSES`] below [`LOW_PLANES`], looked up once per text.
+    low: &'static [u8],
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Scanner<'a> {
+        Scanner {
+            text,
+            low: CLASSES.low(),
+        }
+    }
 }
 
 impl Scanner<'_> {
     /// The character at byte `i` (none at the end).
     #[inline]
     fn at(&self, i: usize) -> Option<char> {
+        let b = *self.text.as_bytes().get(i)?;
+        if b.is_ascii() {
+            return Some(char::from(b));
+        }
         self.text.get(i..).and_then(|s| s.chars().next())
     }
 
     #[inline]
     fn class(&self, c: char) -> u8 {
-        CLASSES.get(c)
+        match self.low.get(c as usize) {
+            Some(&class) => class,
+            None => CLASSES.get(c),
+        }
     }
 
     #[inline]
@@ -194,8 +218,23 @@ impl Scanner<'_> {
         i
     }
 
-    fn run_of(&self, i: usize, bits: u8) -> usize {
-        self.run(i, usize::MAX, |c| self.class(c) & bits != 0)
+    fn run_of(&self, mut i: usize, bits: u8) -> usize {
+        // ASCII bytes straight from the table, other characters decoded.
+        let bytes = self.text.as_bytes();
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii() {
+                if self.low[usize::from(b)] & bits == 0 {
+                    break;
+                }
+                i += 1;
+            } else {
+                match self.at(i) {
+                    Some(c) if self.class(c) & bits != 0 => i += c.len_utf8(),
+                    _ => break,
+                }
+            }
+        }
+        i
     }
 
     fn run_of_other(&self, i: usize) -> usize {
@@ -330,14 +369,14 @@ impl Scanner<'_> {
 /// Splits `text` into pre-tokens exactly as the regex `pattern` would (with
 /// `Isolated` behaviour); exposed for tests.
 pub fn pre_tokens(pattern: SplitPattern, text: &str) -> Vec<&str> {
-    let scanner = Scanner { text };
+    let scanner = Scanner::new(text);
     let mut out = Vec::new();
     scanner.split(pattern, |s, e| out.push(&text[s..e]));
     out
 }
 
 /// GPT-2's byte-to-character table of byte-level BPE.
-fn byte_chars() -> [char; 256] {
+pub fn byte_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0;
     for b in 0..256u32 {
@@ -1331,7 +1370,7 @@ impl FastBpe {
                 };
                 match split {
                     Some(pattern) => {
-                        let scanner = Scanner { text: &text };
+                        let scanner = Scanner::new(&text);
                         let bytes = text.as_bytes();
                         scanner.split(pattern, |s, e| self.bpe.encode_word(&bytes[s..e], w, out));
                     }

@@ -778,6 +778,77 @@ mod tests {
         assert!(sentencepiece_rest(&raw, false).is_none());
     }
 
+    /// A byte-level BPE tokenizer.json: the 256 byte characters, "ab" and
+    /// "abc", and the given merges; `</s>` as a special added token.
+    fn tiny_byte_level(merges: &[&str]) -> Value {
+        let mut vocab = serde_json::Map::new();
+        for (i, c) in crate::fast::byte_chars().iter().enumerate() {
+            vocab.insert(c.to_string(), Value::from(i));
+        }
+        vocab.insert("ab".into(), Value::from(256));
+        vocab.insert("abc".into(), Value::from(257));
+        serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [{"id": 258, "content": "</s>", "special": true, "single_word": false,
+                              "lstrip": false, "rstrip": false, "normalized": false}],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                              "use_regex": true},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        })
+    }
+
+    fn load_json(dir: &Path, json: &Value) -> LoadedTokenizer {
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        load(dir).unwrap()
+    }
+
+    #[test]
+    fn fast_backend_is_used_and_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_json(dir.path(), &tiny_byte_level(&["a b", "ab c"]));
+        let enc = Encoder::new(&loaded, None, Some(258), false, Backend::Auto, 1.0).unwrap();
+        assert_eq!(enc.backend_name(), "fast");
+        let texts = ["abc abd </s>", "xabcab"];
+        let batch = enc.encode_many(&texts).unwrap();
+        assert_eq!(batch.verified, 2);
+        for (text, ids) in texts.iter().zip(&batch.ids) {
+            let mut want = enc.encode_reference(text).unwrap();
+            want.push(258);
+            assert_eq!(ids, &want);
+        }
+    }
+
+    #[test]
+    fn verify_fraction_stops_at_a_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_json(dir.path(), &tiny_byte_level(&["a b", "ab c"]));
+        let mut enc = Encoder::new(&loaded, None, None, false, Backend::Fast, 1.0).unwrap();
+        // A fast engine built from a tokenizer that lacks the second merge
+        // gives other ids for "abc" than the reference does.
+        let other = tiny_byte_level(&["a b"]);
+        enc.fast =
+            Some(FastBpe::new(&parse_tokenizer(&other.to_string()).unwrap(), &other).unwrap());
+        assert!(enc.encode_many(&["xyz"]).is_ok()); // no merge involved: same ids
+        let (i, err) = enc
+            .encode_many(&["xyz", "abc"])
+            .err()
+            .expect("a difference");
+        assert_eq!(i, 1);
+        assert!(
+            err.to_string().contains("differ from the tokenizers crate"),
+            "{err}"
+        );
+        // Without the check the run goes on (and would write the wrong ids).
+        enc.verify_fraction = 0.0;
+        assert!(enc.encode_many(&["abc"]).is_ok());
+    }
+
     #[test]
     fn canonical_fingerprint_ignores_merge_form_and_key_order() {
         let a = serde_json::json!({
