@@ -632,6 +632,29 @@ struct Bpe {
     unique_ids: bool,
     /// Pre-token -> ids, shared by the worker threads.
     cache: Vec<Mutex<WordCache>>,
+    /// Byte-level: characters that start as one symbol, code point -> id.
+    chars: FxHashMap<u32, u32>,
+}
+
+/// In `Worker::bytes`, a symbol that is a whole character.
+const NOT_A_BYTE: u16 = u16::MAX;
+
+/// Whether every token made by a merge is made by exactly one, and every
+/// merge comes after the merges that make its two parts (as BPE training
+/// writes them). BPE then runs merges in rising rank.
+/// Returns the rank that makes each merged token, when that is the case.
+fn well_ordered(merges: &[(u32, u32, u32)]) -> Option<FxHashMap<u32, usize>> {
+    let mut made_at: FxHashMap<u32, usize> = FxHashMap::default();
+    let mut pairs = rustc_hash::FxHashSet::default();
+    for (rank, &(a, b, new)) in merges.iter().enumerate() {
+        if made_at.insert(new, rank).is_some() || !pairs.insert((a, b)) {
+            return None;
+        }
+    }
+    let ordered = merges.iter().enumerate().all(|(rank, (a, b, _))| {
+        made_at.get(a).is_none_or(|&r| r < rank) && made_at.get(b).is_none_or(|&r| r < rank)
+    });
+    ordered.then_some(made_at)
 }
 
 const NONE: u32 = u32::MAX;
@@ -838,6 +861,8 @@ struct HotEntry {
 struct Worker {
     hot: Vec<HotEntry>,
     symbols: Vec<Symbol>,
+    /// Byte-level: each initial symbol's byte, or NOT_A_BYTE.
+    bytes: Vec<u16>,
     ids: Vec<u32>,
     ranks: Vec<u32>,
     new_ids: Vec<u32>,
@@ -903,6 +928,7 @@ impl Bpe {
             .iter()
             .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
         let mut concat = String::new();
+        let mut merge_list = Vec::new();
         for m in pairs {
             let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
                 (_, Some([a, b])) => (a.as_str(), b.as_str()),
@@ -923,7 +949,9 @@ impl Bpe {
             concat.push_str(a);
             concat.push_str(b);
             let new_id = id(&concat)?;
-            merges.push(id(a)?, id(b)?, new_id)?;
+            let (a, b) = (id(a)?, id(b)?);
+            merges.push(a, b, new_id)?;
+            merge_list.push((a, b, new_id));
         }
         let mut byte_ids = [NONE; 256];
         let chars = byte_chars();
@@ -951,7 +979,7 @@ impl Bpe {
             Some(t) => Some(by_token.get(t).copied().ok_or("unk_token not in vocab")?),
             None => None,
         };
-        Ok(Bpe {
+        let mut bpe = Bpe {
             vocab,
             merges,
             byte_level,
@@ -963,12 +991,97 @@ impl Bpe {
             ignore_merges: model["ignore_merges"] == true,
             unique_ids,
             cache: (0..CACHE_SHARDS).map(|_| Mutex::default()).collect(),
-        })
+            chars: FxHashMap::default(),
+        };
+        if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
+            let tokens = by_token
+                .iter()
+                .filter_map(|(t, &id)| key(t).map(|k| (k, id)));
+            bpe.chars = bpe.whole_chars(tokens.collect(), &made_at);
+        }
+        Ok(bpe)
+    }
+
+    /// Byte-level: the multi-byte characters that can start as one symbol
+    /// (their own token) instead of their bytes, without changing any ids.
+    ///
+    /// Given merges in which every token is made by one merge that comes
+    /// after the merges making its parts ([`well_ordered`]), every merge
+    /// makes pairs of higher rank only, so BPE runs merges in rising rank.
+    /// Take a character whose bytes merge, alone, into one token T, made at
+    /// rank r. In any text, its bytes can only join bytes outside it in a
+    /// merge whose token holds part of the character next to other bytes
+    /// (a token that starts or ends inside a character). If every such
+    /// token is made at a rank above r, the character has become T before
+    /// any of them could apply, and nothing else touched its bytes, so
+    /// starting from T gives the same ids.
+    fn whole_chars(
+        &self,
+        tokens: Vec<(Box<[u8]>, u32)>,
+        made_at: &FxHashMap<u32, usize>,
+    ) -> FxHashMap<u32, u32> {
+        let utf8_len = |lead: u8| match lead {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        let is_cont = |b: u8| (0x80..0xC0).contains(&b);
+        // Partial characters that some token holds next to other bytes,
+        // with the lowest rank at which such a token is made.
+        let mut suffixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let mut prefixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let note = |map: &mut FxHashMap<Vec<u8>, usize>, part: &[u8], id: u32| {
+            let rank = made_at.get(&id).copied().unwrap_or(0);
+            let at = map.entry(part.to_vec()).or_insert(rank);
+            *at = (*at).min(rank);
+        };
+        for (t, id) in &tokens {
+            let lead_cont = t.iter().take_while(|&&b| is_cont(b)).count();
+            if lead_cont > 0 && lead_cont < t.len() {
+                note(&mut suffixes, &t[..lead_cont], *id);
+            }
+            if let Some(p) = t.iter().rposition(|&b| b >= 0xC0) {
+                if p > 0 && p + utf8_len(t[p]) > t.len() {
+                    note(&mut prefixes, &t[p..], *id);
+                }
+            }
+        }
+        let mut worker = Worker::default();
+        let mut out = Vec::new();
+        let mut chars = FxHashMap::default();
+        for (t, want) in &tokens {
+            let Some(c) = std::str::from_utf8(t).ok().filter(|s| s.len() > 1) else {
+                continue;
+            };
+            let mut cs = c.chars();
+            let (Some(ch), None) = (cs.next(), cs.next()) else {
+                continue;
+            };
+            let Some(&made) = made_at.get(want) else {
+                continue;
+            };
+            let later = |map: &FxHashMap<Vec<u8>, usize>, part: &[u8]| {
+                map.get(part).is_none_or(|&rank| rank > made)
+            };
+            if !(1..t.len()).all(|k| later(&prefixes, &t[..k]) && later(&suffixes, &t[k..])) {
+                continue;
+            }
+            self.init_symbols(t, &mut worker);
+            out.clear();
+            self.merge_short(&mut worker, &mut out);
+            if out == [*want] {
+                chars.insert(ch as u32, *want);
+            }
+        }
+        chars
     }
 
     /// Initial symbols of a word, as the crate's `merge_word` builds them.
-    fn init_symbols(&self, word: &[u8], symbols: &mut Vec<Symbol>) {
+    fn init_symbols(&self, word: &[u8], w: &mut Worker) {
+        let (symbols, bytes) = (&mut w.symbols, &mut w.bytes);
         symbols.clear();
+        bytes.clear();
         let push = |symbols: &mut Vec<Symbol>, id: u32, len: usize| {
             let n = symbols.len() as i32;
             symbols.push(Symbol {
@@ -979,8 +1092,33 @@ impl Bpe {
             });
         };
         if self.byte_level {
-            for &b in word {
+            // One symbol per byte, or per character where [`Bpe::whole_chars`]
+            // allows; `bytes` keeps each symbol's byte (NOT_A_BYTE for a
+            // character) for the dense first lookups.
+            let mut i = 0;
+            while i < word.len() {
+                let b = word[i];
+                if b >= 0xC0 && !self.chars.is_empty() {
+                    let len = match b {
+                        0xC0..=0xDF => 2,
+                        0xE0..=0xEF => 3,
+                        _ => 4,
+                    };
+                    let id = word
+                        .get(i..i + len)
+                        .and_then(|c| std::str::from_utf8(c).ok())
+                        .and_then(|c| c.chars().next())
+                        .and_then(|c| self.chars.get(&(c as u32)));
+                    if let Some(&id) = id {
+                        push(symbols, id, len);
+                        bytes.push(NOT_A_BYTE);
+                        i += len;
+                        continue;
+                    }
+                }
                 push(symbols, self.byte_ids[b as usize], 1);
+                bytes.push(u16::from(b));
+                i += 1;
             }
         } else {
             let text = std::str::from_utf8(word).expect("words are cut at character boundaries");
@@ -1031,7 +1169,7 @@ impl Bpe {
     /// strings share an id: a queued merge then never applies to a pair it
     /// was not made for, because symbols only grow and the merged string
     /// starting at a position would be longer.
-    fn merge_short(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
+    fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
         let n = w.symbols.len();
         let (ids, ranks, new_ids) = (&mut w.ids, &mut w.ranks, &mut w.new_ids);
         let (next, prev) = (&mut w.next, &mut w.prev);
@@ -1042,19 +1180,16 @@ impl Bpe {
         // u32::MAX at the ends). Dead symbols keep rank u32::MAX.
         ranks.clear();
         new_ids.clear();
-        if self.byte_level {
-            // The first pairs are byte pairs: one dense-table read each.
-            for p in word.windows(2) {
-                let (rank, id) = self.byte_pairs[(usize::from(p[0]) << 8) | usize::from(p[1])];
-                ranks.push(rank);
-                new_ids.push(id);
-            }
-        } else {
-            for p in ids.windows(2) {
-                let (rank, id) = self.merge_or_none(p[0], p[1]);
-                ranks.push(rank);
-                new_ids.push(id);
-            }
+        for (i, p) in ids.windows(2).enumerate() {
+            // Pairs of bytes (most first pairs): one dense-table read each.
+            let (rank, id) = match (w.bytes.get(i), w.bytes.get(i + 1)) {
+                (Some(&a), Some(&b)) if a != NOT_A_BYTE && b != NOT_A_BYTE => {
+                    self.byte_pairs[(usize::from(a) << 8) | usize::from(b)]
+                }
+                _ => self.merge_or_none(p[0], p[1]),
+            };
+            ranks.push(rank);
+            new_ids.push(id);
         }
         ranks.push(u32::MAX);
         new_ids.push(0);
@@ -1214,10 +1349,10 @@ impl Bpe {
                 return;
             }
         }
-        self.init_symbols(word, &mut w.symbols);
+        self.init_symbols(word, w);
         let start = out.len();
         if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
-            self.merge_short(word, w, out);
+            self.merge_short(w, out);
         } else {
             self.merge_all(w);
             out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));

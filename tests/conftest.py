@@ -39,6 +39,13 @@ def qwen_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path
 
 
 @pytest.fixture(scope="session")
+def qwen_big_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    """Qwen2-style with a 12k vocabulary: enough merges that some tokens
+    start or end inside a CJK character (see test_fast's whole-character tests)."""
+    return build_qwen_style(tmp_path_factory.mktemp("qwen_big_tok"), texts, vocab_size=12000)
+
+
+@pytest.fixture(scope="session")
 def llama_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
     return build_llama_style(tmp_path_factory.mktemp("llama_tok"), texts)
 

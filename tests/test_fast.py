@@ -306,3 +306,26 @@ def test_encode_flat_matches_encode_batch(qwen_tok: Path, texts: list[str]) -> N
     assert len(off) == len(sample) + 1 and off[-1] == len(flat)
     docs = [flat[off[i] : off[i + 1]].tolist() for i in range(len(sample))]
     assert docs == enc.encode_batch(sample)
+
+
+def test_whole_characters_keep_ids(qwen_big_tok: Path, texts: list[str]) -> None:
+    """With a larger vocabulary some tokens hold part of a CJK character next
+    to other bytes; the characters they can reach must not start whole."""
+    assert fast(qwen_big_tok).encode_batch(texts) == ref_ids(reference(qwen_big_tok), texts)
+
+
+@pytest.mark.parametrize("name", ["qwen", "qwen_big", "llama3", "bpe"])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_hypothesis_cjk_runs(
+    request: pytest.FixtureRequest, texts: list[str], name: str, data: st.DataObject
+) -> None:
+    """Long unsplit CJK runs, where whole characters start as one symbol
+    (see `Bpe::whole_chars`): ids still equal the reference's."""
+    tok_dir: Path = request.getfixturevalue(f"{name}_tok")
+    zh = sorted({c for t in texts for c in t if "\u4e00" <= c <= "\u9fff"})[:400]
+    alphabet = st.sampled_from([*zh, *"，。、（）：的了是 a1\n😀é"])
+    sample = data.draw(st.lists(st.text(alphabet, min_size=1, max_size=120), max_size=8))
+    assert fast(tok_dir).encode_batch(sample) == ref_ids(reference(tok_dir), sample)
