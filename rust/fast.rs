@@ -16,8 +16,10 @@
 //! own regex library (Oniguruma) at first use, so a class can never disagree
 //! with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
 //! crate does (a vectorised scan for words of up to 256 symbols, the crate's
-//! own heap procedure beyond), on ids, without offsets or strings; and each
-//! worker thread keeps a capped cache of pre-token -> ids. SentencePiece
+//! own heap procedure beyond), on ids, without offsets or strings, starting
+//! byte-level words from whole-character tokens where that provably changes
+//! nothing ([`Bpe::whole_chars`]); pre-token -> ids go through a per-thread
+//! hot cache and a capped cache shared by the threads. SentencePiece
 //! text without a pre-tokenizer is cut before each `▁` run when no
 //! vocabulary token holds `▁` after another character (then no merge can
 //! cross the cut), which makes its words cacheable and its cost linear.
