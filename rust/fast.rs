@@ -1414,16 +1414,23 @@ impl FastBpe {
         };
         let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()).map_err(|e| e.to_string())?;
         let words = words_of(&pre, vocab_allows_cuts(model))?;
-        // Build the character tables this tokenizer needs while the model
-        // loads (each takes tens of milliseconds, once per process).
-        if matches!(words, Words::ByteLevel { split: Some(_), .. }) {
-            std::thread::spawn(|| CLASSES.warm());
-        }
-        if matches!(&norm, Norm::Steps(steps) if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))))
-        {
-            std::thread::spawn(|| INERT.warm());
-        }
-        let bpe = Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))?;
+        // The character tables this tokenizer needs (tens of milliseconds,
+        // once per process) are built while the model loads; the thread is
+        // joined here, so none is left running (a fork stays safe).
+        let classes = matches!(words, Words::ByteLevel { split: Some(_), .. });
+        let inert = matches!(&norm, Norm::Steps(steps)
+            if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))));
+        let bpe = std::thread::scope(|s| {
+            s.spawn(|| {
+                if classes {
+                    CLASSES.warm();
+                }
+                if inert {
+                    INERT.warm();
+                }
+            });
+            Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))
+        })?;
         // Every added token's text, and for `normalized` ones also their
         // normalised text, which is what the crate matches in normalised text.
         let mut contents: Vec<String> = Vec::new();
