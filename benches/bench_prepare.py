@@ -240,7 +240,7 @@ def run_encoder(parts: list[Path], tokdir: Path, work: Path) -> dict:
 
     import tokenmill
 
-    texts = [t for batch in _texts(parts, batch=1000) for t in batch]  # untimed
+    texts = [t for batch in _texts(parts) for t in batch]  # untimed
     t0 = time.perf_counter()
     enc = tokenmill.Encoder(str(tokdir))
     _, offsets = enc.encode_flat(texts, threads=THREADS)
@@ -253,7 +253,7 @@ def run_fastokens(parts: list[Path], tokdir: Path, work: Path) -> dict:
     import numpy as np
     from fastokens._native import Tokenizer
 
-    texts = [t for batch in _texts(parts, batch=1000) for t in batch]  # untimed
+    texts = [t for batch in _texts(parts) for t in batch]  # untimed
     t0 = time.perf_counter()
     tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
     _, offsets = tok.encode_batch_flat(texts, add_special_tokens=False, split_special_tokens=True)

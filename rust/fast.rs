@@ -421,20 +421,13 @@ enum Norm {
 fn norm_steps(v: &Value, out: &mut Vec<NormStep>) -> bool {
     match v["type"].as_str() {
         None => v.is_null(),
-        Some("NFC") => {
-            out.push(NormStep::Unicode(Form::Nfc));
-            true
-        }
-        Some("NFKC") => {
-            out.push(NormStep::Unicode(Form::Nfkc));
-            true
-        }
-        Some("NFD") => {
-            out.push(NormStep::Unicode(Form::Nfd));
-            true
-        }
-        Some("NFKD") => {
-            out.push(NormStep::Unicode(Form::Nfkd));
+        Some(name @ ("NFC" | "NFKC" | "NFD" | "NFKD")) => {
+            out.push(NormStep::Unicode(match name {
+                "NFC" => Form::Nfc,
+                "NFKC" => Form::Nfkc,
+                "NFD" => Form::Nfd,
+                _ => Form::Nfkd,
+            }));
             true
         }
         Some("Prepend") => v["prepend"]
@@ -556,12 +549,12 @@ enum Prepend {
     Never,
 }
 
-fn words_of(pre: &Value, vocab_allows_cuts: bool) -> std::result::Result<Words, String> {
+fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words, String> {
     let byte_level = |p: &Value| p["type"] == "ByteLevel";
     if pre.is_null() {
         return Ok(Words::SentencePiece {
             metaspace: None,
-            cut_runs: vocab_allows_cuts,
+            cut_runs: vocab_allows_cuts(model),
         });
     }
     if byte_level(pre) {
@@ -587,7 +580,7 @@ fn words_of(pre: &Value, vocab_allows_cuts: bool) -> std::result::Result<Words, 
         let split = pre["split"] != false;
         return Ok(Words::SentencePiece {
             metaspace: Some((replacement, prepend, split)),
-            cut_runs: !split && vocab_allows_cuts && replacement == '\u{2581}',
+            cut_runs: !split && replacement == '\u{2581}' && vocab_allows_cuts(model),
         });
     }
     if pre["type"] == "Sequence" {
@@ -636,6 +629,16 @@ struct Bpe {
     cache: Vec<Mutex<WordCache>>,
     /// Byte-level: characters that start as one symbol, code point -> id.
     chars: FxHashMap<u32, u32>,
+}
+
+/// Bytes of the UTF-8 character that starts with `lead` (1 for other bytes).
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
 }
 
 /// In `Worker::bytes`, a symbol that is a whole character.
@@ -1022,12 +1025,6 @@ impl Bpe {
         tokens: Vec<(Box<[u8]>, u32)>,
         made_at: &FxHashMap<u32, usize>,
     ) -> FxHashMap<u32, u32> {
-        let utf8_len = |lead: u8| match lead {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => 1,
-        };
         let is_cont = |b: u8| (0x80..0xC0).contains(&b);
         // Partial characters that some token holds next to other bytes,
         // with the lowest rank at which such a token is made.
@@ -1101,11 +1098,7 @@ impl Bpe {
             while i < word.len() {
                 let b = word[i];
                 if b >= 0xC0 && !self.chars.is_empty() {
-                    let len = match b {
-                        0xC0..=0xDF => 2,
-                        0xE0..=0xEF => 3,
-                        _ => 4,
-                    };
+                    let len = utf8_len(b);
                     let id = word
                         .get(i..i + len)
                         .and_then(|c| std::str::from_utf8(c).ok())
@@ -1372,16 +1365,20 @@ impl Bpe {
 /// Whether no vocabulary token holds `▁` right after another character, so
 /// no merge can join text across the start of a `▁` run.
 fn vocab_allows_cuts(model: &Value) -> bool {
-    model["vocab"].as_object().is_some_and(|v| {
-        v.contains_key("\u{2581}")
-            && v.keys().all(|t| {
-                let mut prev = None;
-                t.chars().all(|c| {
-                    let ok = c != '\u{2581}' || prev.is_none_or(|p| p == '\u{2581}');
-                    prev = Some(c);
-                    ok
-                })
-            })
+    model["vocab"]
+        .as_object()
+        .is_some_and(|v| v.contains_key("\u{2581}") && no_space_after_char(v.keys()))
+}
+
+/// Whether no token holds `▁` right after a character other than `▁`.
+pub fn no_space_after_char<'a>(tokens: impl IntoIterator<Item = &'a String>) -> bool {
+    tokens.into_iter().all(|t| {
+        let mut prev = None;
+        t.chars().all(|c| {
+            let ok = c != '\u{2581}' || prev.is_none_or(|p| p == '\u{2581}');
+            prev = Some(c);
+            ok
+        })
     })
 }
 
@@ -1413,7 +1410,7 @@ impl FastBpe {
             Norm::Crate(normalizer.expect("a non-null normaliser"))
         };
         let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()).map_err(|e| e.to_string())?;
-        let words = words_of(&pre, vocab_allows_cuts(model))?;
+        let words = words_of(&pre, model)?;
         // The character tables this tokenizer needs (tens of milliseconds,
         // once per process) are built while the model loads; the thread is
         // joined here, so none is left running (a fork stays safe).

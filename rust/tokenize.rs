@@ -404,12 +404,7 @@ fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
     let no_unk = model["fuse_unk"] != true
         || (model["byte_fallback"] == true
             && (0..=255).all(|b| vocab.contains_key(&format!("<0x{b:02X}>"))));
-    let merges_stay_apart = vocab.keys().all(|token| {
-        let chars: Vec<char> = token.chars().collect();
-        chars
-            .windows(2)
-            .all(|w| w[1] != '\u{2581}' || w[0] == '\u{2581}')
-    });
+    let merges_stay_apart = fast::no_space_after_char(vocab.keys());
     // An added token that matches splits the text into segments that are
     // normalised separately, each with its own prepended `▁`; a cut next to
     // one would change that. So no added token may be able to match.
@@ -655,6 +650,11 @@ impl Encoder {
             }
             return Ok(ids);
         }
+        self.reference_piece(text, first)
+    }
+
+    /// Ids of one piece by the `tokenizers` crate (see [`Encoder::pieces`]).
+    fn reference_piece(&self, text: &str, first: bool) -> Result<Vec<u32>> {
         let tokenizer = match &self.rest {
             Some(rest) if !first => rest,
             _ => &self.tokenizer,
@@ -662,7 +662,10 @@ impl Encoder {
         tokenizer
             .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| tok_err(e.to_string()))
+            .map_err(|e| TokenmillError::Tokenizer {
+                path: self.json_path.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// Whether the fast engine's ids for `text` are checked against the
@@ -679,18 +682,7 @@ impl Encoder {
     pub fn encode_reference(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for r in self.pieces_for(text, self.rule) {
-            let tokenizer = match &self.rest {
-                Some(rest) if r.start > 0 => rest,
-                _ => &self.tokenizer,
-            };
-            let enc =
-                tokenizer
-                    .encode_fast(&text[r], false)
-                    .map_err(|e| TokenmillError::Tokenizer {
-                        path: self.json_path.clone(),
-                        message: e.to_string(),
-                    })?;
-            ids.extend_from_slice(enc.get_ids());
+            ids.extend(self.reference_piece(&text[r.clone()], r.start == 0)?);
         }
         Ok(ids)
     }

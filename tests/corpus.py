@@ -60,6 +60,19 @@ def real_texts(limit_bytes: int = 2_000_000) -> list[str]:
     return out
 
 
+def reference(tok_dir: Path, parse_special: bool = False) -> Tokenizer:
+    """The Python `tokenizers` reference for a tokenizer directory, treating
+    special-token strings as tokenmill does."""
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    tok.encode_special_tokens = not parse_special
+    return tok
+
+
+def ref_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Reference ids without BOS/EOS."""
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
 def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
     with path.open("w", encoding="utf-8") as f:
         for t in texts:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 import tokenmill
-from corpus import ADVERSARIAL, EMOJI_AND_MIXED, write_jsonl
+from corpus import ADVERSARIAL, EMOJI_AND_MIXED, ref_ids, reference, write_jsonl
 
 TRICKY = [
     *ADVERSARIAL,
@@ -32,16 +32,6 @@ TRICKY = [
     "▁▁ leading ▁ meta ▁▁▁x  spaces",
     "12,345.6789 ١٢٣ ²³ 一二三 Ⅻ",
 ]
-
-
-def reference(tok_dir: Path, parse_special: bool = False) -> Tokenizer:
-    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    tok.encode_special_tokens = not parse_special
-    return tok
-
-
-def ref_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
 def fast(tok_dir: Path, parse_special: bool = False) -> tokenmill.Encoder:

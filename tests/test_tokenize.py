@@ -13,17 +13,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 import tokenmill
-from corpus import ADVERSARIAL, EMOJI_AND_MIXED, write_jsonl
-
-
-def reference(tok_dir: Path, parse_special: bool = False) -> Tokenizer:
-    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    tok.encode_special_tokens = not parse_special
-    return tok
-
-
-def ref_ids(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+from corpus import ADVERSARIAL, EMOJI_AND_MIXED, ref_ids, reference, write_jsonl
 
 
 @pytest.mark.parametrize("backend", ["fast", "reference"])
