@@ -3,7 +3,7 @@
 //! Stages are plain Rust with no Python types: `reader` (inputs, lines, JSON,
 //! bad-line accounting), `clean` (length filters, exact dedup, split choice),
 //! `tokenize` (HF `tokenizers` with bounded pieces for long documents),
-//! `shard` (format v1 writer), `prepare` (the pipeline over them), `verify`
+//! `shard` (format v1 writer), `pack` (doc-mode packing plans), `prepare` (the pipeline over them), `verify`
 //! (integrity checks) and `progress`. The PyO3 bindings live in `py` behind
 //! the `python` feature, so `cargo test` builds and tests the stages alone.
 //!
@@ -16,6 +16,7 @@ pub mod clean;
 pub mod error;
 pub mod fast;
 pub mod manifest;
+pub mod pack;
 pub mod prepare;
 pub mod progress;
 pub mod reader;

@@ -121,6 +121,39 @@ fn tokenizer_info(py: Python<'_>, path: &str) -> PyResult<String> {
     Ok(info.to_string())
 }
 
+/// Doc-mode packing plan for documents of the given lengths (little-endian
+/// `uint64` bytes): `(pieces, block_starts)` as little-endian `uint64` bytes,
+/// pieces as `(doc, start, len)` triples; see `rust/pack.rs`.
+#[pyfunction]
+fn pack_documents<'py>(
+    py: Python<'py>,
+    lengths: &[u8],
+    block_size: u64,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    if lengths.len() % 8 != 0 {
+        return Err(PyValueError::new_err(
+            "lengths must be little-endian uint64 bytes",
+        ));
+    }
+    let lengths: Vec<u64> = lengths
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let plan = detached(py, |_| crate::pack::pack_documents(&lengths, block_size))?;
+    let mut pieces = Vec::with_capacity(plan.pieces.len() * 24);
+    for p in &plan.pieces {
+        for v in [p.doc, p.start, p.len] {
+            pieces.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let starts: Vec<u8> = plan
+        .block_starts
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    Ok((PyBytes::new(py, &pieces), PyBytes::new(py, &starts)))
+}
+
 /// The data core's encoder, for direct use and for tests: same ids as the
 /// shards `prepare` writes.
 #[pyclass(module = "tokenmill._core", frozen)]
@@ -342,6 +375,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer_info, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_documents, m)?)?;
     m.add_class::<Encoder>()?;
     m.add_class::<TextBatches>()?;
     Ok(())

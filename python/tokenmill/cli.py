@@ -211,6 +211,120 @@ def verify_cmd(dataset: str, threads: int) -> None:
         sys.exit(1)
 
 
+def _training_options(f: F) -> F:
+    """One flag per `TrainConfig` field, named as the field with dashes; a
+    flag left out keeps the config file's (or the default) value."""
+    from types import UnionType
+    from typing import Literal, Union, get_args, get_origin
+
+    from tokenmill.config import fields_for_cli
+
+    for name, hint, default, help in reversed(fields_for_cli()):
+        flag = "--" + name.replace("_", "-")
+        decls = [flag, "--out", name] if name == "output_dir" else [flag, name]
+        optional = get_origin(hint) in (Union, UnionType)
+        base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+        shown = f"{help} [default: {default}]" if default not in (None, []) else help
+        if get_origin(base) is Literal:
+            f = click.option(*decls, type=click.Choice(get_args(base)), help=shown)(f)
+        elif base is bool:
+            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=shown)(f)
+        elif get_origin(base) is list:
+            f = click.option(*decls, multiple=True, metavar="DIR:WEIGHT", help=shown)(f)
+        else:
+            f = click.option(*decls, type=base, help=shown)(f)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="YAML or JSON file of these options (flags override it).",
+    )(f)
+
+
+def _run_training(config_file: str | None, defaults: dict[str, Any], flags: dict[str, Any]) -> None:
+    from tokenmill.config import load_config
+    from tokenmill.train import train
+
+    cfg = load_config(config_file, defaults, flags)
+    metrics = train(cfg)
+    click.echo(json.dumps(metrics, indent=2))
+
+
+@main.command("pretrain")
+@click.option(
+    "--preset",
+    default="llama-tiny",
+    show_default=True,
+    help="Model preset: llama-micro, llama-tiny (happy-llm), llama-small, llama-base.",
+)
+@_training_options
+@_friendly_errors
+def pretrain_cmd(config_file: str | None, preset: str, **flags: Any) -> None:
+    """Pretrain a LLaMA preset from scratch on shards (vocab from their tokenizer)."""
+    _run_training(config_file, {"preset": preset}, flags)
+
+
+@main.command("cpt")
+@_training_options
+@_friendly_errors
+def cpt_cmd(config_file: str | None, **flags: Any) -> None:
+    """Continue pretraining a local HF causal LM (--model) on shards of its tokenizer."""
+    if not flags.get("model"):
+        raise click.UsageError("cpt needs --model DIR (a local Hugging Face model directory)")
+    _run_training(config_file, {"learning_rate": 2e-5, "warmup_ratio": 0.01}, flags)
+
+
+@main.command("eval")
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="val", show_default=True)
+@click.option(
+    "--block-size", type=int, default=None, help="Default: the model's context, max 2048."
+)
+@click.option(
+    "--packing", type=click.Choice(["concat", "doc"]), default="concat", show_default=True
+)
+@click.option("--per-device-eval-batch-size", "batch_size", type=int, default=8, show_default=True)
+@click.option("--max-eval-samples", type=int, default=None, help="Use only the first N blocks.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_friendly_errors
+def eval_cmd(model: str, data: str, as_json: bool, **options: Any) -> None:
+    """Token-weighted loss and perplexity of a model on a split of shards."""
+    from tokenmill.train import evaluate
+
+    r = evaluate(model, data, **options)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        click.echo(
+            f"{r['model']} on {r['data']} ({r['split']}, {r['packing']}, block {r['block_size']}): "
+            f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} over {r['tokens']:,} "
+            f"predicted tokens ({r['seconds']:.1f} s on {r['device']})"
+        )
+
+
+@main.command("generate")
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--prompt", required=True, help="Prompt text, or FILE:path to read it from a file.")
+@click.option("--num-samples", type=int, default=1, show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="0: greedy.")
+@click.option("--top-k", type=int, default=300, show_default=True)
+@click.option("--top-p", type=float, default=None)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template (a user turn).")
+@click.option("--system", default=None, help="System message for --chat.")
+@_friendly_errors
+def generate_cmd(model: str, prompt: str, **options: Any) -> None:
+    """Sample continuations of a prompt from a trained model directory."""
+    from tokenmill.generate import generate, read_prompt
+
+    text = read_prompt(prompt)
+    for i, sample in enumerate(generate(model, text, **options)):
+        click.echo(f"--- sample {i + 1}")
+        click.echo(text + sample if not options["chat"] else sample)
+
+
 @main.command("demo")
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--vocab-size", type=int, default=6144, show_default=True)

@@ -1,0 +1,655 @@
+"""Training on token shards: tiny LLaMA from scratch, continued pretraining,
+and evaluation, through Hugging Face ``Trainer``.
+
+One function runs both training flows (`train`); the differences are where
+the model comes from (a preset built from the shards' tokenizer, or a local
+HF directory whose tokenizer must match the shards') and the defaults.
+
+Decisions, and why:
+- The training set is a `TrainStream` (an IterableDataset) rather than a
+  map-style dataset with Trainer's sampler: its position is one number, so a
+  resumed run continues exactly where the checkpoint was taken in O(1)
+  (Trainer would fast-forward by drawing and discarding every skipped batch),
+  each rank reads only its own batches, and ``num_train_epochs`` becomes
+  ``max_steps`` computed here.
+- The loss is a chunked cross-entropy over the last hidden states: logits are
+  made ``loss_chunk_tokens`` rows at a time and recomputed in backward, so a
+  152k vocabulary never materialises (batch x block x vocab) fp32 logits.
+  It is a sum divided by Trainer's ``num_items_in_batch``, the tokens of the
+  whole accumulated step, so gradient accumulation and DDP give the loss of
+  one big batch.
+- Only rank 0 writes files of its own; checkpoints and models go through
+  Trainer, which gathers FSDP/DeepSpeed state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from tokenmill import _core
+from tokenmill.config import PRESETS, TrainConfig
+from tokenmill.data import IGNORE_INDEX, PackedDataset, Source, TrainStream, collate
+from tokenmill.shards import read_manifest
+
+DATA_STATE = "tokenmill_data.json"
+# Files of a checkpoint that belong to the trainer, not to the model.
+TRAINER_FILES = re.compile(
+    r"^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|trainer_state\.json|training_args\.bin|"
+    + re.escape(DATA_STATE)
+    + r"|global_step.*|latest|zero_to_fp32\.py)$"
+)
+
+
+# ---- loss ----
+
+
+def _ce_sum(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor, chunk_tokens: int
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy of ``hidden`` (B, T, H) against
+    ``labels`` (B, T) shifted by one, -100 ignored, and the count of
+    predicted tokens. Peak extra memory: one chunk of fp32 logits."""
+    h = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
+    y = labels[:, 1:].reshape(-1)
+    keep = (y != IGNORE_INDEX).nonzero().squeeze(1)
+    h, y = h.index_select(0, keep), y.index_select(0, keep)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for s in range(0, y.numel(), chunk_tokens):
+        part = checkpoint(
+            _ce_sum,
+            h[s : s + chunk_tokens],
+            head.weight,
+            head.bias,
+            y[s : s + chunk_tokens],
+            use_reentrant=False,
+        )
+        total = total + part
+    return total, int(y.numel())
+
+
+def enable_chunked_loss(model: Any, chunk_tokens: int) -> bool:
+    """Makes ``model(…, labels=…)`` compute its loss with
+    `chunked_cross_entropy` (no full logits). Models that transform logits
+    before the loss (soft-capping, logit scales) keep their own forward;
+    returns whether chunking is on."""
+    config = model.config
+    if chunk_tokens <= 0 or any(
+        getattr(config, k, None) not in (None, 1.0)
+        for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    ):
+        return False
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    if decoder is None or not isinstance(head, torch.nn.Linear):
+        return False
+    own_forward = model.forward
+
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    def forward(
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if labels is None:
+            return own_forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **kwargs,
+            )
+        out = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **kwargs,
+        )
+        total, count = chunked_cross_entropy(out.last_hidden_state, head, labels, chunk_tokens)
+        denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
+        return CausalLMOutputWithPast(loss=total / denominator)
+
+    model.forward = forward
+    return True
+
+
+# ---- models and tokenizers ----
+
+
+def _tokenizer_dir(manifest: dict[str, Any]) -> Path:
+    path = Path(manifest["tokenizer"]["path"])
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the shards' tokenizer {path} is gone; it is needed to save a usable model"
+        )
+    return path.parent
+
+
+def load_tokenizer(path: Path) -> Any:
+    """transformers tokenizer of a directory (or of a bare tokenizer.json)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (path / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(path)
+    return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+
+
+def check_tokenizer(model_dir: str | Path, manifest: dict[str, Any], data: str) -> None:
+    """Refuses a model whose tokenizer is not the one the shards were made
+    with (fingerprints differ); the same tokenizer re-saved is accepted."""
+    mine = manifest["tokenizer"]
+    try:
+        theirs = json.loads(_core.tokenizer_info(os.fspath(model_dir)))
+    except (_core.TokenmillError, OSError) as e:
+        raise ValueError(
+            f"cannot check the tokenizer of {model_dir} against the shards in {data}: {e}"
+        ) from e
+    if theirs["fingerprint"] != mine["fingerprint"]:
+        raise ValueError(
+            "tokenizer mismatch: the model's tokenizer "
+            f"{theirs['path']} (vocab {theirs['vocab_size']}, fingerprint "
+            f"{theirs['fingerprint'][:12]}) is not the shards' tokenizer {mine['path']} "
+            f"(vocab {mine['vocab_size']}, fingerprint {mine['fingerprint'][:12]}) of {data}; "
+            "re-run `tokenmill prepare` with the model's tokenizer"
+        )
+
+
+def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
+    """A preset LLaMA sized to the shards' vocabulary, or a local checkpoint."""
+    import transformers
+
+    kwargs = {}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.model:
+        check_tokenizer(cfg.model, manifest, cfg.data or "")
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            cfg.model, dtype=torch.float32, **kwargs
+        )
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if vocab < manifest["tokenizer"]["vocab_size"]:
+            raise ValueError(
+                f"{cfg.model} has {vocab} embeddings, the shards' tokenizer "
+                f"{manifest['tokenizer']['vocab_size']} tokens"
+            )
+        return model
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; presets: {', '.join(PRESETS)}")
+    tok = manifest["tokenizer"]
+    config = transformers.LlamaConfig(
+        vocab_size=tok["vocab_size"],
+        bos_token_id=tok["bos_id"],
+        eos_token_id=tok["eos_id"],
+        pad_token_id=tok.get("pad_id"),
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        **PRESETS[cfg.preset],
+    )
+    torch.manual_seed(cfg.seed)
+    return transformers.LlamaForCausalLM._from_config(config, **kwargs)
+
+
+# ---- data ----
+
+
+def parse_sources(cfg: TrainConfig) -> list[tuple[str, float | None]]:
+    """``(directory, weight or None)`` of ``data`` then each ``mix`` entry."""
+    out: list[tuple[str, float | None]] = []
+    for spec in [cfg.data or "", *cfg.mix]:
+        path, sep, weight = spec.rpartition(":")
+        if sep and weight and re.fullmatch(r"\d*\.?\d+(e-?\d+)?", weight):
+            out.append((path, float(weight)))
+        else:
+            out.append((spec, None))
+    if not out[0][0]:
+        raise ValueError("no training data: give --data DIR")
+    for path, weight in out[1:]:
+        if weight is None:
+            raise ValueError(f"--mix {path}: give a weight, as DIR:WEIGHT")
+    return out
+
+
+def resolve_weights(specs: list[tuple[str, float | None]]) -> list[float]:
+    """Mix weights: given ones as they are; an unweighted ``data`` takes
+    what the mixes leave of 1 (``--mix general:0.2`` means 20% general)."""
+    mixed = sum(w for _, w in specs[1:] if w is not None)
+    first = specs[0][1]
+    if first is None:
+        if mixed >= 1:
+            raise ValueError(f"--mix weights sum to {mixed:g}; give --data DIR:WEIGHT too")
+        first = 1.0 - mixed
+    weights = [first] + [w for _, w in specs[1:] if w is not None]
+    if any(w <= 0 for w in weights):
+        raise ValueError("mix weights must be > 0")
+    return weights
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The checkpoint-N with the highest N that holds a trainer state."""
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in out.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+# ---- the run ----
+
+
+def _run_callback(stream: TrainStream, out: Path) -> Any:
+    """Saves the loader position into each checkpoint and redraws loss.png
+    whenever there is something new to show."""
+    from transformers import TrainerCallback
+
+    class RunCallback(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                ga = args.gradient_accumulation_steps
+                stream.position = state.global_step * stream.batch_size * ga
+                _write_json(ckpt / DATA_STATE, stream.state_dict())
+            plot_losses(state.log_history, out / "loss.png")
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                plot_losses(state.log_history, out / "loss.png")
+
+    return RunCallback()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _precision(cfg: TrainConfig) -> tuple[bool, bool]:
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    bf16 = cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_ok)
+    fp16 = not bf16 and (cfg.fp16 == "true" or (cfg.fp16 == "auto" and cuda))
+    return bf16, fp16
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Runs one training job (pretrain when ``cfg.model`` is None, else CPT)
+    and returns the final metrics; see docs/recipes.md for the outputs."""
+    import transformers
+    from transformers.integrations import TensorBoardCallback
+
+    if not cfg.output_dir:
+        raise ValueError("no output directory: give --output-dir / --out")
+    out = Path(cfg.output_dir)
+    rank, world = _world()
+    specs = parse_sources(cfg)
+    weights = resolve_weights(specs)
+    manifest = read_manifest(specs[0][0])
+    for path, _ in specs[1:]:
+        other = read_manifest(path)["tokenizer"]["fingerprint"]
+        if other != manifest["tokenizer"]["fingerprint"]:
+            raise ValueError(f"--mix {path} was tokenized with another tokenizer than {cfg.data}")
+    block = cfg.block_size or (
+        PRESETS[cfg.preset]["max_position_embeddings"] if not cfg.model else 1024
+    )
+    sources = [
+        Source(PackedDataset(path, "train", block, cfg.packing), w)
+        for (path, _), w in zip(specs, weights, strict=True)
+    ]
+    if cfg.max_train_samples:
+        sources[0].dataset.limit(cfg.max_train_samples)
+    b, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    stream = TrainStream(sources, b, seed=cfg.seed, rank=rank, world_size=world)
+    global_batch = b * ga * world
+    steps_per_epoch = max(1, math.ceil(stream.samples_per_epoch() / global_batch))
+    max_steps = (
+        cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    )
+
+    eval_set = None
+    if cfg.eval_strategy != "no" and "val" in manifest["splits"]:
+        eval_set = PackedDataset(specs[0][0], "val", block, cfg.packing)
+        if cfg.max_eval_samples:
+            eval_set.limit(cfg.max_eval_samples)
+        if len(eval_set) == 0:
+            eval_set = None
+    if eval_set is None and cfg.load_best_model_at_end:
+        raise ValueError(
+            f"load_best_model_at_end needs a val split of {block}+ tokens in {cfg.data}"
+        )
+
+    tokenizer = load_tokenizer(Path(cfg.model) if cfg.model else _tokenizer_dir(manifest))
+    model = build_model(cfg, manifest)
+    chunked = enable_chunked_loss(model, cfg.loss_chunk_tokens)
+
+    def in_steps(strategy: str, every: int) -> tuple[str, int]:
+        return ("steps", steps_per_epoch) if strategy == "epoch" else (strategy, every)
+
+    eval_strategy, eval_steps = in_steps(cfg.eval_strategy if eval_set else "no", cfg.eval_steps)
+    save_strategy, save_steps = in_steps(cfg.save_strategy, cfg.save_steps or cfg.eval_steps)
+    bf16, fp16 = _precision(cfg)
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        adam_beta2=cfg.adam_beta2,
+        max_steps=max_steps,
+        per_device_train_batch_size=b,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=ga,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=round(cfg.warmup_ratio * max_steps),
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.load_best_model_at_end and eval_set is not None,
+        metric_for_best_model="eval_loss" if eval_set is not None else None,
+        greater_is_better=False,
+        bf16=bf16,
+        fp16=fp16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        optim=cfg.optim,
+        deepspeed=cfg.deepspeed,
+        fsdp=cfg.fsdp or "",
+        fsdp_config=cfg.fsdp_config,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        report_to="none",
+        ignore_data_skip=True,  # the stream resumes by position instead
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+    )
+    start_step = 0
+    resume = _resume_point(cfg, out)
+    if resume is not None:
+        state = json.loads((resume / "trainer_state.json").read_text())
+        data_state = resume / DATA_STATE
+        if not data_state.is_file():
+            raise ValueError(f"{resume} has no {DATA_STATE}; it was not written by tokenmill")
+        stream.load_state_dict(json.loads(data_state.read_text()))
+        start_step = int(state["global_step"])
+        if stream.position != start_step * b * ga:
+            raise ValueError(f"{resume}: loader position and global step disagree")
+
+    trainer = _make_trainer(
+        model=model,
+        args=args,
+        train_dataset=stream,
+        eval_dataset=eval_set,
+        data_collator=collate,
+        processing_class=tokenizer,
+        tokens_per_step=global_batch * block,
+    )
+    trainer.add_callback(_run_callback(stream, out))
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.resolved.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        board = TensorBoardCallback()
+        board.logging_dir = str(out / "logs")
+        trainer.add_callback(board)
+        _write_run_manifest(out, cfg, sources, eval_set, model, max_steps, chunked, bf16, fp16)
+        _announce(cfg, sources, model, max_steps, global_batch, block, resume, chunked)
+
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    trainer.save_model(str(out / "final_model"))
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "global_step": trainer.state.global_step,
+        "steps_this_run": trainer.state.global_step - start_step,
+        "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(
+            (trainer.state.global_step - start_step) * global_batch * block / seconds, 1
+        ),
+    }
+    if eval_set is not None:
+        ev = trainer.evaluate()
+        metrics["eval_loss"] = ev["eval_loss"]
+        metrics["perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
+    best = trainer.state.best_model_checkpoint
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out / "final_model")
+        if best:
+            _copy_model(Path(best), out / "best_model")
+            metrics["best_model_checkpoint"] = Path(best).name
+            metrics["best_eval_loss"] = trainer.state.best_metric
+        _write_json(out / "metrics.json", metrics)
+        plot_losses(trainer.state.log_history, out / "loss.png")
+    return metrics
+
+
+def _resume_point(cfg: TrainConfig, out: Path) -> Path | None:
+    choice = cfg.resume_from_checkpoint
+    if choice in ("none", "no", "false", ""):
+        return None
+    if choice == "auto":
+        return latest_checkpoint(out) if out.is_dir() else None
+    path = Path(choice)
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.json)")
+    return path
+
+
+def _make_trainer(tokens_per_step: int, **kwargs: Any) -> Any:
+    from torch.utils.data import DataLoader
+    from transformers import Trainer
+
+    class StreamTrainer(Trainer):  # type: ignore[misc]
+        """Trainer over a rank-aware `TrainStream`, logging tokens/s."""
+
+        def get_train_dataloader(self) -> DataLoader[Any]:
+            # Not passed through accelerate's prepare: the stream already gives
+            # each rank its own batches (prepare would make every rank read all).
+            return DataLoader(
+                self.train_dataset,
+                batch_size=self._train_batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                persistent_workers=self.args.dataloader_num_workers > 0,
+            )
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs and start_time is not None:
+                steps = self.state.global_step - self._initial_global_step
+                elapsed = time.time() - start_time
+                if steps > 0 and elapsed > 0:
+                    logs["tokens_per_second"] = round(steps * tokens_per_step / elapsed, 1)
+            super().log(logs, start_time)
+
+    return StreamTrainer(**kwargs)
+
+
+def _copy_model(checkpoint_dir: Path, dest: Path) -> None:
+    """The model and tokenizer files of a checkpoint, as a plain HF directory."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in checkpoint_dir.iterdir():
+        if f.is_file() and not TRAINER_FILES.match(f.name):
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def _write_run_manifest(
+    out: Path,
+    cfg: TrainConfig,
+    sources: list[Source],
+    eval_set: PackedDataset | None,
+    model: Any,
+    max_steps: int,
+    chunked: bool,
+    bf16: bool,
+    fp16: bool,
+) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    _write_json(
+        out / "manifest.json",
+        {
+            "kind": "tokenmill-run",
+            "tokenmill_version": _core.__version__,
+            "torch_version": torch.__version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": {
+                "from": cfg.model or f"preset {cfg.preset}",
+                "architecture": type(model).__name__,
+                "parameters": params,
+                "config": model.config.to_dict(),
+            },
+            "data": [
+                {**s.dataset.fingerprint, "weight": s.weight, "tokens": s.dataset.num_tokens}
+                for s in sources
+            ],
+            "eval": eval_set.fingerprint if eval_set else None,
+            "max_steps": max_steps,
+            "chunked_loss": chunked,
+            "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
+            "world_size": _world()[1],
+            "config": asdict(cfg),
+        },
+    )
+
+
+def _announce(
+    cfg: TrainConfig,
+    sources: list[Source],
+    model: Any,
+    max_steps: int,
+    global_batch: int,
+    block: int,
+    resume: Path | None,
+    chunked: bool,
+) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model        {cfg.model or cfg.preset}: {params / 1e6:,.2f}M parameters")
+    for s in sources:
+        d = s.dataset
+        print(
+            f"data         {d.shards.path} ({d.mode}, weight {s.weight:g}): "
+            f"{len(d):,} blocks of {block} tokens"
+        )
+    print(
+        f"plan         {max_steps:,} steps x {global_batch} blocks = "
+        f"{max_steps * global_batch * block:,} tokens; loss "
+        + ("chunked" if chunked else "the model's own")
+    )
+    if resume:
+        print(f"resume       from {resume}")
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
+    """Train and eval loss against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if not train and not evals:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---- evaluation ----
+
+
+@torch.no_grad()
+def evaluate(
+    model_dir: str | Path,
+    data: str | Path,
+    split: str = "val",
+    block_size: int | None = None,
+    packing: str = "concat",
+    batch_size: int = 8,
+    max_eval_samples: int | None = None,
+    loss_chunk_tokens: int = 4096,
+) -> dict[str, Any]:
+    """Token-weighted loss and perplexity of a model on one split."""
+    import transformers
+
+    manifest = read_manifest(data)
+    check_tokenizer(model_dir, manifest, str(data))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model.eval()
+    block = block_size or min(getattr(model.config, "max_position_embeddings", 1024), 2048)
+    dataset = PackedDataset(data, split, block, packing)  # type: ignore[arg-type]
+    if max_eval_samples:
+        dataset.limit(max_eval_samples)
+    if len(dataset) == 0:
+        raise ValueError(f"{data} ({split}) has no block of {block} tokens")
+    head = model.get_output_embeddings()
+    total, count = 0.0, 0
+    started = time.perf_counter()
+    for s in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        hidden = model.get_decoder()(**batch, use_cache=False).last_hidden_state
+        loss_sum, n = chunked_cross_entropy(hidden, head, labels, loss_chunk_tokens)
+        total += float(loss_sum)
+        count += n
+    loss = total / max(count, 1)
+    return {
+        "model": str(model_dir),
+        "data": str(data),
+        "split": split,
+        "block_size": block,
+        "packing": packing,
+        "blocks": len(dataset),
+        "tokens": count,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "seconds": round(time.perf_counter() - started, 2),
+        "device": device,
+    }
