@@ -24,6 +24,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -267,9 +268,11 @@ def _run_callback(stream: TrainStream, out: Path) -> Any:
     whenever there is something new to show."""
     from transformers import TrainerCallback
 
+    # args.process_index, not state.is_world_process_zero: transformers 5.23
+    # rebuilds the state at train start with that flag True on every rank.
     class RunCallback(TrainerCallback):  # type: ignore[misc]
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if not state.is_world_process_zero:
+            if args.process_index != 0:
                 return
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
@@ -279,7 +282,7 @@ def _run_callback(stream: TrainStream, out: Path) -> Any:
             plot_losses(state.log_history, out / "loss.png")
 
         def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.is_world_process_zero:
+            if args.process_index == 0:
                 plot_losses(state.log_history, out / "loss.png")
 
     return RunCallback()
@@ -355,6 +358,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     eval_strategy, eval_steps = in_steps(cfg.eval_strategy if eval_set else "no", cfg.eval_steps)
     save_strategy, save_steps = in_steps(cfg.save_strategy, cfg.save_steps or cfg.eval_steps)
     bf16, fp16 = _precision(cfg)
+    extra: dict[str, Any] = {}
+    if world > 1 and not torch.cuda.is_available():
+        # CPU DDP: without use_cpu accelerate sets up no process group at all
+        # and every rank would train alone.
+        extra.update(use_cpu=True, ddp_backend="gloo")
+    if cfg.gradient_checkpointing:  # named activation_checkpointing since transformers 5.x
+        names = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+        new = "activation_checkpointing"
+        extra[new if new in names else "gradient_checkpointing"] = True
     args = transformers.TrainingArguments(
         output_dir=str(out),
         learning_rate=cfg.learning_rate,
@@ -378,7 +390,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         greater_is_better=False,
         bf16=bf16,
         fp16=fp16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         optim=cfg.optim,
@@ -391,7 +402,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ignore_data_skip=True,  # the stream resumes by position instead
         prediction_loss_only=True,
         remove_unused_columns=False,
+        **extra,
     )
+    if args.world_size != world:
+        raise RuntimeError(
+            f"{world} processes were launched but Trainer sees a world of {args.world_size}; "
+            "the ranks would train separate models"
+        )
     start_step = 0
     resume = _resume_point(cfg, out)
     if resume is not None:

@@ -1,0 +1,272 @@
+"""Training on shards, CPU only: loss falls, exact resume, gradient
+accumulation, tokenizer refusal, CLI flow, generation, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import tokenmill
+from tokenmill.cli import main
+from tokenmill.config import load_config
+from tokenmill.generate import generate
+from tokenmill.train import check_tokenizer, train
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory, bpe_tok: Path, texts: list[str]) -> Path:
+    from corpus import write_jsonl
+
+    corpus = write_jsonl(tmp_path_factory.mktemp("c") / "c.jsonl", texts)
+    out = tmp_path_factory.mktemp("shards")
+    tokenmill.prepare(corpus, bpe_tok, out, overwrite=True, progress=False, val_fraction=0.05)
+    return out
+
+
+def run(shards: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    options: dict[str, Any] = dict(
+        data=str(shards),
+        output_dir=str(out),
+        preset="llama-micro",
+        block_size=64,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        eval_steps=1000,
+        max_eval_samples=16,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+    )
+    options.update(overrides)
+    return train(load_config(None, {}, options))
+
+
+def logged_losses(out: Path, ckpt: str) -> dict[int, float]:
+    state = json.loads((out / ckpt / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+def test_tiny_llama_learns_and_writes_the_run_layout(shards: Path, tmp_path: Path) -> None:
+    import transformers
+
+    out = tmp_path / "run"
+    metrics = run(shards, out, max_steps=150, save_steps=75, eval_steps=75)
+    losses = logged_losses(out, "checkpoint-150")
+    first, last = losses[1], sum(losses[k] for k in range(141, 151)) / 10
+    assert first > 7.0 and last < first - 1.5, (first, last)
+    assert metrics["eval_loss"] < first - 1.0
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
+    for name in ("config.resolved.yaml", "metrics.json", "loss.png", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 150
+    for model_dir in ("final_model", "best_model"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(out / model_dir)
+        tok = transformers.AutoTokenizer.from_pretrained(out / model_dir)
+        assert model.config.eos_token_id == tok.eos_token_id
+        assert not (out / model_dir / "optimizer.pt").exists()
+    check_tokenizer(out / "final_model", tokenmill.read_manifest(shards), str(shards))
+
+
+def test_resume_continues_exactly(shards: Path, tmp_path: Path) -> None:
+    """Run 8 steps saving at 4; a run resumed from checkpoint-4 logs the same
+    losses for steps 5-8 (same data, optimizer, scheduler and RNG state)."""
+    full = tmp_path / "full"
+    run(shards, full, max_steps=8, save_steps=4, packing="doc")
+    expected = logged_losses(full, "checkpoint-8")
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-4", resumed / "checkpoint-4")
+    run(shards, resumed, max_steps=8, save_steps=4, packing="doc")
+    got = logged_losses(resumed, "checkpoint-8")
+    for step in range(5, 9):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    # A changed process count or batch geometry is refused, not silently resumed.
+    state_file = resumed / "checkpoint-8" / "tokenmill_data.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps(state | {"world_size": 2}))
+    with pytest.raises(ValueError, match="2 process"):
+        run(shards, resumed, max_steps=12, save_steps=4, packing="doc")
+
+
+def test_gradient_accumulation_gives_the_big_batch_update(shards: Path, tmp_path: Path) -> None:
+    """4 blocks in one micro-batch or 2 x 2 accumulated: the same SGD update,
+    with doc packing so micro-batches hold different token counts."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for b, ga in ((4, 1), (2, 2)):
+        out = tmp_path / f"b{b}"
+        run(
+            shards,
+            out,
+            max_steps=2,
+            per_device_train_batch_size=b,
+            gradient_accumulation_steps=ga,
+            packing="doc",
+            optim="sgd",
+            learning_rate=0.5,
+            max_grad_norm=0.0,
+            eval_strategy="no",
+            save_strategy="no",
+        )
+        weights.append(load_file(out / "final_model" / "model.safetensors"))
+    for name, a in weights[0].items():
+        assert torch.allclose(a, weights[1][name], rtol=1e-4, atol=1e-6), name
+
+
+def test_tokenizer_mismatch_is_refused(
+    shards: Path, tmp_path: Path, bpe_tok: Path, qwen_tok: Path, texts: list[str]
+) -> None:
+    import transformers
+
+    manifest = tokenmill.read_manifest(shards)
+    resaved = tmp_path / "resaved"
+    transformers.AutoTokenizer.from_pretrained(bpe_tok).save_pretrained(resaved)
+    check_tokenizer(resaved, manifest, str(shards))  # same tokenizer, re-saved: accepted
+    with pytest.raises(ValueError, match="tokenizer mismatch") as e:
+        check_tokenizer(qwen_tok, manifest, str(shards))
+    assert str(qwen_tok) in str(e.value) and str(bpe_tok) in str(e.value)
+    # cpt of a model trained with another tokenizer stops before training.
+    model_dir = tmp_path / "qwen_model"
+    transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=4000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+    ).save_pretrained(model_dir)
+    for f in qwen_tok.iterdir():
+        shutil.copy(f, model_dir / f.name)
+    with pytest.raises(ValueError, match="tokenizer mismatch"):
+        run(shards, tmp_path / "cpt", model=str(model_dir), max_steps=1)
+    assert not (tmp_path / "cpt" / "final_model").exists()
+
+
+def test_cli_pretrain_cpt_eval_generate(shards: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "block_size: 64\nper_device_train_batch_size: 4\nmax_steps: 50\nlogging_steps: 5\n"
+        "eval_steps: 3\nlearning_rate: 0.003\nmax_eval_samples: 8\nwarmup_ratio: 0\n"
+    )
+    runner = CliRunner()
+    base = ["--data", str(shards), "--config", str(cfg)]
+    r = runner.invoke(
+        main,
+        ["pretrain", "--preset", "llama-micro", "--out", str(tmp_path / "pre"), *base,
+         "--max-steps", "6"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    resolved = (tmp_path / "pre" / "config.resolved.yaml").read_text()
+    assert "max_steps: 6" in resolved and "eval_steps: 3" in resolved  # flag beats file
+    r = runner.invoke(
+        main,
+        ["cpt", "--model", str(tmp_path / "pre" / "final_model"), "--out", str(tmp_path / "cpt"),
+         *base, "--max-steps", "4", "--mix", f"{shards}:0.25", "--packing", "doc"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "cpt" / "manifest.json").read_text())
+    assert [d["weight"] for d in manifest["data"]] == [0.75, 0.25]
+    r = runner.invoke(
+        main,
+        ["eval", "--model", str(tmp_path / "cpt" / "final_model"), "--data", str(shards),
+         "--block-size", "64", "--max-eval-samples", "8", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output[r.output.index("{") :])
+    assert result["tokens"] == 8 * 63 and result["perplexity"] > 1
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("def main(", encoding="utf-8")
+    r = runner.invoke(
+        main,
+        ["generate", "--model", str(tmp_path / "cpt" / "final_model"),
+         "--prompt", f"FILE:{prompt}", "--max-new-tokens", "8", "--num-samples", "2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.count("--- sample") == 2 and "def main(" in r.output
+    r = runner.invoke(main, ["cpt", "--data", str(shards), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--model" in r.output
+
+
+def test_generate_is_reproducible_for_a_seed(shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(shards, out, max_steps=3, eval_strategy="no", save_strategy="no")
+    model = out / "final_model"
+    a = generate(model, "import ", num_samples=2, max_new_tokens=12, seed=7)
+    b = generate(model, "import ", num_samples=2, max_new_tokens=12, seed=7)
+    c = generate(model, "import ", num_samples=2, max_new_tokens=12, seed=8)
+    assert a == b and a != c
+    g1 = generate(model, "中文", max_new_tokens=6, temperature=0)
+    g2 = generate(model, "中文", max_new_tokens=6, temperature=0, seed=1)
+    assert g1 == g2
+    chat = generate(model, "你好", max_new_tokens=4, temperature=0, chat=True)
+    assert len(chat) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_two_processes_read_disjoint_data(shards: Path, tmp_path: Path) -> None:
+    """DDP on CPU (gloo): both ranks train, each on its own batches; only
+    rank 0 writes the run files."""
+    trace = tmp_path / "trace"
+    out = tmp_path / "ddp"
+    cli = Path(sys.executable).parent / "tokenmill"
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(cli),
+        "pretrain",
+        "--preset",
+        "llama-micro",
+        "--data",
+        str(shards),
+        "--out",
+        str(out),
+        "--block-size",
+        "64",
+        "--per-device-train-batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--max-eval-samples",
+        "8",
+    ]
+    env = os.environ | {"TOKENMILL_TRACE_DATA": str(trace), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    errors = [x for x in done.stderr.splitlines() if "error:" in x]
+    assert done.returncode == 0, "\n".join(errors) or done.stderr[-3000:]
+    served = {
+        r: [
+            tuple(map(int, x.split()))
+            for x in (trace / f"rank{r}-worker0.txt").read_text().split("\n")
+            if x
+        ]
+        for r in (0, 1)
+    }
+    assert len(served[0]) >= 16 and len(served[1]) >= 16
+    assert not set(served[0][:16]) & set(served[1][:16])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 4
+    # One run of 2 processes (not two runs of one; train() checks that
+    # Trainer's world matches the launch).
+    assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
+    state = json.loads((out / "checkpoint-4" / "tokenmill_data.json").read_text())
+    assert state["world_size"] == 2 and state["position"] == 16
