@@ -167,6 +167,24 @@ def test_chunked_loss_and_gradients_equal_the_models_own(shards: Path) -> None:
     assert half.item() == pytest.approx(ref_loss.item() / 2, rel=1e-6)
 
 
+def test_chunked_cross_entropy_with_bias_matches_torch() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    hidden = torch.randn(3, 9, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 9))
+    labels[1, 4] = IGNORE_INDEX
+    total, n = chunked_cross_entropy(hidden, head, labels, 5)
+    (total / n).backward()
+    mine = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    hidden.grad = head.weight.grad = head.bias.grad = None
+    logits = head(hidden)[:, :-1].reshape(-1, 50)
+    ref = torch.nn.functional.cross_entropy(logits, labels[:, 1:].reshape(-1))
+    ref.backward()
+    assert total.item() / n == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(mine, [hidden.grad, head.weight.grad, head.bias.grad], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def _order(stream: TrainStream, n: int, workers: int = 0) -> list[int]:
     loader = DataLoader(
         stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=collate

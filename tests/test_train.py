@@ -270,3 +270,16 @@ def test_torchrun_two_processes_read_disjoint_data(shards: Path, tmp_path: Path)
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
     state = json.loads((out / "checkpoint-4" / "tokenmill_data.json").read_text())
     assert state["world_size"] == 2 and state["position"] == 16
+
+
+def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tokenmill.demo import run_demo
+
+    run_demo(tmp_path, vocab_size=600, corpus_mb=0.5, progress=False, train_steps=30,
+             preset="llama-micro")  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "[6/6] sampling" in printed and "--- 'def ' ->" in printed
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    state = json.loads((tmp_path / "run" / "checkpoint-30" / "trainer_state.json").read_text())
+    first = next(h["loss"] for h in state["log_history"] if "loss" in h)
+    assert metrics["eval_loss"] < first - 0.1

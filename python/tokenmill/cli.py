@@ -27,6 +27,14 @@ def _friendly_errors(f: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
+        except ModuleNotFoundError as e:
+            if e.name not in ("torch", "transformers", "accelerate", "matplotlib", "tensorboard"):
+                raise
+            click.echo(
+                f"error: {e.name} is not installed; training needs: pip install 'tokenmill[train]'",
+                err=True,
+            )
+            sys.exit(2)
         except (_core.TokenmillError, OSError, ValueError, KeyError, RuntimeError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
@@ -336,12 +344,35 @@ def generate_cmd(model: str, prompt: str, **options: Any) -> None:
     help="Size budget of the embedded corpus.",
 )
 @click.option("--threads", type=int, default=0, show_default=True)
+@click.option(
+    "--train-steps",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Pretraining steps on CPU after the data steps (0: data only).",
+)
+@click.option("--preset", default="llama-tiny", show_default=True, help="Model preset to pretrain.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly_errors
-def demo_cmd(out: str, vocab_size: int, corpus_mb: float, threads: int, quiet: bool) -> None:
-    """Run the whole flow on a corpus built from the Python standard library (no downloads)."""
+def demo_cmd(
+    out: str,
+    vocab_size: int,
+    corpus_mb: float,
+    threads: int,
+    train_steps: int,
+    preset: str,
+    quiet: bool,
+) -> None:
+    """Run the whole flow on a corpus built from the Python standard library (no downloads):
+    tokenizer, shards, a short tiny-LLaMA pretraining run, samples."""
     run_demo(
-        Path(out), vocab_size=vocab_size, corpus_mb=corpus_mb, threads=threads, progress=not quiet
+        Path(out),
+        vocab_size=vocab_size,
+        corpus_mb=corpus_mb,
+        threads=threads,
+        progress=not quiet,
+        train_steps=train_steps,
+        preset=preset,
     )
 
 

@@ -88,8 +88,9 @@ class TrainConfig:
         None, "FSDP options string, passed to Trainer (e.g. 'full_shard auto_wrap')."
     )
     fsdp_config: str | None = _f(None, "FSDP JSON config, passed to Trainer.")
-    loss_chunk_tokens: int = _f(
-        4096, "Tokens per cross-entropy chunk (bounds logits memory; 0: the model's own loss)."
+    chunked_loss: bool = _f(True, "Chunked cross-entropy (no full logits); off: the model's own.")
+    loss_chunk_tokens: int | None = _f(
+        None, "Rows per loss chunk (default: as many as 128 MiB of fp32 logits hold)."
     )
     attn_implementation: str | None = _f(
         None, "sdpa, eager, flash_attention_2, ... (default: transformers' choice)."

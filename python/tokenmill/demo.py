@@ -1,8 +1,9 @@
 """The embedded default job: a corpus built at run time from files every
 Python installation has (the standard library's sources and docstrings, plus
 the Chinese sample texts of its codec tests when present), then the whole
-flow on it: train a tokenizer, prepare shards, verify and inspect them.
-Nothing is downloaded and nothing is copied into the repository.
+flow on it: train a tokenizer, prepare shards, verify and inspect them,
+pretrain a tiny LLaMA for a few CPU minutes and sample from it. Nothing is
+downloaded and nothing is copied into the repository.
 """
 
 from __future__ import annotations
@@ -99,13 +100,17 @@ def run_demo(
     corpus_mb: float = 16.0,
     threads: int = 0,
     progress: bool = True,
+    train_steps: int = 100,
+    preset: str = "llama-tiny",
 ) -> PrepareStats:
-    """Runs the whole data flow on the embedded corpus, printing each step."""
-    print(f"[1/4] building the embedded corpus ({corpus_mb:g} MB budget) in {out / 'corpus'}")
+    """Runs the whole flow on the embedded corpus, printing each step;
+    ``train_steps=0`` stops after the data part."""
+    steps = 6 if train_steps else 4
+    print(f"[1/{steps}] building the embedded corpus ({corpus_mb:g} MB budget) in {out / 'corpus'}")
     files = build_corpus(out / "corpus", corpus_mb)
-    print(f"[2/4] training a {vocab_size}-token byte-level BPE tokenizer")
+    print(f"[2/{steps}] training a {vocab_size}-token byte-level BPE tokenizer")
     tok_dir = train_tokenizer(files, out / "tokenizer", vocab_size=vocab_size, progress=progress)
-    print(f"[3/4] preparing shards in {out / 'shards'}")
+    print(f"[3/{steps}] preparing shards in {out / 'shards'}")
     stats = prepare(
         files,
         tok_dir,
@@ -116,7 +121,7 @@ def run_demo(
         progress=progress,
     )
     print(stats.summary())
-    print("[4/4] verifying and inspecting")
+    print(f"[4/{steps}] verifying and inspecting")
     report = verify(out / "shards")
     status = "ok" if report.ok else "FAILED"
     print(f"verify: {status} ({report.shards} shards, {report.tokens:,} tokens)")
@@ -125,4 +130,46 @@ def run_demo(
     print(format_inspect(inspect(out / "shards")))
     if not report.ok:
         raise SystemExit(1)
+    if train_steps:
+        pretrain_and_sample(out, train_steps, preset)
     return stats
+
+
+def pretrain_and_sample(out: Path, steps: int, preset: str) -> dict[str, Any]:
+    """Steps 5-6 of the demo: a short CPU pretraining run, then samples."""
+    from tokenmill.config import load_config
+    from tokenmill.generate import generate
+    from tokenmill.train import train
+
+    run = out / "run"
+    print(
+        f"[5/6] pretraining {preset} for {steps} steps in {run} (loss.png, logs/ for TensorBoard)"
+    )
+    cfg = load_config(
+        None,
+        {},
+        dict(
+            data=str(out / "shards"),
+            output_dir=str(run),
+            preset=preset,
+            max_steps=steps,
+            per_device_train_batch_size=8,
+            learning_rate=1e-3,
+            warmup_ratio=0.05,
+            logging_steps=10,
+            eval_steps=max(1, steps // 3),
+            max_eval_samples=32,
+            resume_from_checkpoint="none",
+        ),
+    )
+    metrics = train(cfg)
+    print(
+        f"trained: eval loss {metrics.get('eval_loss', float('nan')):.3f} "
+        f"(perplexity {metrics.get('perplexity', float('nan')):,.1f}), "
+        f"{metrics['tokens_per_second']:,.0f} tokens/s"
+    )
+    print("[6/6] sampling from the trained model")
+    for prompt in ("def ", "中文"):
+        for text in generate(run / "final_model", prompt, num_samples=1, max_new_tokens=48):
+            print(f"--- {prompt!r} ->\n{prompt}{text}")
+    return metrics

@@ -13,11 +13,12 @@ Decisions, and why:
   each rank reads only its own batches, and ``num_train_epochs`` becomes
   ``max_steps`` computed here.
 - The loss is a chunked cross-entropy over the last hidden states: logits are
-  made ``loss_chunk_tokens`` rows at a time and recomputed in backward, so a
-  152k vocabulary never materialises (batch x block x vocab) fp32 logits.
-  It is a sum divided by Trainer's ``num_items_in_batch``, the tokens of the
-  whole accumulated step, so gradient accumulation and DDP give the loss of
-  one big batch.
+  made a chunk of rows at a time (128 MiB of fp32 logits by default) and
+  their gradients taken in the same pass (no recompute), so a 152k
+  vocabulary never materialises (batch x block x vocab) fp32 logits. It is a
+  sum divided by Trainer's ``num_items_in_batch``, the tokens of the whole
+  accumulated step, so gradient accumulation and DDP give the loss of one
+  big batch.
 - Only rank 0 writes files of its own; checkpoints and models go through
   Trainer, which gathers FSDP/DeepSpeed state.
 """
@@ -31,13 +32,13 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from tokenmill import _core
 from tokenmill.config import PRESETS, TrainConfig
@@ -56,11 +57,56 @@ TRAINER_FILES = re.compile(
 # ---- loss ----
 
 
-def _ce_sum(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
-) -> torch.Tensor:
-    logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, labels, reduction="sum")
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T + bias`` against labels,
+    one chunk of rows at a time, with the gradients of hidden, weight and
+    bias made in the same pass (softmax minus one-hot, two matmuls), so the
+    logits are neither kept nor recomputed for backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        labels: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
+        dtype = hidden.dtype
+        w = weight.to(dtype)
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_b = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, labels.numel(), chunk):
+            h, y = hidden[s : s + chunk], labels[s : s + chunk]
+            logits = F.linear(h, w, None if bias is None else bias.to(dtype)).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            rows = torch.arange(y.numel(), device=y.device)
+            total += (lse - logits[rows, y]).sum()
+            g = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place
+            g[rows, y] -= 1.0
+            g = g.to(dtype)
+            grad_h[s : s + chunk] = g @ w
+            grad_w += (g.t() @ h).float()
+            if grad_b is not None:
+                grad_b += g.float().sum(0)
+        ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else torch.empty(0))
+        ctx.has_bias = bias is not None
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        scale = grad_out.float()
+        return (
+            grad_h * scale.to(grad_h.dtype),
+            (grad_w * scale).to(ctx.weight_dtype),
+            (grad_b * scale).to(ctx.weight_dtype) if ctx.has_bias else None,
+            None,
+            None,
+        )
 
 
 def chunked_cross_entropy(
@@ -68,38 +114,47 @@ def chunked_cross_entropy(
 ) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy of ``hidden`` (B, T, H) against
     ``labels`` (B, T) shifted by one, -100 ignored, and the count of
-    predicted tokens. Peak extra memory: one chunk of fp32 logits."""
+    predicted tokens. Peak extra memory: one chunk of fp32 logits (plus a
+    weight-sized fp32 gradient when training)."""
     h = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
     y = labels[:, 1:].reshape(-1)
     keep = (y != IGNORE_INDEX).nonzero().squeeze(1)
     h, y = h.index_select(0, keep), y.index_select(0, keep)
-    total = hidden.new_zeros((), dtype=torch.float32)
+    if torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad):
+        return _LinearCrossEntropy.apply(h, head.weight, head.bias, y, chunk_tokens), int(y.numel())
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
     for s in range(0, y.numel(), chunk_tokens):
-        part = checkpoint(
-            _ce_sum,
-            h[s : s + chunk_tokens],
-            head.weight,
-            head.bias,
-            y[s : s + chunk_tokens],
-            use_reentrant=False,
-        )
-        total = total + part
+        logits = head(h[s : s + chunk_tokens]).float()
+        total += F.cross_entropy(logits, y[s : s + chunk_tokens], reduction="sum")
     return total, int(y.numel())
 
 
-def enable_chunked_loss(model: Any, chunk_tokens: int) -> bool:
+# fp32 logits per loss chunk by default: 128 MiB is ~220 rows of a 152k
+# vocabulary, ~1000 of a 32k one; larger chunks gain little speed.
+CHUNK_LOGIT_BYTES = 128 << 20
+
+
+def default_chunk_tokens(vocab_size: int) -> int:
+    return max(64, CHUNK_LOGIT_BYTES // (4 * vocab_size))
+
+
+def enable_chunked_loss(model: Any, chunk_tokens: int | None = None) -> bool:
     """Makes ``model(…, labels=…)`` compute its loss with
     `chunked_cross_entropy` (no full logits). Models that transform logits
     before the loss (soft-capping, logit scales) keep their own forward;
     returns whether chunking is on."""
     config = model.config
-    if chunk_tokens <= 0 or any(
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return False
+    chunk = chunk_tokens or default_chunk_tokens(head.weight.shape[0])
+    if any(
         getattr(config, k, None) not in (None, 1.0)
         for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
     ):
         return False
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    if decoder is None or not isinstance(head, torch.nn.Linear):
+    decoder = model.get_decoder()
+    if decoder is None:
         return False
     own_forward = model.forward
 
@@ -127,7 +182,7 @@ def enable_chunked_loss(model: Any, chunk_tokens: int) -> bool:
             use_cache=False,
             **kwargs,
         )
-        total, count = chunked_cross_entropy(out.last_hidden_state, head, labels, chunk_tokens)
+        total, count = chunked_cross_entropy(out.last_hidden_state, head, labels, chunk)
         denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
         return CausalLMOutputWithPast(loss=total / denominator)
 
@@ -302,9 +357,10 @@ def _precision(cfg: TrainConfig) -> tuple[bool, bool]:
     return bf16, fp16
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Runs one training job (pretrain when ``cfg.model`` is None, else CPT)
-    and returns the final metrics; see docs/recipes.md for the outputs."""
+    and returns the final metrics; see docs/recipes.md for the outputs.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
     import transformers
     from transformers.integrations import TensorBoardCallback
 
@@ -350,7 +406,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(Path(cfg.model) if cfg.model else _tokenizer_dir(manifest))
     model = build_model(cfg, manifest)
-    chunked = enable_chunked_loss(model, cfg.loss_chunk_tokens)
+    chunked = cfg.chunked_loss and enable_chunked_loss(model, cfg.loss_chunk_tokens)
 
     def in_steps(strategy: str, every: int) -> tuple[str, int]:
         return ("steps", steps_per_epoch) if strategy == "epoch" else (strategy, every)
@@ -431,6 +487,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         tokens_per_step=global_batch * block,
     )
     trainer.add_callback(_run_callback(stream, out))
+    for callback in callbacks:
+        trainer.add_callback(callback)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.resolved.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -628,7 +686,7 @@ def evaluate(
     packing: str = "concat",
     batch_size: int = 8,
     max_eval_samples: int | None = None,
-    loss_chunk_tokens: int = 4096,
+    loss_chunk_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Token-weighted loss and perplexity of a model on one split."""
     import transformers
@@ -653,7 +711,8 @@ def evaluate(
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         hidden = model.get_decoder()(**batch, use_cache=False).last_hidden_state
-        loss_sum, n = chunked_cross_entropy(hidden, head, labels, loss_chunk_tokens)
+        chunk = loss_chunk_tokens or default_chunk_tokens(head.weight.shape[0])
+        loss_sum, n = chunked_cross_entropy(hidden, head, labels, chunk)
         total += float(loss_sum)
         count += n
     loss = total / max(count, 1)
