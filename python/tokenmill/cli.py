@@ -269,6 +269,8 @@ def _run_training(config_file: str | None, defaults: dict[str, Any], flags: dict
 @_friendly_errors
 def pretrain_cmd(config_file: str | None, preset: str, **flags: Any) -> None:
     """Pretrain a LLaMA preset from scratch on shards (vocab from their tokenizer)."""
+    if flags.get("model"):
+        raise click.UsageError("pretrain starts from scratch; use `tokenmill cpt --model DIR`")
     _run_training(config_file, {"preset": preset}, flags)
 
 
