@@ -130,7 +130,7 @@ fn pack_documents<'py>(
     lengths: &[u8],
     block_size: u64,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    if lengths.len() % 8 != 0 {
+    if !lengths.len().is_multiple_of(8) {
         return Err(PyValueError::new_err(
             "lengths must be little-endian uint64 bytes",
         ));
