@@ -167,6 +167,21 @@ def test_chunked_loss_and_gradients_equal_the_models_own(shards: Path) -> None:
     assert half.item() == pytest.approx(ref_loss.item() / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["concat", "doc"])
+def test_pickles_without_the_mapped_data(shards: Path, mode: str) -> None:
+    """spawn/forkserver DataLoader workers get paths and the plan, not the corpus."""
+    import pickle
+
+    ds = PackedDataset(shards, "train", 64, mode)  # type: ignore[arg-type]
+    blob = pickle.dumps(ds)
+    plan = 0 if mode == "concat" else 24 * len(ds._pieces) + 8 * (len(ds) + len(ds.shards) + 1)
+    assert len(blob) < 2048 + plan  # no token data
+    copy = pickle.loads(blob)
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        for key, value in ds[i].items():
+            assert torch.equal(copy[i][key], value)
+
+
 def test_chunked_cross_entropy_with_bias_matches_torch() -> None:
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=True)

@@ -71,12 +71,12 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         if mode not in ("concat", "doc"):
             raise ValueError(f"mode must be 'concat' or 'doc', not {mode!r}")
         self.shards = ShardSet(path, split)
+        self._bins = [tokens for tokens, _ in self.shards.shards]
         self.block_size = block_size
         self.mode = mode
         tok = self.shards.manifest["tokenizer"]
         candidates = (pad_id, tok.get("pad_id"), tok.get("eos_id"), 0)
         self.pad_id: int = next(c for c in candidates if c is not None)
-        self._bins = [tokens for tokens, _ in self.shards.shards]
         sizes = [len(b) for b in self._bins]
         # Global token position of each shard's first token.
         self._shard_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
@@ -100,6 +100,20 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __len__(self) -> int:
         return self._blocks
+
+    # Pickled for DataLoader workers started by spawn/forkserver: the memmaps
+    # stay behind (numpy would pickle their whole contents) and each worker
+    # maps the files again; the packing plan travels as it is.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["shards"] = (str(self.shards.path), self.shards.split)
+        del state["_bins"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.shards = ShardSet(*state["shards"])
+        self._bins = [tokens for tokens, _ in self.shards.shards]
 
     def limit(self, max_blocks: int) -> None:
         """Keeps only the first ``max_blocks`` blocks (max_train_samples)."""
