@@ -927,6 +927,7 @@ fn write_outputs(
                     out.write_line(bytes)?;
                 }
                 counts.docs += 1;
+                counts.text_bytes += bytes.len() as u64;
             }
             ord += 1;
             if ord % 4096 == 0 {
