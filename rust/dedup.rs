@@ -930,7 +930,7 @@ fn write_outputs(
                 counts.text_bytes += bytes.len() as u64;
             }
             ord += 1;
-            if ord % 4096 == 0 {
+            if ord.is_multiple_of(4096) {
                 if interrupted() {
                     return Err(TokenmillError::Interrupted);
                 }
