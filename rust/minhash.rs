@@ -32,6 +32,7 @@ use unicode_normalization_alignments::{is_nfkc_quick, IsNormalized, UnicodeNorma
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::error::{Result, TokenmillError};
+use crate::fast::CharTable;
 
 /// How documents are cut into shingles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +105,42 @@ fn is_kept(c: char) -> bool {
     c.is_alphanumeric() || is_combining_mark(c)
 }
 
+/// Per-character facts for the normaliser (bits below), one table lookup.
+static CLASS: CharTable = CharTable::new(|range| {
+    use unicode_normalization_alignments::char::canonical_combining_class;
+    range
+        .map(|u| {
+            let Some(c) = char::from_u32(u) else {
+                return 0;
+            };
+            let mut bits = 0;
+            if canonical_combining_class(c) == 0
+                && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
+            {
+                bits |= INERT;
+            }
+            let mut lower = c.to_lowercase();
+            if lower.len() == 1 && lower.next() == Some(c) {
+                bits |= LOWER_SELF;
+            }
+            if is_kept(c) {
+                bits |= KEPT;
+            }
+            if is_cjk(c) {
+                bits |= CJK;
+            }
+            bits
+        })
+        .collect()
+});
+/// NFKC leaves the character alone in any context (combining class 0,
+/// quick check "Yes"): text can be normalised in segments that start at one.
+const INERT: u8 = 1;
+/// Lowercase maps the character to itself.
+const LOWER_SELF: u8 = 2;
+const KEPT: u8 = 4;
+const CJK: u8 = 8;
+
 /// Normalised text: words joined by single spaces.
 #[derive(Default)]
 struct Normalized {
@@ -114,46 +151,75 @@ struct Normalized {
 }
 
 impl Normalized {
-    fn push(&mut self, c: char) {
-        if is_kept(c) {
+    #[inline]
+    fn push(&mut self, c: char, bits: u8) {
+        if bits & KEPT != 0 {
             if self.gap && !self.text.is_empty() {
                 self.text.push(' ');
             }
             self.gap = false;
             self.text.push(c);
             self.kept += 1;
-            self.cjk += usize::from(is_cjk(c));
+            self.cjk += usize::from(bits & CJK != 0);
         } else {
             self.gap = true;
         }
     }
 
+    /// Lowercases `c` and pushes the result.
+    #[inline]
+    fn push_lower(&mut self, c: char) {
+        let bits = CLASS.get(c);
+        if bits & LOWER_SELF != 0 {
+            self.push(c, bits);
+        } else {
+            for l in c.to_lowercase() {
+                self.push(l, CLASS.get(l));
+            }
+        }
+    }
+
+    /// NFKC, lowercase and separator folding in one pass. NFKC runs only
+    /// on segments that hold a character it may change: a segment starts
+    /// at an inert character and takes the non-inert ones after it, so the
+    /// result equals NFKC of the whole text.
     fn fill(&mut self, text: &str) {
         self.text.clear();
         self.kept = 0;
         self.cjk = 0;
         self.gap = false;
-        if text.is_ascii() {
-            for &b in text.as_bytes() {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let next_ascii = bytes.get(i + 1).is_none_or(|n| n.is_ascii());
+            if b.is_ascii() && next_ascii {
                 if b.is_ascii_alphanumeric() {
-                    if self.gap && !self.text.is_empty() {
-                        self.text.push(' ');
-                    }
-                    self.gap = false;
-                    self.text.push(b.to_ascii_lowercase() as char);
-                    self.kept += 1;
+                    self.push(b.to_ascii_lowercase() as char, KEPT);
                 } else {
                     self.gap = true;
                 }
+                i += 1;
+                continue;
             }
-        } else if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
-            for c in text.chars() {
-                c.to_lowercase().for_each(|l| self.push(l));
+            let c = text[i..].chars().next().expect("i is a character boundary");
+            let mut end = i + c.len_utf8();
+            let mut inert = c.is_ascii() || CLASS.get(c) & INERT != 0;
+            while let Some(d) = text[end..].chars().next() {
+                if d.is_ascii() || CLASS.get(d) & INERT != 0 {
+                    break;
+                }
+                inert = false;
+                end += d.len_utf8();
             }
-        } else {
-            for (c, _) in text.nfkc() {
-                c.to_lowercase().for_each(|l| self.push(l));
+            if inert {
+                self.push_lower(c);
+            } else {
+                for (n, _) in text[i..end].nfkc() {
+                    self.push_lower(n);
+                }
             }
+            i = end;
         }
     }
 }
@@ -229,31 +295,50 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The min over shingles of every permutation, written so LLVM vectorises
-/// the inner loop.
+/// Permutations per register block of the kernel.
+const BLOCK: usize = 32;
+
+/// The min over shingles of every permutation. Permutations go in blocks of
+/// 32 whose minima stay in registers while every shingle passes, so LLVM
+/// vectorises the block and the loop does no memory traffic but `x`.
 #[inline(always)]
-fn min_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u64]) {
+fn min_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
+    let mut blocks = mins.chunks_exact_mut(BLOCK);
+    let (mut ab, mut bb) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
+    for ((m, a), b) in (&mut blocks).zip(&mut ab).zip(&mut bb) {
+        let a: [u64; BLOCK] = a.try_into().expect("block");
+        let b: [u64; BLOCK] = b.try_into().expect("block");
+        let mut acc: [u64; BLOCK] = m.try_into().expect("block");
+        for &x in xs {
+            let x = u64::from(x);
+            for l in 0..BLOCK {
+                acc[l] = acc[l].min(a[l].wrapping_mul(x).wrapping_add(b[l]) >> 32);
+            }
+        }
+        m.copy_from_slice(&acc);
+    }
+    let rest = blocks.into_remainder();
     for &x in xs {
-        for ((m, &a), &b) in mins.iter_mut().zip(a).zip(b) {
-            let v = a.wrapping_mul(x).wrapping_add(b) >> 32;
-            *m = (*m).min(v);
+        let x = u64::from(x);
+        for ((m, &a), &b) in rest.iter_mut().zip(ab.remainder()).zip(bb.remainder()) {
+            *m = (*m).min(a.wrapping_mul(x).wrapping_add(b) >> 32);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
-unsafe fn min_kernel_avx512(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u64]) {
+unsafe fn min_kernel_avx512(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
     min_kernel(mins, a, b, xs)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn min_kernel_avx2(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u64]) {
+unsafe fn min_kernel_avx2(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
     min_kernel(mins, a, b, xs)
 }
 
-fn run_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u64]) {
+fn run_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512dq")
@@ -311,12 +396,12 @@ impl MinHasher {
     /// false (and fills `out` with [`EMPTY`]) when the text has no shingle.
     pub fn signature_into(&self, text: &str, out: &mut [u32]) -> bool {
         thread_local! {
-            static STATE: std::cell::RefCell<(Vec<u64>, Vec<u64>)> = std::cell::RefCell::default();
+            static STATE: std::cell::RefCell<(Vec<u32>, Vec<u64>)> = std::cell::RefCell::default();
         }
         STATE.with_borrow_mut(|(xs, mins)| {
             xs.clear();
             for_each_shingle(text, self.shingling, |s| {
-                xs.push(u64::from(xxh3_64_with_seed(s.as_bytes(), self.seed) as u32));
+                xs.push(xxh3_64_with_seed(s.as_bytes(), self.seed) as u32);
             });
             mins.clear();
             mins.resize(self.num_perm, u64::MAX);
@@ -488,11 +573,18 @@ mod tests {
         assert!((exact - 0.6).abs() < 1e-9);
         assert!((est - exact).abs() < 0.07, "{est} vs {exact}");
         // The vectorised kernel and the plain one agree.
-        let xs: Vec<u64> = (0..100u64).map(|i| i * 7919).collect();
-        let (mut m1, mut m2) = (vec![u64::MAX; 512], vec![u64::MAX; 512]);
-        run_kernel(&mut m1, &h.a, &h.b, &xs);
-        min_kernel(&mut m2, &h.a, &h.b, &xs);
-        assert_eq!(m1, m2);
+        let xs: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        for k in [512, 37, 5] {
+            let (mut m1, mut m2) = (vec![u64::MAX; k], vec![u64::MAX; k]);
+            run_kernel(&mut m1, &h.a[..k], &h.b[..k], &xs);
+            for (i, m) in m2.iter_mut().enumerate() {
+                let x = xs
+                    .iter()
+                    .map(|&x| h.a[i].wrapping_mul(u64::from(x)).wrapping_add(h.b[i]) >> 32);
+                *m = x.min().unwrap();
+            }
+            assert_eq!(m1, m2);
+        }
     }
 
     #[test]
