@@ -14,7 +14,8 @@ CJK documents), 2 workers for every tool, one run each:
   0.8, the same 9 x 13 as tokenmill) insert + query and a union-find.
 - ``rensa``: the same Python shingling in a 2-process pool,
   ``RMinHash.digests_from_token_sets``; end to end: ``from_token_sets``,
-  ``RMinHashLSH(0.8, 128, 8)`` (its bands must divide 128) ``insert_many`` + ``query_all``, union-find.
+  ``RMinHashLSH(0.8, 128, 8)`` (its bands must divide 128), ``insert_many``
+  + ``query_all``, union-find.
 - ``datatrove``: its four MinHash stages (signatures, buckets, cluster,
   filter) on a ``LocalPipelineExecutor`` with 2 workers, from the JSONL
   files to kept JSONL; its own normalisation and spaCy English word
@@ -360,8 +361,9 @@ def main() -> None:
             )
     print()
     print(
-        "| tool | run | bands x rows | signatures s | MB/s | docs/s | end to end s | MB/s | recall | precision |"
-    )  # noqa: E501
+        "| tool | run | bands x rows | signatures s | MB/s | docs/s | end to end s | MB/s "
+        "| recall | precision |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         sig = row["sig_seconds"]
