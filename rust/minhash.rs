@@ -166,12 +166,13 @@ impl Normalized {
         }
     }
 
-    /// Lowercases `c` and pushes the result.
+    /// Lowercases `c` (an inert character with class `bits`) and pushes it.
     #[inline]
-    fn push_lower(&mut self, c: char) {
-        let bits = CLASS.get(c);
+    fn push_inert(&mut self, c: char, bits: u8) {
         if bits & LOWER_SELF != 0 {
             self.push(c, bits);
+        } else if c.is_ascii() {
+            self.push(c.to_ascii_lowercase(), KEPT);
         } else {
             for l in c.to_lowercase() {
                 self.push(l, CLASS.get(l));
@@ -179,50 +180,76 @@ impl Normalized {
         }
     }
 
-    /// NFKC, lowercase and separator folding in one pass. NFKC runs only
-    /// on segments that hold a character it may change: a segment starts
-    /// at an inert character and takes the non-inert ones after it, so the
-    /// result equals NFKC of the whole text.
+    /// NFKC of `segment`, lowercased and pushed.
+    fn push_nfkc(&mut self, segment: &str) {
+        for (n, _) in segment.nfkc() {
+            for l in n.to_lowercase() {
+                self.push(l, CLASS.get(l));
+            }
+        }
+    }
+
+    /// NFKC, lowercase and separator folding in one pass, one table lookup
+    /// per character. NFKC runs only on segments that hold a character it
+    /// may change: such a segment starts at the inert character before it
+    /// and ends before the next inert one, so the result equals NFKC of the
+    /// whole text.
     fn fill(&mut self, text: &str) {
         self.text.clear();
         self.kept = 0;
         self.cjk = 0;
         self.gap = false;
         let bytes = text.as_bytes();
+        // An inert character not pushed yet: a following non-inert one may
+        // have to be normalised together with it.
+        let mut held: Option<(usize, char, u8)> = None;
+        let mut dirty: Option<usize> = None;
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
-            let next_ascii = bytes.get(i + 1).is_none_or(|n| n.is_ascii());
-            if b.is_ascii() && next_ascii {
-                if b.is_ascii_alphanumeric() {
-                    self.push(b.to_ascii_lowercase() as char, KEPT);
-                } else {
-                    self.gap = true;
-                }
-                i += 1;
-                continue;
-            }
-            let c = text[i..].chars().next().expect("i is a character boundary");
-            let mut end = i + c.len_utf8();
-            let mut inert = c.is_ascii() || CLASS.get(c) & INERT != 0;
-            while let Some(d) = text[end..].chars().next() {
-                if d.is_ascii() || CLASS.get(d) & INERT != 0 {
-                    break;
-                }
-                inert = false;
-                end += d.len_utf8();
-            }
-            if inert {
-                self.push_lower(c);
+            let (c, n, bits) = if b.is_ascii() {
+                (b as char, 1, ASCII_CLASS[b as usize])
             } else {
-                for (n, _) in text[i..end].nfkc() {
-                    self.push_lower(n);
+                let c = text[i..].chars().next().expect("i is a character boundary");
+                (c, c.len_utf8(), CLASS.get(c))
+            };
+            if bits & INERT != 0 {
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held {
+                    self.push_inert(hc, hb);
                 }
+                held = Some((i, c, bits));
+            } else if dirty.is_none() {
+                dirty = Some(held.take().map_or(i, |h| h.0));
             }
-            i = end;
+            i += n;
+        }
+        if let Some(start) = dirty {
+            self.push_nfkc(&text[start..]);
+        } else if let Some((_, hc, hb)) = held {
+            self.push_inert(hc, hb);
         }
     }
 }
+
+/// [`CLASS`] of the ASCII characters, without a lookup.
+const ASCII_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = INERT;
+        if !b.is_ascii_uppercase() {
+            t[i] |= LOWER_SELF;
+        }
+        if b.is_ascii_alphanumeric() {
+            t[i] |= KEPT;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// The normalised text of a document, words joined by single spaces (for
 /// docs and tests; the hot path reuses a buffer).
@@ -529,6 +556,11 @@ mod tests {
         assert_eq!(normalize("ﬁne Straße café"), "fine straße café");
         assert_eq!(normalize("e\u{301}t\u{e9}"), "été");
         assert_eq!(normalize("!!! ... "), "");
+        assert_eq!(normalize("CAFE\u{301} ﬁ\u{301}X ＡＢ"), "café fíx ab");
+        assert_eq!(normalize("\u{301}a"), "\u{301}a");
+        for b in 0..128u8 {
+            assert_eq!(ASCII_CLASS[b as usize], CLASS.get(b as char), "{b}");
+        }
     }
 
     #[test]
