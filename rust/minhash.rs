@@ -151,7 +151,7 @@ struct Normalized {
 }
 
 impl Normalized {
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, c: char, bits: u8) {
         if bits & KEPT != 0 {
             if self.gap && !self.text.is_empty() {
@@ -167,7 +167,7 @@ impl Normalized {
     }
 
     /// Lowercases `c` (an inert character with class `bits`) and pushes it.
-    #[inline]
+    #[inline(always)]
     fn push_inert(&mut self, c: char, bits: u8) {
         if bits & LOWER_SELF != 0 {
             self.push(c, bits);
@@ -199,6 +199,7 @@ impl Normalized {
         self.kept = 0;
         self.cjk = 0;
         self.gap = false;
+        self.text.reserve(text.len());
         let bytes = text.as_bytes();
         // An inert character not pushed yet: a following non-inert one may
         // have to be normalised together with it.
