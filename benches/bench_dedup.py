@@ -136,6 +136,7 @@ def run_tokenmill(texts: list[str], files: list[Path]) -> dict[str, Any]:
     import tokenmill
 
     res: dict[str, Any] = {}
+    tokenmill.minhash(texts[:4], num_perm=NUM_PERM, threads=THREADS)  # warm-up: tables, threads
     t = time.perf_counter()
     sig = tokenmill.minhash(texts, num_perm=NUM_PERM, threads=THREADS)
     res["sig_seconds"] = time.perf_counter() - t
@@ -172,6 +173,7 @@ def run_tokenmill(texts: list[str], files: list[Path]) -> dict[str, Any]:
 def run_datasketch(texts: list[str], pool: Any) -> dict[str, Any]:
     from datasketch import MinHash, MinHashLSH
 
+    pool.map(_datasketch_sigs, [texts[:2]] * THREADS)  # warm-up: imports in the workers
     t = time.perf_counter()
     sigs = np.concatenate(pool.map(_datasketch_sigs, _chunks(texts)))
     sig_seconds = time.perf_counter() - t
@@ -192,6 +194,7 @@ def run_datasketch(texts: list[str], pool: Any) -> dict[str, Any]:
 def run_rensa(texts: list[str], pool: Any) -> dict[str, Any]:
     from rensa import RMinHash, RMinHashLSH
 
+    pool.map(_rensa_sigs, [texts[:2]] * THREADS)  # warm-up: imports in the workers
     t = time.perf_counter()
     sigs = np.concatenate(pool.map(_rensa_sigs, _chunks(texts)))
     sig_seconds = time.perf_counter() - t
@@ -315,6 +318,7 @@ def main() -> None:
     texts = [json.loads(line)["text"] for f in files for line in f.open(encoding="utf-8")]
     mb = sum(len(t.encode()) for t in texts) / 1e6
     print(f"corpus {args.corpus}: {len(texts):,} docs, {mb:.1f} MB of text, {THREADS} workers")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     ctx = mp.get_context("fork")
     results: dict[str, dict[str, Any]] = {}
     with ctx.Pool(THREADS) as pool:
@@ -399,6 +403,7 @@ def main() -> None:
             print(f"{name}: {ratio:.1f}x (target {target}x: {status})")
         print("tokenmill files, phases:", json.dumps(tm["files_summary"]))
         print("tokenmill files --verify, phases:", json.dumps(tm["files_verify_summary"]))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"machine": platform.processor() or platform.machine(), "docs": len(texts), "mb": mb}

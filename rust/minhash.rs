@@ -80,14 +80,20 @@ impl Shingling {
     }
 }
 
-impl fmt::Display for Shingling {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
+impl ShingleKind {
+    /// `auto`, `word` or `char`.
+    pub fn name(self) -> &'static str {
+        match self {
             ShingleKind::Auto => "auto",
             ShingleKind::Word => "word",
             ShingleKind::Char => "char",
-        };
-        write!(f, "{kind}:{}", self.n)
+        }
+    }
+}
+
+impl fmt::Display for Shingling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.name(), self.n)
     }
 }
 
@@ -180,6 +186,37 @@ impl Normalized {
         }
     }
 
+    /// Pushes ASCII text a word at a time.
+    fn push_ascii(&mut self, run: &str) {
+        let bytes = run.as_bytes();
+        let mut k = 0;
+        while k < bytes.len() {
+            let start = bytes[k..]
+                .iter()
+                .position(u8::is_ascii_alphanumeric)
+                .map_or(bytes.len(), |p| k + p);
+            if start > k {
+                self.gap = true;
+            }
+            if start == bytes.len() {
+                break;
+            }
+            let end = bytes[start..]
+                .iter()
+                .position(|b| !b.is_ascii_alphanumeric())
+                .map_or(bytes.len(), |p| start + p);
+            if self.gap && !self.text.is_empty() {
+                self.text.push(' ');
+            }
+            self.gap = false;
+            let at = self.text.len();
+            self.text.push_str(&run[start..end]);
+            self.text[at..].make_ascii_lowercase();
+            self.kept += end - start;
+            k = end;
+        }
+    }
+
     /// NFKC of `segment`, lowercased and pushed.
     fn push_nfkc(&mut self, segment: &str) {
         for (n, _) in segment.nfkc() {
@@ -208,6 +245,22 @@ impl Normalized {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
+            // A run of ASCII (less its last byte when a non-ASCII character
+            // follows, which may combine with it): nothing to normalise.
+            if b.is_ascii() && bytes.get(i + 1).is_none_or(u8::is_ascii) {
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held.take() {
+                    self.push_inert(hc, hb);
+                }
+                let end = match bytes[i..].iter().position(|b| !b.is_ascii()) {
+                    Some(k) => i + k - 1,
+                    None => bytes.len(),
+                };
+                self.push_ascii(&text[i..end]);
+                i = end;
+                continue;
+            }
             let (c, n, bits) = if b.is_ascii() {
                 (b as char, 1, ASCII_CLASS[b as usize])
             } else {

@@ -284,8 +284,7 @@ fn minhash<'py>(
 fn shingles(text: &str, shingle: &str, ngram: usize) -> PyResult<(String, Vec<String>)> {
     let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
     let (kind, out) = crate::minhash::shingles(text, shingling);
-    let kind = Shingling { kind, n: ngram }.to_string();
-    Ok((kind.split(':').next().unwrap_or_default().to_owned(), out))
+    Ok((kind.name().to_owned(), out))
 }
 
 fn roots_bytes<'py>(py: Python<'py>, roots: &[u32]) -> Bound<'py, PyBytes> {
