@@ -146,29 +146,35 @@ const INERT: u8 = 1;
 const LOWER_SELF: u8 = 2;
 const KEPT: u8 = 4;
 const CJK: u8 = 8;
+/// Kept as it is: inert, its own lowercase, a letter, mark or number.
+const SIMPLE: u8 = INERT | LOWER_SELF | KEPT;
 
-/// Normalised text: words joined by single spaces.
+/// Normalised text: words joined by single spaces. While it is built, a
+/// separator is written at once as one space (never at the start, never
+/// twice), and a trailing space is dropped at the end.
 #[derive(Default)]
 struct Normalized {
     text: String,
     kept: usize,
     cjk: usize,
-    gap: bool,
 }
 
 impl Normalized {
     #[inline(always)]
+    fn separate(&mut self) {
+        if !self.text.is_empty() && !self.text.ends_with(' ') {
+            self.text.push(' ');
+        }
+    }
+
+    #[inline(always)]
     fn push(&mut self, c: char, bits: u8) {
         if bits & KEPT != 0 {
-            if self.gap && !self.text.is_empty() {
-                self.text.push(' ');
-            }
-            self.gap = false;
             self.text.push(c);
             self.kept += 1;
             self.cjk += usize::from(bits & CJK != 0);
         } else {
-            self.gap = true;
+            self.separate();
         }
     }
 
@@ -186,35 +192,31 @@ impl Normalized {
         }
     }
 
-    /// Pushes ASCII text a word at a time.
+    /// Pushes ASCII text without a branch per byte: letters and digits
+    /// lowercased, every other byte a space, then space runs squeezed.
     fn push_ascii(&mut self, run: &str) {
-        let bytes = run.as_bytes();
-        let mut k = 0;
-        while k < bytes.len() {
-            let start = bytes[k..]
-                .iter()
-                .position(u8::is_ascii_alphanumeric)
-                .map_or(bytes.len(), |p| k + p);
-            if start > k {
-                self.gap = true;
+        let keep = |b: u8| b.is_ascii_alphanumeric();
+        self.kept += run.bytes().filter(|&b| keep(b)).count();
+        // SAFETY: only ASCII bytes are written, so the String stays UTF-8.
+        let v = unsafe { self.text.as_mut_vec() };
+        let base = v.len();
+        v.extend(run.bytes().map(|b| {
+            if keep(b) {
+                b.to_ascii_lowercase()
+            } else {
+                b' '
             }
-            if start == bytes.len() {
-                break;
-            }
-            let end = bytes[start..]
-                .iter()
-                .position(|b| !b.is_ascii_alphanumeric())
-                .map_or(bytes.len(), |p| start + p);
-            if self.gap && !self.text.is_empty() {
-                self.text.push(' ');
-            }
-            self.gap = false;
-            let at = self.text.len();
-            self.text.push_str(&run[start..end]);
-            self.text[at..].make_ascii_lowercase();
-            self.kept += end - start;
-            k = end;
+        }));
+        let mut prev_space = base == 0 || v[base - 1] == b' ';
+        let mut w = base;
+        for k in base..v.len() {
+            let c = v[k];
+            let space = c == b' ';
+            v[w] = c;
+            w += usize::from(!(space && prev_space));
+            prev_space = space;
         }
+        v.truncate(w);
     }
 
     /// NFKC of `segment`, lowercased and pushed.
@@ -235,7 +237,6 @@ impl Normalized {
         self.text.clear();
         self.kept = 0;
         self.cjk = 0;
-        self.gap = false;
         self.text.reserve(text.len());
         let bytes = text.as_bytes();
         // An inert character not pushed yet: a following non-inert one may
@@ -267,6 +268,44 @@ impl Normalized {
                 let c = text[i..].chars().next().expect("i is a character boundary");
                 (c, c.len_utf8(), CLASS.get(c))
             };
+            if !b.is_ascii() && bits & SIMPLE == SIMPLE {
+                // A run of kept characters that need no change (Han text):
+                // copied at once, less its last character when a non-inert
+                // one follows.
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held.take() {
+                    self.push_inert(hc, hb);
+                }
+                let (mut j, mut count, mut cjk) = (i + n, 1, usize::from(bits & CJK != 0));
+                let mut last = (i, c, bits);
+                while let Some(d) = text[j..].chars().next().filter(|d| !d.is_ascii()) {
+                    let db = CLASS.get(d);
+                    if db & SIMPLE != SIMPLE {
+                        break;
+                    }
+                    last = (j, d, db);
+                    count += 1;
+                    cjk += usize::from(db & CJK != 0);
+                    j += d.len_utf8();
+                }
+                let hold = text[j..]
+                    .chars()
+                    .next()
+                    .is_some_and(|d| !d.is_ascii() && CLASS.get(d) & INERT == 0);
+                if hold {
+                    held = Some(last);
+                    count -= 1;
+                    cjk -= usize::from(last.2 & CJK != 0);
+                }
+                if count > 0 {
+                    self.text.push_str(&text[i..if hold { last.0 } else { j }]);
+                    self.kept += count;
+                    self.cjk += cjk;
+                }
+                i = j;
+                continue;
+            }
             if bits & INERT != 0 {
                 if let Some(start) = dirty.take() {
                     self.push_nfkc(&text[start..i]);
@@ -283,6 +322,9 @@ impl Normalized {
             self.push_nfkc(&text[start..]);
         } else if let Some((_, hc, hb)) = held {
             self.push_inert(hc, hb);
+        }
+        if self.text.ends_with(' ') {
+            self.text.pop();
         }
     }
 }
@@ -612,6 +654,10 @@ mod tests {
         assert_eq!(normalize("!!! ... "), "");
         assert_eq!(normalize("CAFE\u{301} ﬁ\u{301}X ＡＢ"), "café fíx ab");
         assert_eq!(normalize("\u{301}a"), "\u{301}a");
+        assert_eq!(
+            normalize("中文e\u{301}中Ｘ中文\u{301}。ß"),
+            "中文é中x中文\u{301} ß"
+        );
         for b in 0..128u8 {
             assert_eq!(ASCII_CLASS[b as usize], CLASS.get(b as char), "{b}");
         }
