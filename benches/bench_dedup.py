@@ -28,6 +28,10 @@ inside clusters. Text MB/s uses the UTF-8 bytes of the text field.
 
     python benches/make_corpus.py --size 40M -o bench_out/corpus/40M
     python benches/bench_dedup.py --corpus bench_out/corpus/40M
+
+``--memory N`` instead writes N short random documents and reports the peak
+RSS that ``tokenmill.dedup`` adds per document (a fresh child process each,
+with and without ``verify``), to check the estimate in docs/dedup.md.
 """
 
 from __future__ import annotations
@@ -146,6 +150,12 @@ def run_tokenmill(texts: list[str], files: list[Path]) -> dict[str, Any]:
     res["e2e_seconds"] = time.perf_counter() - t
     res["clusters"] = r.clusters
     res["params"] = f"{r.bands} x {r.rows}"
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        tokenmill.minhash(texts, num_perm=NUM_PERM, threads=1)
+        best = min(best, time.perf_counter() - t)
+    res["one_thread_seconds"] = best
     out = BENCH_OUT / "dedup" / "kept.jsonl"
     for verify in (False, True):
         t = time.perf_counter()
@@ -307,12 +317,52 @@ def score(clusters: list[list[int]], truth: set[tuple[int, int]]) -> tuple[float
     return hits / max(len(truth), 1), hits / max(len(predicted), 1)
 
 
+def _memory_child(path: str, verify: bool) -> None:
+    import resource
+
+    import tokenmill
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = tokenmill.dedup(path, threads=THREADS, verify=verify, progress=False)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n = len(r.roots)
+    print(
+        f"verify={verify}: {n:,} docs, peak RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB, "
+        f"{(after - before) * 1024 / n:.0f} bytes per document "
+        f"(the summary estimates {r.summary['bytes_per_doc']})"
+    )
+
+
+def memory(n: int) -> None:
+    """Peak RSS per document of `tokenmill.dedup` on n short random documents."""
+    import random
+
+    path = BENCH_OUT / "dedup" / f"short-{n}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(50_000)]
+    with path.open("w") as f:
+        for _ in range(n):
+            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(6))}) + "\n")
+    print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+    for verify in (False, True):
+        ctx = mp.get_context("spawn")
+        p = ctx.Process(target=_memory_child, args=(str(path), verify))
+        p.start()
+        p.join()
+    path.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=BENCH_OUT / "corpus" / "40M")
     ap.add_argument("--tools", nargs="+", default=["tokenmill", "datasketch", "rensa", "datatrove"])
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--memory", type=int, metavar="N", help="only the peak RSS check, N documents")
     args = ap.parse_args()
+    if args.memory:
+        memory(args.memory)
+        return
     os.environ["RAYON_NUM_THREADS"] = str(THREADS)
     files = sorted(args.corpus.glob("part-*.jsonl"))
     texts = [json.loads(line)["text"] for f in files for line in f.open(encoding="utf-8")]
@@ -401,6 +451,10 @@ def main() -> None:
         for name, ratio, target in targets:
             status = "met" if ratio >= target else "NOT met"
             print(f"{name}: {ratio:.1f}x (target {target}x: {status})")
+        print(
+            f"tokenmill.minhash on 1 thread, best of 3: {tm['one_thread_seconds']:.3f} s, "
+            f"{mb / tm['one_thread_seconds']:.1f} MB/s"
+        )
         print("tokenmill files, phases:", json.dumps(tm["files_summary"]))
         print("tokenmill files --verify, phases:", json.dumps(tm["files_verify_summary"]))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
