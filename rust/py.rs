@@ -14,7 +14,7 @@ use pyo3::exceptions::{
     PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::chunk::{chunk_files as run_chunk_files, ChunkConfig, Limit};
 use crate::dedup::{
@@ -237,6 +237,12 @@ impl Encoder {
     }
 }
 
+/// The UTF-8 of Python strings, borrowed (no copy): the list keeps them
+/// alive while the GIL is released, and a `str` never changes.
+fn borrow_strs<'a>(texts: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    texts.iter().map(|t| t.to_str()).collect()
+}
+
 /// MinHash signatures of `texts`, `num_perm` little-endian ``uint32`` per
 /// text, computed on `threads` workers straight into the returned bytes
 /// object (``numpy.frombuffer`` then wraps it without a copy).
@@ -244,7 +250,7 @@ impl Encoder {
 #[pyo3(signature = (texts, num_perm = 128, shingle = "auto", ngram = 5, seed = 1, threads = 0))]
 fn minhash<'py>(
     py: Python<'py>,
-    texts: Vec<String>,
+    texts: Vec<Bound<'py, PyString>>,
     num_perm: usize,
     shingle: &str,
     ngram: usize,
@@ -253,6 +259,7 @@ fn minhash<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
     let hasher = MinHasher::new(num_perm, shingling, seed).map_err(to_py)?;
+    let texts = borrow_strs(&texts)?;
     let threads = resolve_threads(threads);
     let pool = crate::dedup::build_pool(threads).map_err(to_py)?;
     PyBytes::new_with(py, texts.len() * num_perm * 4, |buf| {
@@ -302,15 +309,13 @@ fn roots_bytes<'py>(py: Python<'py>, roots: &[u32]) -> Bound<'py, PyBytes> {
 #[pyo3(signature = (texts, options_json, threads = 0))]
 fn dedup_texts<'py>(
     py: Python<'py>,
-    texts: Vec<String>,
+    texts: Vec<Bound<'py, PyString>>,
     options_json: &str,
     threads: usize,
 ) -> PyResult<(Bound<'py, PyBytes>, String)> {
     let opts: MinHashOptions = serde_json::from_str(options_json).map_err(json_err)?;
-    let (roots, stats, (bands, rows)) = detached(py, |_| {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        run_dedup_texts(&refs, &opts, threads)
-    })?;
+    let refs = borrow_strs(&texts)?;
+    let (roots, stats, (bands, rows)) = detached(py, |_| run_dedup_texts(&refs, &opts, threads))?;
     let info = serde_json::json!({"stats": stats, "bands": bands, "rows": rows});
     Ok((roots_bytes(py, &roots), info.to_string()))
 }
@@ -328,9 +333,9 @@ fn dedup_files<'py>(py: Python<'py>, config_json: &str) -> PyResult<(Bound<'py, 
 /// Chunk spans of each text as ``(start, end)`` character offsets.
 #[pyfunction]
 #[pyo3(signature = (texts, max_chars = None, max_tokens = None, tokenizer = None, overlap = 0, threads = 0))]
-fn chunk_spans(
-    py: Python<'_>,
-    texts: Vec<String>,
+fn chunk_spans<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
     max_chars: Option<usize>,
     max_tokens: Option<usize>,
     tokenizer: Option<&str>,
@@ -338,6 +343,7 @@ fn chunk_spans(
     threads: usize,
 ) -> PyResult<Vec<Vec<(usize, usize)>>> {
     let threads = resolve_threads(threads);
+    let texts = borrow_strs(&texts)?;
     detached(py, |_| {
         let limit = Limit::new(max_chars, max_tokens, tokenizer)?;
         let pool = crate::dedup::build_pool(threads)?;
