@@ -437,13 +437,21 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             ..FileStats::default()
         };
         let mut reader = FileReader::open(input, &opts, raw.clone())?;
-        let mut batch: Vec<(String, serde_json::Value)> = Vec::new();
-        let mut flush = |batch: &mut Vec<(String, serde_json::Value)>| -> Result<()> {
+        let mut batch: Vec<(String, serde_json::Value, u64)> = Vec::new();
+        let mut flush = |batch: &mut Vec<(String, serde_json::Value, u64)>| -> Result<()> {
             let lines: Vec<Result<Vec<String>>> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map(|(text, id)| {
-                        let ranges = limit.split(text, cfg.overlap)?;
+                    .map(|(text, id, line)| {
+                        // Only the tokenizer can fail here: name the document.
+                        let ranges = limit.split(text, cfg.overlap).map_err(|e| {
+                            TokenmillError::BadLine {
+                                path: input.path.clone(),
+                                line: *line,
+                                reason: "tokenizer_error",
+                                detail: e.to_string(),
+                            }
+                        })?;
                         Ok(ranges
                             .into_iter()
                             .enumerate()
@@ -459,7 +467,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                     })
                     .collect()
             });
-            for (doc_lines, (text, _)) in lines.into_iter().zip(batch.iter()) {
+            for (doc_lines, (text, _, _)) in lines.into_iter().zip(batch.iter()) {
                 let doc_lines = doc_lines?;
                 chunks += doc_lines.len() as u64;
                 docs_split += u64::from(doc_lines.len() > 1);
@@ -491,7 +499,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                         .unwrap_or_else(|| format!("{}:{}", input.path.display(), rec.line).into());
                     stats.docs += 1;
                     stats.text_bytes += text.len() as u64;
-                    batch.push((text, id));
+                    batch.push((text, id, rec.line));
                     if batch.len() >= 1024 {
                         flush(&mut batch)?;
                     }
