@@ -84,14 +84,14 @@ const LOW_PLANES: u32 = 0x40000;
 
 /// A per-code-point table in two parts, each built on first use by `build`
 /// over its range of code points.
-struct CharTable {
+pub(crate) struct CharTable {
     low: OnceLock<Vec<u8>>,
     high: OnceLock<Vec<u8>>,
     build: fn(std::ops::Range<u32>) -> Vec<u8>,
 }
 
 impl CharTable {
-    const fn new(build: fn(std::ops::Range<u32>) -> Vec<u8>) -> CharTable {
+    pub(crate) const fn new(build: fn(std::ops::Range<u32>) -> Vec<u8>) -> CharTable {
         CharTable {
             low: OnceLock::new(),
             high: OnceLock::new(),
@@ -106,7 +106,7 @@ impl CharTable {
     }
 
     #[inline]
-    fn get(&self, c: char) -> u8 {
+    pub(crate) fn get(&self, c: char) -> u8 {
         let c = c as u32;
         if c < LOW_PLANES {
             self.low()[c as usize]

@@ -2,6 +2,8 @@
 //!
 //! Stages are plain Rust with no Python types: `reader` (inputs, lines, JSON,
 //! bad-line accounting), `clean` (length filters, exact dedup, split choice),
+//! `minhash` and `dedup` (near-duplicate removal), `chunk` (boundary-aware
+//! splitting), `output` (compressed line files written atomically),
 //! `tokenize` (HF `tokenizers` with bounded pieces for long documents),
 //! `shard` (format v1 writer), `pack` (doc-mode packing plans), `prepare` (the pipeline over them), `verify`
 //! (integrity checks) and `progress`. The PyO3 bindings live in `py` behind
@@ -12,10 +14,14 @@
 //! intermediate datasets (the seed recipe's `save_to_disk` copies the corpus
 //! several times). Shards are flat little-endian arrays so numpy can memmap them.
 
+pub mod chunk;
 pub mod clean;
+pub mod dedup;
 pub mod error;
 pub mod fast;
 pub mod manifest;
+pub mod minhash;
+pub mod output;
 pub mod pack;
 pub mod prepare;
 pub mod progress;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clean::{is_val, CleanOptions, Cleaner};
+use crate::dedup::{build_pool, cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
 use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
@@ -33,6 +34,43 @@ const MAX_EXAMPLES: usize = 10;
 const BATCH_BYTES: usize = 4 << 20;
 /// ...or this many documents.
 const BATCH_DOCS: usize = 8192;
+
+/// Which duplicates `prepare` removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", from = "DedupArg")]
+pub enum DedupMode {
+    /// Exact duplicates of the whitespace-normalised text (the default).
+    Exact,
+    /// Near-duplicates by MinHash LSH (exact duplicates included).
+    Minhash,
+    None,
+}
+
+/// `dedup` as configs give it: a mode name, or `true`/`false` as before modes existed.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DedupArg {
+    Flag(bool),
+    Mode(DedupName),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DedupName {
+    Exact,
+    Minhash,
+    None,
+}
+
+impl From<DedupArg> for DedupMode {
+    fn from(a: DedupArg) -> Self {
+        match a {
+            DedupArg::Flag(true) | DedupArg::Mode(DedupName::Exact) => DedupMode::Exact,
+            DedupArg::Flag(false) | DedupArg::Mode(DedupName::None) => DedupMode::None,
+            DedupArg::Mode(DedupName::Minhash) => DedupMode::Minhash,
+        }
+    }
+}
 
 /// Whether to prepend BOS to every document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +102,16 @@ pub struct PrepareConfig {
     pub strict: bool,
     pub min_chars: u64,
     pub max_chars: Option<u64>,
-    /// Exact duplicate removal on whitespace-normalised text.
-    pub dedup: bool,
+    /// `exact` (whitespace-normalised text), `minhash` (near-duplicates) or `none`.
+    pub dedup: DedupMode,
+    /// `minhash`: Jaccard similarity at or above which documents are near-duplicates.
+    pub dedup_threshold: f64,
+    /// `minhash`: permutations per signature.
+    pub dedup_num_perm: usize,
+    /// `minhash`: `auto`, `word` or `char`, optionally `:N`.
+    pub dedup_shingle: String,
+    /// `minhash`: drop candidate pairs whose exact Jaccard is under the threshold.
+    pub dedup_verify: bool,
     /// Stop after this many documents have been kept.
     pub max_docs: Option<u64>,
     /// Fraction of documents (by content hash) sent to the `val` split.
@@ -106,7 +152,11 @@ impl Default for PrepareConfig {
             strict: false,
             min_chars: 0,
             max_chars: None,
-            dedup: true,
+            dedup: DedupMode::Exact,
+            dedup_threshold: 0.8,
+            dedup_num_perm: 128,
+            dedup_shingle: "auto".into(),
+            dedup_verify: false,
             max_docs: None,
             val_fraction: 0.01,
             seed: 0,
@@ -123,6 +173,83 @@ impl Default for PrepareConfig {
         }
     }
 }
+
+/// The length filters of the clean stage (no exact dedup, no hash).
+fn clean_options(cfg: &PrepareConfig) -> CleanOptions {
+    CleanOptions {
+        min_chars: cfg.min_chars as usize,
+        max_chars: cfg.max_chars.map(|m| m as usize),
+        dedup: false,
+        need_hash: cfg.val_fraction > 0.0,
+    }
+}
+
+/// What the MinHash pass of `prepare --dedup minhash` found.
+struct NearDuplicates {
+    /// Sorted lines of removed documents, per input file.
+    lines: Vec<Vec<u64>>,
+    entry: serde_json::Value,
+}
+
+/// Runs MinHash LSH over the documents `prepare` would keep (same reader,
+/// same length filters) and returns the lines to skip.
+fn find_near_duplicates(
+    cfg: &PrepareConfig,
+    inputs: &[InputFile],
+    opts: &ReaderOptions,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<NearDuplicates> {
+    let mh = MinHashOptions {
+        threshold: cfg.dedup_threshold,
+        num_perm: cfg.dedup_num_perm,
+        shingle: cfg.dedup_shingle.clone(),
+        verify: cfg.dedup_verify,
+        ..MinHashOptions::default()
+    };
+    let lsh = Lsh::new(&mh)?;
+    let threads = resolve_threads(cfg.threads);
+    let pool = build_pool(threads)?;
+    let clean = CleanOptions {
+        need_hash: false,
+        ..clean_options(cfg)
+    };
+    let fc = cluster_files(
+        inputs,
+        opts,
+        cfg.strict,
+        Some(&clean),
+        &lsh,
+        &pool,
+        threads,
+        cfg.progress,
+        interrupted,
+    )?;
+    let entry = json!({
+        "threshold": lsh.threshold,
+        "num_perm": lsh.hasher.num_perm,
+        "bands": fc.bands,
+        "rows": fc.rows,
+        "shingle": lsh.hasher.shingling.to_string(),
+        "seed": lsh.hasher.seed,
+        "verify": lsh.verify,
+        "normalisation": MINHASH_NORMALISATION,
+        "docs": fc.roots.len(),
+        "removed": fc.removed(),
+        "clusters": fc.clusters(),
+        "candidate_pairs": fc.stats.candidate_pairs,
+        "verified_pairs": fc.stats.verified_pairs,
+        "rejected_pairs": fc.stats.rejected_pairs,
+        "seconds": fc.signature_seconds + fc.cluster_seconds,
+    });
+    Ok(NearDuplicates {
+        lines: fc.removed_lines(inputs.len()),
+        entry,
+    })
+}
+
+/// How `minhash` normalises text, as the manifest states it.
+pub const MINHASH_NORMALISATION: &str =
+    "NFKC, lowercase, non-letter/mark/number characters to separators, separator runs to one space; xxh3-64 shingles";
 
 /// Resolves a thread count: explicit, else `TOKENMILL_THREADS`, else all cores.
 pub fn resolve_threads(requested: usize) -> usize {
@@ -165,13 +292,12 @@ fn read_all(
     opts: &ReaderOptions,
     cfg: &PrepareConfig,
     raw_counter: Arc<AtomicU64>,
+    near_duplicates: &[Vec<u64>],
     tx: Sender<Vec<Doc>>,
 ) -> Result<ReadResult> {
     let mut cleaner = Cleaner::new(CleanOptions {
-        min_chars: cfg.min_chars as usize,
-        max_chars: cfg.max_chars.map(|m| m as usize),
-        dedup: cfg.dedup,
-        need_hash: cfg.val_fraction > 0.0,
+        dedup: cfg.dedup == DedupMode::Exact,
+        ..clean_options(cfg)
     });
     let mut files: Vec<FileStats> = inputs
         .iter()
@@ -187,6 +313,7 @@ fn read_all(
     'files: for (fi, input) in inputs.iter().enumerate() {
         let mut reader = FileReader::open(input, opts, raw_counter.clone())?;
         let stats = &mut files[fi];
+        let mut near = near_duplicates.get(fi).map_or(&[][..], Vec::as_slice);
         while let Some(rec) = reader.next_record()? {
             stats.lines += 1;
             let text = match rec.text {
@@ -212,6 +339,11 @@ fn read_all(
                     continue;
                 }
             };
+            if near.first() == Some(&rec.line) {
+                near = &near[1..];
+                *stats.filtered.entry(NEAR_DUPLICATE.into()).or_default() += 1;
+                continue;
+            }
             match cleaner.check(&text) {
                 Err(reason) => *stats.filtered.entry(reason.name().into()).or_default() += 1,
                 Ok(hash) => {
@@ -359,6 +491,15 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .map(|m| m.len())
         .sum();
     let raw_counter = Arc::new(AtomicU64::new(0));
+    let near = if cfg.dedup == DedupMode::Minhash {
+        if out.join("manifest.json").exists() && !cfg.overwrite {
+            return Err(TokenmillError::OutputExists(out.clone()));
+        }
+        Some(find_near_duplicates(cfg, &inputs, &opts, interrupted)?)
+    } else {
+        None
+    };
+    let near_lines = near.as_ref().map_or(&[][..], |n| n.lines.as_slice());
 
     let run = || -> Result<(Setup, ReadResult, Vec<SplitEntry>, Tokenized)> {
         std::thread::scope(|s| {
@@ -369,7 +510,14 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             // The reader needs no tokenizer: it starts while the tokenizer loads.
             let reader = named("read")
                 .spawn_scoped(s, || {
-                    read_all(&inputs, &opts, cfg, raw_counter.clone(), batch_tx)
+                    read_all(
+                        &inputs,
+                        &opts,
+                        cfg,
+                        raw_counter.clone(),
+                        near_lines,
+                        batch_tx,
+                    )
                 })
                 .map_err(spawn_err)?;
             let ready = setup(cfg).and_then(|st| {
@@ -438,6 +586,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         totals.add(f);
     }
     let duplicates = totals.filtered.get("duplicate").copied().unwrap_or(0);
+    let near_removed = totals.filtered.get(NEAR_DUPLICATE).copied().unwrap_or(0);
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -469,11 +618,18 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         inputs: files,
         totals,
         skipped_examples: read.examples,
-        dedup: json!({
-            "exact": cfg.dedup,
-            "normalisation": "trim, fold whitespace runs to one space; xxh3-128",
-            "removed": duplicates,
-        }),
+        dedup: {
+            let mut d = json!({
+                "method": cfg.dedup,
+                "exact": cfg.dedup == DedupMode::Exact,
+                "normalisation": "trim, fold whitespace runs to one space; xxh3-128",
+                "removed": duplicates + near_removed,
+            });
+            if let Some(n) = &near {
+                d["minhash"] = n.entry.clone();
+            }
+            d
+        },
         chunking: json!({
             "long_documents_in_pieces": encoder.splits_long_documents(),
             "documents_in_pieces": tokenized.docs_in_pieces,

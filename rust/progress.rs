@@ -25,6 +25,7 @@ pub struct Progress {
     total_raw: u64,
     start: Instant,
     last: Option<Instant>,
+    tokens: bool,
 }
 
 fn human(n: f64) -> String {
@@ -58,7 +59,14 @@ impl Progress {
             total_raw,
             start: Instant::now(),
             last: None,
+            tokens: true,
         }
+    }
+
+    /// Leaves the token counters out (stages that do not tokenize).
+    pub fn without_tokens(mut self) -> Self {
+        self.tokens = false;
+        self
     }
 
     /// Redraws if enough time has passed since the last draw.
@@ -103,17 +111,23 @@ impl Progress {
         } else {
             "00:00".into()
         };
+        let (tok, tok_rate) = if self.tokens {
+            (
+                format!(" {} tok", human(c.tokens as f64)),
+                format!(" {} tok/s", human(c.tokens as f64 / secs)),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let line = format!(
-            "{} {:3.0}%|{}| {}B/{}B {} docs {} tok | {}B/s {} tok/s [{}<{}]",
+            "{} {:3.0}%|{}| {}B/{}B {} docs{tok} | {}B/s{tok_rate} [{}<{}]",
             self.label,
             frac * 100.0,
             bar,
             human(c.raw_bytes as f64),
             human(self.total_raw as f64),
             human(c.docs as f64),
-            human(c.tokens as f64),
             human(c.text_bytes as f64 / secs),
-            human(c.tokens as f64 / secs),
             clock(elapsed),
             eta,
         );

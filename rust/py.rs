@@ -14,9 +14,14 @@ use pyo3::exceptions::{
     PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
+use crate::chunk::{chunk_files as run_chunk_files, ChunkConfig, Limit};
+use crate::dedup::{
+    dedup_files as run_dedup_files, dedup_texts as run_dedup_texts, DedupConfig, MinHashOptions,
+};
 use crate::error::TokenmillError as CoreError;
+use crate::minhash::{MinHasher, Shingling};
 use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
 use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
@@ -265,6 +270,154 @@ impl Encoder {
     }
 }
 
+/// The UTF-8 of Python strings, borrowed (no copy): the list keeps them
+/// alive while the GIL is released, and a `str` never changes.
+fn borrow_strs<'a>(texts: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    texts.iter().map(|t| t.to_str()).collect()
+}
+
+/// MinHash signatures of `texts`, `num_perm` little-endian ``uint32`` per
+/// text, computed on `threads` workers straight into the returned bytes
+/// object (``numpy.frombuffer`` then wraps it without a copy).
+#[pyfunction]
+#[pyo3(signature = (texts, num_perm = 128, shingle = "auto", ngram = 5, seed = 1, threads = 0))]
+fn minhash<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    num_perm: usize,
+    shingle: &str,
+    ngram: usize,
+    seed: u64,
+    threads: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
+    let hasher = MinHasher::new(num_perm, shingling, seed).map_err(to_py)?;
+    let texts = borrow_strs(&texts)?;
+    let threads = resolve_threads(threads);
+    let pool = crate::dedup::build_pool(threads).map_err(to_py)?;
+    PyBytes::new_with(py, texts.len() * num_perm * 4, |buf| {
+        detached(py, |_| {
+            pool.install(|| {
+                use rayon::prelude::*;
+                buf.par_chunks_mut(num_perm * 4)
+                    .zip(texts.par_iter())
+                    .with_min_len(16)
+                    .for_each_init(
+                        || vec![0u32; num_perm],
+                        |sig, (out, text)| {
+                            hasher.signature_into(text, sig);
+                            for (o, v) in out.chunks_exact_mut(4).zip(sig.iter()) {
+                                o.copy_from_slice(&v.to_le_bytes());
+                            }
+                        },
+                    );
+            });
+            Ok(())
+        })
+    })
+}
+
+/// The shingles of one text and the kind used (``word`` or ``char``), for
+/// checking the normalisation against a reference.
+#[pyfunction]
+#[pyo3(signature = (text, shingle = "auto", ngram = 5))]
+fn shingles(text: &str, shingle: &str, ngram: usize) -> PyResult<(String, Vec<String>)> {
+    let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
+    let (kind, out) = crate::minhash::shingles(text, shingling);
+    Ok((kind.name().to_owned(), out))
+}
+
+fn roots_bytes<'py>(py: Python<'py>, roots: &[u32]) -> Bound<'py, PyBytes> {
+    let mut bytes = Vec::with_capacity(roots.len() * 4);
+    roots
+        .iter()
+        .for_each(|r| bytes.extend_from_slice(&r.to_le_bytes()));
+    PyBytes::new(py, &bytes)
+}
+
+/// Near-duplicate clusters of texts in memory: ``(roots, stats_json)`` where
+/// `roots` holds the little-endian ``uint32`` root (first member) of each
+/// text's cluster.
+#[pyfunction]
+#[pyo3(signature = (texts, options_json, threads = 0))]
+fn dedup_texts<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    options_json: &str,
+    threads: usize,
+) -> PyResult<(Bound<'py, PyBytes>, String)> {
+    let opts: MinHashOptions = serde_json::from_str(options_json).map_err(json_err)?;
+    let refs = borrow_strs(&texts)?;
+    let (roots, stats, (bands, rows)) = detached(py, |_| run_dedup_texts(&refs, &opts, threads))?;
+    let info = serde_json::json!({"stats": stats, "bands": bands, "rows": rows});
+    Ok((roots_bytes(py, &roots), info.to_string()))
+}
+
+/// Runs `dedup` over files from a JSON-encoded `DedupConfig`: ``(roots,
+/// summary_json)``.
+#[pyfunction]
+fn dedup_files<'py>(py: Python<'py>, config_json: &str) -> PyResult<(Bound<'py, PyBytes>, String)> {
+    let cfg: DedupConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    let (summary, roots) = detached(py, |interrupted| run_dedup_files(&cfg, interrupted))?;
+    let summary = serde_json::to_string(&summary).map_err(json_err)?;
+    Ok((roots_bytes(py, &roots), summary))
+}
+
+/// Chunk spans of each text as ``(start, end)`` character offsets.
+#[pyfunction]
+#[pyo3(signature = (texts, max_chars = None, max_tokens = None, tokenizer = None, overlap = 0, threads = 0))]
+fn chunk_spans<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    max_chars: Option<usize>,
+    max_tokens: Option<usize>,
+    tokenizer: Option<&str>,
+    overlap: usize,
+    threads: usize,
+) -> PyResult<Vec<Vec<(usize, usize)>>> {
+    let threads = resolve_threads(threads);
+    let texts = borrow_strs(&texts)?;
+    detached(py, |_| {
+        let limit = Limit::new(max_chars, max_tokens, tokenizer)?;
+        let pool = crate::dedup::build_pool(threads)?;
+        pool.install(|| {
+            use rayon::prelude::*;
+            texts
+                .par_iter()
+                .map(|t| {
+                    let ranges = limit.split(t, overlap)?;
+                    // Byte offsets to character offsets, in one walk.
+                    let mut out = Vec::with_capacity(ranges.len());
+                    let (mut byte, mut chars) = (0usize, 0usize);
+                    let mut to_chars = |b: usize| {
+                        if b < byte {
+                            (byte, chars) = (0, 0);
+                        }
+                        chars += t[byte..b].chars().count();
+                        byte = b;
+                        chars
+                    };
+                    for r in ranges {
+                        let s = to_chars(r.start);
+                        let e = to_chars(r.end);
+                        out.push((s, e));
+                    }
+                    Ok(out)
+                })
+                .collect()
+        })
+    })
+}
+
+/// Runs `chunk` over files from a JSON-encoded `ChunkConfig`; returns the
+/// JSON summary.
+#[pyfunction]
+fn chunk_files(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    let cfg: ChunkConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    let summary = detached(py, |interrupted| run_chunk_files(&cfg, interrupted))?;
+    serde_json::to_string(&summary).map_err(json_err)
+}
+
 struct TextStream {
     inputs: Vec<InputFile>,
     opts: ReaderOptions,
@@ -376,6 +529,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer_info, m)?)?;
     m.add_function(wrap_pyfunction!(pack_documents, m)?)?;
+    m.add_function(wrap_pyfunction!(minhash, m)?)?;
+    m.add_function(wrap_pyfunction!(shingles, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_texts, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_files, m)?)?;
+    m.add_function(wrap_pyfunction!(chunk_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(chunk_files, m)?)?;
     m.add_class::<Encoder>()?;
     m.add_class::<TextBatches>()?;
     Ok(())

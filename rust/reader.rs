@@ -279,7 +279,7 @@ pub fn open_stream(input: &InputFile, counter: Arc<AtomicU64>) -> Result<Box<dyn
 /// Reads one line into `buf` (without its `\n`), holding at most `max` bytes.
 /// Returns `None` at end of input, `Some(false)` for a line that fits and
 /// `Some(true)` for a line that was longer than `max` (then `buf` is cleared).
-fn read_line_bounded(
+pub(crate) fn read_line_bounded(
     r: &mut dyn BufRead,
     buf: &mut Vec<u8>,
     max: usize,
@@ -397,6 +397,12 @@ impl FileReader {
             }
         };
         Ok(Some(record))
+    }
+
+    /// The raw bytes of the line last returned by [`FileReader::next_record`]
+    /// (without its `\n`; empty for a line that was too long or a whole file).
+    pub fn raw_line(&self) -> &[u8] {
+        &self.buf
     }
 
     fn read_whole_file(&mut self) -> Result<Record> {

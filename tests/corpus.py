@@ -7,6 +7,7 @@ import json
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.pre_tokenizers import ByteLevel, Split
@@ -223,3 +224,147 @@ def _regex(pattern: str) -> object:
 
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+# ---------------------------------------------------------------- near-duplicates
+
+_CJK_RANGES = (
+    (0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7AF), (0x1100, 0x11FF), (0x3130, 0x318F), (0xF900, 0xFAFF),
+    (0x20000, 0x3FFFF),
+)  # fmt: skip
+
+
+def _is_cjk(c: str) -> bool:
+    o = ord(c)
+    return any(lo <= o <= hi for lo, hi in _CJK_RANGES)
+
+
+def reference_shingles(text: str, kind: str = "auto", n: int = 5) -> tuple[str, list[str]]:
+    """An independent Python statement of tokenmill's MinHash normalisation
+    and shingles (docs/dedup.md): NFKC, per-character lowercase, characters
+    outside the Unicode categories L, M and N separate words; word n-grams
+    joined by one space, or character n-grams of the kept characters; `auto`
+    takes characters when at least 30% of the kept characters are CJK."""
+    import unicodedata
+
+    t = "".join(c.lower() for c in unicodedata.normalize("NFKC", text))
+    words: list[str] = []
+    cur: list[str] = []
+    kept = cjk = 0
+    for c in t:
+        if unicodedata.category(c)[0] in "LMN":
+            cur.append(c)
+            kept += 1
+            cjk += _is_cjk(c)
+        elif cur:
+            words.append("".join(cur))
+            cur = []
+    if cur:
+        words.append("".join(cur))
+    if kind == "auto":
+        kind = "char" if kept and cjk * 10 >= kept * 3 else "word"
+    units = list("".join(words)) if kind == "char" else words
+    sep = "" if kind == "char" else " "
+    if not units:
+        return kind, []
+    if len(units) <= n:
+        return kind, [sep.join(units)]
+    return kind, [sep.join(units[i : i + n]) for i in range(len(units) - n + 1)]
+
+
+def exact_pairs(sets: list[set[Any]], threshold: float) -> dict[tuple[int, int], float]:
+    """Every pair (i < j) whose exact Jaccard is at least `threshold`, by
+    prefix filtering (a pair that reaches the threshold shares a token in
+    the first |x| - ceil(t|x|) + 1 tokens of each set, rarest first), then
+    exact intersection. Empty sets take part in no pair."""
+    import math
+    from collections import Counter, defaultdict
+
+    df = Counter(tok for s in sets for tok in s)
+    index: defaultdict[Any, list[int]] = defaultdict(list)
+    candidates: set[tuple[int, int]] = set()
+    for i, s in enumerate(sets):
+        if not s:
+            continue
+        toks = sorted(s, key=lambda t: (df[t], t))
+        for t in toks[: len(toks) - math.ceil(threshold * len(toks) - 1e-9) + 1]:
+            candidates.update((j, i) for j in index[t])
+            index[t].append(i)
+    out = {}
+    for i, j in candidates:
+        both = len(sets[i] & sets[j])
+        sim = both / (len(sets[i]) + len(sets[j]) - both)
+        if sim >= threshold:
+            out[(i, j)] = sim
+    return out
+
+
+def cluster_pairs(clusters: list[list[int]]) -> set[tuple[int, int]]:
+    """All pairs (i < j) inside the clusters."""
+    out = set()
+    for c in clusters:
+        c = sorted(c)
+        out.update((a, b) for k, a in enumerate(c) for b in c[k + 1 :])
+    return out
+
+
+def planted_corpus(
+    seed: int = 0, pairs: int = 300, triples: int = 40, singles: int = 300
+) -> list[str]:
+    """Random English-word and Chinese-character documents with planted
+    near-duplicates: `pairs` originals with one copy each, edited at a rate
+    drawn from [0, 0.12] per word/character (substitutions, insertions,
+    deletions), so their Jaccard spreads across [~0.3, 1]; `triples`
+    originals with two lightly edited copies (rate <= 0.01); `singles`
+    unrelated documents. Punctuation and capitals test the normalisation.
+    Documents are shuffled."""
+    import random
+
+    rng = random.Random(seed)
+    en_vocab = sorted(
+        {w.lower() for t in real_texts(300_000) for w in t.split() if w.isalpha() and len(w) > 2}
+    )
+    zh_vocab = [chr(0x4E00 + i) for i in range(0, 6000, 2)]
+
+    def base(lang: str) -> list[str]:
+        vocab = en_vocab if lang == "en" else zh_vocab
+        return [rng.choice(vocab) for _ in range(rng.randint(80, 250))]
+
+    def edit(units: list[str], rate: float, lang: str) -> list[str]:
+        vocab = en_vocab if lang == "en" else zh_vocab
+        out: list[str] = []
+        for u in units:
+            r = rng.random()
+            if r < rate / 3:
+                continue  # deletion
+            if r < 2 * rate / 3:
+                out.append(rng.choice(vocab))  # substitution
+            elif r < rate:
+                out += [u, rng.choice(vocab)]  # insertion
+            else:
+                out.append(u)
+        return out
+
+    def render(units: list[str], lang: str) -> str:
+        if lang == "zh":
+            return "".join(u + ("，" if rng.random() < 0.05 else "") for u in units) + "。"
+        words = [u.capitalize() if rng.random() < 0.1 else u for u in units]
+        return " ".join(w + ("," if rng.random() < 0.05 else "") for w in words) + "."
+
+    docs: list[str] = []
+    for _ in range(pairs):
+        lang = rng.choice(["en", "zh"])
+        b = base(lang)
+        docs += [render(b, lang), render(edit(b, rng.uniform(0, 0.12), lang), lang)]
+    for _ in range(triples):
+        lang = rng.choice(["en", "zh"])
+        b = base(lang)
+        docs += [render(b, lang)] + [
+            render(edit(b, rng.uniform(0, 0.01), lang), lang) for _ in range(2)
+        ]
+    for _ in range(singles):
+        lang = rng.choice(["en", "zh"])
+        docs.append(render(base(lang), lang))
+    rng.shuffle(docs)
+    return docs

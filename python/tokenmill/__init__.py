@@ -12,6 +12,8 @@ from tokenmill._core import (
     TokenmillError,
     __version__,
 )
+from tokenmill.chunk import ChunkStats, chunk, chunk_files, chunk_spans
+from tokenmill.dedup import DedupResult, dedup, minhash
 from tokenmill.shards import (
     PrepareStats,
     ShardSet,
@@ -27,7 +29,9 @@ from tokenmill.tokenizer import tokenizer_info, train_tokenizer
 
 __all__ = [
     "BadLineError",
+    "ChunkStats",
     "CorruptDatasetError",
+    "DedupResult",
     "Encoder",
     "PrepareStats",
     "ShardSet",
@@ -36,7 +40,12 @@ __all__ = [
     "TokenmillError",
     "VerifyReport",
     "__version__",
+    "chunk",
+    "chunk_files",
+    "chunk_spans",
+    "dedup",
     "inspect",
+    "minhash",
     "open_shards",
     "prepare",
     "read_manifest",

@@ -11,8 +11,14 @@ __all__ = [
     "TokenizerError",
     "TokenmillError",
     "__version__",
+    "chunk_files",
+    "chunk_spans",
+    "dedup_files",
+    "dedup_texts",
+    "minhash",
     "pack_documents",
     "prepare",
+    "shingles",
     "tokenizer_info",
     "verify",
 ]
@@ -28,6 +34,26 @@ def prepare(config_json: str) -> str: ...
 def verify(path: str, threads: int = 0) -> str: ...
 def tokenizer_info(path: str) -> str: ...
 def pack_documents(lengths: bytes, block_size: int) -> tuple[bytes, bytes]: ...
+def minhash(
+    texts: list[str],
+    num_perm: int = 128,
+    shingle: str = "auto",
+    ngram: int = 5,
+    seed: int = 1,
+    threads: int = 0,
+) -> bytes: ...
+def shingles(text: str, shingle: str = "auto", ngram: int = 5) -> tuple[str, list[str]]: ...
+def dedup_texts(texts: list[str], options_json: str, threads: int = 0) -> tuple[bytes, str]: ...
+def dedup_files(config_json: str) -> tuple[bytes, str]: ...
+def chunk_spans(
+    texts: list[str],
+    max_chars: int | None = None,
+    max_tokens: int | None = None,
+    tokenizer: str | None = None,
+    overlap: int = 0,
+    threads: int = 0,
+) -> list[list[tuple[int, int]]]: ...
+def chunk_files(config_json: str) -> str: ...
 
 @final
 class Encoder:

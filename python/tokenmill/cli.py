@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from tokenmill import _core
+from tokenmill.chunk import chunk_files
+from tokenmill.dedup import dedup
 from tokenmill.demo import run_demo
 from tokenmill.shards import format_inspect, inspect, prepare, verify
 from tokenmill.tokenizer import train_tokenizer
@@ -90,10 +92,38 @@ def main() -> None:
 @click.option("--min-chars", type=int, default=0, show_default=True, help="Drop shorter documents.")
 @click.option("--max-chars", type=int, default=None, help="Drop longer documents.")
 @click.option(
-    "--dedup/--no-dedup",
-    default=True,
+    "--dedup",
+    type=click.Choice(["exact", "minhash", "none"]),
+    default="exact",
     show_default=True,
-    help="Drop exact duplicates (whitespace-normalised text), keeping the first.",
+    help="Drop exact duplicates (whitespace-normalised text), near-duplicates "
+    "(MinHash LSH, see tokenmill dedup), or nothing; the first is kept.",
+)
+@click.option("--no-dedup", is_flag=True, help="Same as --dedup none.")
+@click.option(
+    "--dedup-threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="--dedup minhash: Jaccard similarity of near-duplicates.",
+)
+@click.option(
+    "--dedup-num-perm",
+    type=int,
+    default=128,
+    show_default=True,
+    help="--dedup minhash: permutations per signature.",
+)
+@click.option(
+    "--dedup-shingle",
+    default="auto",
+    show_default=True,
+    help="--dedup minhash: auto, word or char, optionally :N (word:5).",
+)
+@click.option(
+    "--dedup-verify",
+    is_flag=True,
+    help="--dedup minhash: check candidate pairs by exact Jaccard.",
 )
 @click.option("--max-docs", type=int, default=None, help="Stop after this many kept documents.")
 @click.option(
@@ -166,9 +196,141 @@ def prepare_cmd(
     **options: Any,
 ) -> None:
     """Tokenize INPUTS (files, directories, globs of .jsonl/.json/.txt[.gz|.zst]) into shards."""
+    if options.pop("no_dedup"):
+        options["dedup"] = "none"
     stats = prepare(
         list(inputs), tokenizer, output, shard_bytes=shard_size, progress=not quiet, **options
     )
+    click.echo(stats.summary())
+
+
+def _reader_options(f: F) -> F:
+    """The input options shared by dedup and chunk (as for prepare)."""
+    options = [
+        click.option(
+            "--text-field",
+            default="text",
+            show_default=True,
+            help="Dotted path of the text in JSON records.",
+        ),
+        click.option(
+            "--id-field",
+            default="id",
+            show_default=True,
+            help="Field quoted as the document id when a record has it.",
+        ),
+        click.option(
+            "--txt-mode",
+            type=click.Choice(["line", "file"]),
+            default="line",
+            show_default=True,
+            help=".txt inputs: one document per line or per file.",
+        ),
+        click.option(
+            "--max-line-bytes",
+            type=_size,
+            metavar="SIZE",
+            default="64MiB",
+            show_default=True,
+            help="Longer lines are skipped (line_too_long) without being held in memory.",
+        ),
+        click.option(
+            "--strict", is_flag=True, help="Stop at the first bad line, naming file and line."
+        ),
+        click.option(
+            "--threads",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Worker threads (0: TOKENMILL_THREADS or all cores).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@main.command("dedup")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Kept records, unchanged and in order; .gz/.zst compress.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    help="One JSON line per cluster: kept and removed documents (file, line, id).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity at or above which documents are near-duplicates.",
+)
+@click.option("--num-perm", type=int, default=128, show_default=True, help="Permutations.")
+@click.option("--bands", type=int, default=None, help="LSH bands (default: from the threshold).")
+@click.option("--rows", type=int, default=None, help="Rows per band (default: from the threshold).")
+@click.option(
+    "--shingle",
+    default="auto",
+    show_default=True,
+    help="auto (characters for CJK documents, else words), word or char, optionally :N.",
+)
+@click.option(
+    "--ngram", type=int, default=5, show_default=True, help="Shingle size when --shingle has no :N."
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the hashes.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compute the exact Jaccard of candidate pairs and drop those under the threshold.",
+)
+@_reader_options
+@_friendly_errors
+def dedup_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
+    """Remove near-duplicates (MinHash LSH) from INPUTS, keeping the first of each cluster."""
+    if not options["output"] and not options["report"]:
+        raise click.UsageError("give --output, --report or both")
+    result = dedup(list(inputs), progress=not quiet, **options)
+    click.echo(result.format_summary())
+
+
+@main.command("chunk")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Chunk records {text, source_id, chunk_index}; .gz/.zst compress.",
+)
+@click.option(
+    "--max-chars",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Characters per chunk (default 512 unless --max-tokens).",
+)
+@click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=None, help="Tokens per chunk (needs -t)."
+)
+@click.option("--tokenizer", "-t", default=None, help="tokenizer.json or a directory holding one.")
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Characters (or tokens) a chunk may share with the one before it.",
+)
+@_reader_options
+@_friendly_errors
+def chunk_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
+    """Split the documents of INPUTS at paragraph, sentence, then whitespace boundaries."""
+    stats = chunk_files(list(inputs), progress=not quiet, **options)
     click.echo(stats.summary())
 
 

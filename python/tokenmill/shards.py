@@ -120,7 +120,11 @@ def prepare(
     strict: bool = False,
     min_chars: int = 0,
     max_chars: int | None = None,
-    dedup: bool = True,
+    dedup: bool | Literal["exact", "minhash", "none"] = "exact",
+    dedup_threshold: float = 0.8,
+    dedup_num_perm: int = 128,
+    dedup_shingle: str = "auto",
+    dedup_verify: bool = False,
     max_docs: int | None = None,
     val_fraction: float = 0.01,
     seed: int = 0,
@@ -150,7 +154,13 @@ def prepare(
         strict: raise `BadLineError` (naming file and line) at the first bad
             line instead of counting it.
         min_chars, max_chars: drop documents outside this length (characters).
-        dedup: drop exact duplicates (whitespace-normalised), keeping the first.
+        dedup: ``exact`` (or True) drops exact duplicates (whitespace-normalised),
+            keeping the first; ``minhash`` drops near-duplicates found by MinHash
+            LSH in a first pass over the inputs (docs/dedup.md), keeping the
+            first of each cluster; ``none`` (or False) keeps everything.
+        dedup_threshold, dedup_num_perm, dedup_shingle, dedup_verify: the
+            ``minhash`` settings (Jaccard threshold, permutations, ``auto`` |
+            ``word`` | ``char`` with optional ``:N``, exact check of candidate pairs).
         max_docs: stop after this many kept documents.
         val_fraction: share of documents, chosen by content hash, for ``val``.
         seed: seed of that hash.
@@ -182,6 +192,10 @@ def prepare(
         "min_chars": min_chars,
         "max_chars": max_chars,
         "dedup": dedup,
+        "dedup_threshold": dedup_threshold,
+        "dedup_num_perm": dedup_num_perm,
+        "dedup_shingle": dedup_shingle,
+        "dedup_verify": dedup_verify,
         "max_docs": max_docs,
         "val_fraction": val_fraction,
         "seed": seed,

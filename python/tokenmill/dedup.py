@@ -1,0 +1,241 @@
+"""Near-duplicate removal: MinHash signatures (`minhash`) and MinHash LSH
+clustering (`dedup`) of texts in memory or of JSONL/text files.
+
+Normalisation, shingles, the bands x rows choice and memory use are
+described in docs/dedup.md. Clusters are deterministic: the kept document of
+a cluster is its first in input order, whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from tokenmill import _core
+from tokenmill.shards import PathLike, _as_list
+
+Shingle = Literal["auto", "word", "char"] | str
+
+
+def _shingle_spec(shingle: str, ngram: int) -> str:
+    return shingle if ":" in shingle else f"{shingle}:{ngram}"
+
+
+def minhash(
+    texts: Sequence[str],
+    num_perm: int = 128,
+    ngram: int = 5,
+    *,
+    seed: int = 1,
+    shingle: Shingle = "auto",
+    threads: int = 0,
+) -> np.ndarray:
+    """MinHash signatures of ``texts``: a read-only ``uint32`` array of shape
+    ``(len(texts), num_perm)``.
+
+    Rust computes the values straight into one bytes object that the array
+    wraps, so no copy is made. A text with no shingle (only punctuation) gets
+    ``0xFFFFFFFF`` everywhere.
+
+    Args:
+        texts: the documents.
+        num_perm: permutations per signature.
+        ngram: shingle size (words, or characters for CJK text).
+        seed: seed of the shingle hash and the permutations.
+        shingle: ``auto`` (characters for documents that are at least 30% CJK,
+            words otherwise), ``word`` or ``char``, optionally ``word:N``.
+        threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
+    """
+    texts = list(texts)
+    raw = _core.minhash(texts, num_perm, shingle, ngram, seed, threads)
+    return np.frombuffer(raw, dtype="<u4").reshape(len(texts), num_perm)
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """Clusters of near-duplicates.
+
+    ``roots[i]`` is the first document (in input order) of document ``i``'s
+    cluster; ``kept`` is ``roots == arange(n)``: the documents a dedup keeps.
+    For file inputs, ``summary`` holds per-file counts, the LSH settings and
+    timings, and the ordinals count documents (lines that hold one) in input order.
+    """
+
+    roots: np.ndarray
+    bands: int
+    rows: int
+    candidate_pairs: int
+    verified_pairs: int
+    rejected_pairs: int
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Boolean mask of the kept documents."""
+        mask: np.ndarray = self.roots == np.arange(len(self.roots), dtype=self.roots.dtype)
+        return mask
+
+    @property
+    def removed(self) -> int:
+        return int(len(self.roots) - self.kept.sum())
+
+    @property
+    def clusters(self) -> list[list[int]]:
+        """Clusters of two or more documents, each in input order (kept first),
+        ordered by their kept document."""
+        order = np.argsort(self.roots, kind="stable")
+        roots = self.roots[order]
+        starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
+        groups = np.split(order, starts[1:])
+        return [g.tolist() for g in groups if len(g) > 1]
+
+    def format_summary(self) -> str:
+        """A one-screen report of a file run."""
+        s = self.summary
+        skipped: dict[str, int] = {}
+        for f in s.get("inputs", []):
+            for k, v in f["skipped"].items():
+                skipped[k] = skipped.get(k, 0) + v
+        lines = [
+            f"read         {s['docs']:,} documents ({s['text_bytes'] / 1e6:,.1f} MB of text) "
+            f"from {len(s['inputs'])} file(s)",
+            f"kept         {s['kept']:,}, removed {s['removed']:,} near-duplicates "
+            f"in {s['clusters']:,} clusters",
+            f"minhash      threshold {s['threshold']}, {s['num_perm']} permutations, "
+            f"{s['bands']} bands x {s['rows']} rows, shingles {s['shingle']}, seed {s['seed']}",
+            f"pairs        {self.candidate_pairs:,} candidate"
+            + (
+                f", {self.verified_pairs:,} verified, {self.rejected_pairs:,} under the threshold"
+                if s["verify"]
+                else " (not verified)"
+            ),
+            "skipped      "
+            + (", ".join(f"{k}={v:,}" for k, v in sorted(skipped.items())) or "none"),
+        ]
+        lines += [f"  e.g. {e}" for e in s["skipped_examples"][:3]]
+        if s.get("output"):
+            lines.append(f"output       {s['output']}")
+        if s.get("report"):
+            lines.append(f"report       {s['report']}")
+        lines.append(
+            f"speed        {s['seconds']:.2f} s ({s['signature_seconds']:.2f} signatures, "
+            f"{s['cluster_seconds']:.2f} clustering, {s['write_seconds']:.2f} writing), "
+            f"{s['text_mb_per_s']:.1f} MB/s on {s['threads']} thread(s); "
+            f"~{s['bytes_per_doc']} bytes of RAM per document"
+        )
+        return "\n".join(lines)
+
+
+def _options(
+    threshold: float,
+    num_perm: int,
+    bands: int | None,
+    rows: int | None,
+    shingle: str,
+    ngram: int,
+    seed: int,
+    verify: bool,
+) -> dict[str, Any]:
+    return {
+        "threshold": threshold,
+        "num_perm": num_perm,
+        "bands": bands,
+        "rows": rows,
+        "shingle": shingle,
+        "ngram": ngram,
+        "seed": seed,
+        "verify": verify,
+    }
+
+
+def dedup(
+    inputs: PathLike | Sequence[PathLike] | None = None,
+    output: PathLike | None = None,
+    *,
+    texts: Sequence[str] | None = None,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    bands: int | None = None,
+    rows: int | None = None,
+    shingle: Shingle = "auto",
+    ngram: int = 5,
+    seed: int = 1,
+    verify: bool = False,
+    report: PathLike | None = None,
+    text_field: str = "text",
+    id_field: str = "id",
+    txt_mode: Literal["line", "file"] = "line",
+    max_line_bytes: int = 64 << 20,
+    strict: bool = False,
+    threads: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DedupResult:
+    """Finds near-duplicates with MinHash LSH and keeps the first of each cluster.
+
+    Give either ``inputs`` (files, directories or globs, as for `prepare`) or
+    ``texts`` (strings in memory). For files, ``output`` receives the kept
+    records unchanged (byte for byte, same order; compressed as its name
+    says: ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``) and ``report`` one JSON
+    line per cluster with the kept and removed documents (file, line, id).
+
+    Args:
+        threshold: Jaccard similarity at or above which documents are near-duplicates.
+        num_perm: permutations per signature.
+        bands, rows: LSH layout; by default chosen from the threshold by
+            minimising false positive + false negative probability (false
+            negatives weigh 0.9 with ``verify``, which removes false positives).
+        shingle, ngram: ``auto`` | ``word`` | ``char`` (or ``word:N``) and N.
+        seed: seed of the hashes.
+        verify: compute the exact Jaccard of candidate pairs (a second read)
+            and drop pairs under the threshold.
+        text_field, id_field, txt_mode, max_line_bytes, strict: as for `prepare`;
+            ``id_field`` is quoted in the report when a record has it.
+        threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
+        overwrite: replace existing ``output``/``report`` files.
+        progress: progress lines on stderr.
+    """
+    opts = _options(threshold, num_perm, bands, rows, shingle, ngram, seed, verify)
+    if (inputs is None) == (texts is None):
+        raise ValueError("give either inputs (files) or texts, not both")
+    if texts is not None:
+        if output is not None or report is not None:
+            raise ValueError("output and report are for file inputs")
+        raw, info_json = _core.dedup_texts(list(texts), json.dumps(opts), threads)
+        info = json.loads(info_json)
+        return DedupResult(
+            roots=np.frombuffer(raw, dtype="<u4"),
+            bands=info["bands"],
+            rows=info["rows"],
+            summary=info,
+            **info["stats"],
+        )
+    assert inputs is not None
+    config = {
+        "inputs": _as_list(inputs),
+        "output": None if output is None else os.fspath(output),
+        "report": None if report is None else os.fspath(report),
+        "text_field": text_field,
+        "id_field": id_field,
+        "txt_mode": txt_mode,
+        "max_line_bytes": max_line_bytes,
+        "strict": strict,
+        "minhash": opts,
+        "threads": threads,
+        "overwrite": overwrite,
+        "progress": progress,
+    }
+    raw, summary_json = _core.dedup_files(json.dumps(config))
+    summary = json.loads(summary_json)
+    return DedupResult(
+        roots=np.frombuffer(raw, dtype="<u4"),
+        bands=summary["bands"],
+        rows=summary["rows"],
+        summary=summary,
+        **summary["stats"],
+    )

@@ -1,0 +1,746 @@
+//! MinHash signatures and LSH band hashes: normalisation, shingles,
+//! permutations, and the choice of bands x rows for a threshold.
+//!
+//! Normalisation (docs/dedup.md): NFKC, then lowercase (per character, the
+//! full Unicode mapping), then every character that is not a letter, mark or
+//! number (`char::is_alphanumeric` or a combining mark) becomes a separator;
+//! separator runs fold to one space and the ends are trimmed. Shingles are
+//! word n-grams (words = the space-separated runs) or character n-grams (the
+//! kept characters with separators removed); `auto` picks characters when at
+//! least 30% of the kept characters are CJK (Han, kana, Hangul), per document.
+//! A document with fewer than n units is one shingle; one with none has no
+//! signature and is never a near-duplicate.
+//!
+//! Hashing: each shingle is hashed once with seeded xxh3-64. Permutation i
+//! maps the low 32 bits `x` of that hash to `(a_i * x + b_i) mod 2^64 >> 32`
+//! with odd `a_i` and `b_i` drawn from splitmix64(seed): Dietzfelbinger's
+//! multiply-add-shift scheme, strongly universal for 32-bit keys, so it plays
+//! the role of datasketch's `(a x + b) mod p` without a 128-bit product or a
+//! modulo, and the inner loop vectorises (AVX2/AVX-512 chosen at run time).
+//! Signature values are `u32`.
+//!
+//! Rejected: one-permutation hashing with densification (faster, but its
+//! bins are not independent permutations and its error is harder to state),
+//! and 64-bit signature values (twice the memory for no measurable gain:
+//! two different shingle sets share a 32-bit minimum by chance with
+//! probability 2^-32 per permutation).
+
+use std::fmt;
+
+use unicode_normalization_alignments::char::is_combining_mark;
+use unicode_normalization_alignments::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::error::{Result, TokenmillError};
+use crate::fast::CharTable;
+
+/// How documents are cut into shingles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShingleKind {
+    /// Characters for CJK documents, words otherwise (decided per document).
+    Auto,
+    /// Word n-grams.
+    Word,
+    /// Character n-grams.
+    Char,
+}
+
+/// A shingle kind and its n.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shingling {
+    pub kind: ShingleKind,
+    pub n: usize,
+}
+
+impl Shingling {
+    /// Parses `auto`, `word`, `char`, optionally with `:N` (`word:5`);
+    /// without `:N` the n is `default_n`.
+    pub fn parse(spec: &str, default_n: usize) -> Result<Shingling> {
+        let bad = || {
+            TokenmillError::Invalid(format!(
+                "shingle must be auto, word or char, optionally with :N (word:5), got {spec:?}"
+            ))
+        };
+        let (kind, n) = match spec.split_once(':') {
+            Some((k, n)) => (k, n.trim().parse::<usize>().map_err(|_| bad())?),
+            None => (spec, default_n),
+        };
+        let kind = match kind.trim() {
+            "auto" => ShingleKind::Auto,
+            "word" => ShingleKind::Word,
+            "char" => ShingleKind::Char,
+            _ => return Err(bad()),
+        };
+        if n == 0 || n > 64 {
+            return Err(TokenmillError::Invalid(format!(
+                "shingle size must be in 1..=64, got {n}"
+            )));
+        }
+        Ok(Shingling { kind, n })
+    }
+}
+
+impl ShingleKind {
+    /// `auto`, `word` or `char`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShingleKind::Auto => "auto",
+            ShingleKind::Word => "word",
+            ShingleKind::Char => "char",
+        }
+    }
+}
+
+impl fmt::Display for Shingling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.name(), self.n)
+    }
+}
+
+/// Whether a character is CJK for the `auto` choice: Han ideographs
+/// (all blocks and extensions), kana and Hangul.
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
+        | 0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F | 0xF900..=0xFAFF
+        | 0x20000..=0x3FFFF)
+}
+
+/// Letters, marks and numbers are kept; everything else separates words.
+fn is_kept(c: char) -> bool {
+    c.is_alphanumeric() || is_combining_mark(c)
+}
+
+/// Per-character facts for the normaliser (bits below), one table lookup.
+static CLASS: CharTable = CharTable::new(|range| {
+    use unicode_normalization_alignments::char::canonical_combining_class;
+    range
+        .map(|u| {
+            let Some(c) = char::from_u32(u) else {
+                return 0;
+            };
+            let mut bits = 0;
+            if canonical_combining_class(c) == 0
+                && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
+            {
+                bits |= INERT;
+            }
+            let mut lower = c.to_lowercase();
+            if lower.len() == 1 && lower.next() == Some(c) {
+                bits |= LOWER_SELF;
+            }
+            if is_kept(c) {
+                bits |= KEPT;
+            }
+            if is_cjk(c) {
+                bits |= CJK;
+            }
+            bits
+        })
+        .collect()
+});
+/// NFKC leaves the character alone in any context (combining class 0,
+/// quick check "Yes"): text can be normalised in segments that start at one.
+const INERT: u8 = 1;
+/// Lowercase maps the character to itself.
+const LOWER_SELF: u8 = 2;
+const KEPT: u8 = 4;
+const CJK: u8 = 8;
+/// Kept as it is: inert, its own lowercase, a letter, mark or number.
+const SIMPLE: u8 = INERT | LOWER_SELF | KEPT;
+
+/// Normalised text: words joined by single spaces. While it is built, a
+/// separator is written at once as one space (never at the start, never
+/// twice), and a trailing space is dropped at the end.
+#[derive(Default)]
+struct Normalized {
+    text: String,
+    kept: usize,
+    cjk: usize,
+}
+
+impl Normalized {
+    #[inline(always)]
+    fn separate(&mut self) {
+        if !self.text.is_empty() && !self.text.ends_with(' ') {
+            self.text.push(' ');
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, c: char, bits: u8) {
+        if bits & KEPT != 0 {
+            self.text.push(c);
+            self.kept += 1;
+            self.cjk += usize::from(bits & CJK != 0);
+        } else {
+            self.separate();
+        }
+    }
+
+    /// Lowercases `c` (an inert character with class `bits`) and pushes it.
+    #[inline(always)]
+    fn push_inert(&mut self, c: char, bits: u8) {
+        if bits & LOWER_SELF != 0 {
+            self.push(c, bits);
+        } else if c.is_ascii() {
+            self.push(c.to_ascii_lowercase(), KEPT);
+        } else {
+            for l in c.to_lowercase() {
+                self.push(l, CLASS.get(l));
+            }
+        }
+    }
+
+    /// Pushes ASCII text without a branch per byte: letters and digits
+    /// lowercased, every other byte a space, then space runs squeezed.
+    fn push_ascii(&mut self, run: &str) {
+        let keep = |b: u8| b.is_ascii_alphanumeric();
+        self.kept += run.bytes().filter(|&b| keep(b)).count();
+        // SAFETY: only ASCII bytes are written, so the String stays UTF-8.
+        let v = unsafe { self.text.as_mut_vec() };
+        let base = v.len();
+        v.extend(run.bytes().map(|b| {
+            if keep(b) {
+                b.to_ascii_lowercase()
+            } else {
+                b' '
+            }
+        }));
+        let mut prev_space = base == 0 || v[base - 1] == b' ';
+        let mut w = base;
+        for k in base..v.len() {
+            let c = v[k];
+            let space = c == b' ';
+            v[w] = c;
+            w += usize::from(!(space && prev_space));
+            prev_space = space;
+        }
+        v.truncate(w);
+    }
+
+    /// NFKC of `segment`, lowercased and pushed.
+    fn push_nfkc(&mut self, segment: &str) {
+        for (n, _) in segment.nfkc() {
+            for l in n.to_lowercase() {
+                self.push(l, CLASS.get(l));
+            }
+        }
+    }
+
+    /// NFKC, lowercase and separator folding in one pass, one table lookup
+    /// per character. NFKC runs only on segments that hold a character it
+    /// may change: such a segment starts at the inert character before it
+    /// and ends before the next inert one, so the result equals NFKC of the
+    /// whole text.
+    fn fill(&mut self, text: &str) {
+        self.text.clear();
+        self.kept = 0;
+        self.cjk = 0;
+        self.text.reserve(text.len());
+        let bytes = text.as_bytes();
+        // An inert character not pushed yet: a following non-inert one may
+        // have to be normalised together with it.
+        let mut held: Option<(usize, char, u8)> = None;
+        let mut dirty: Option<usize> = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            // A run of ASCII (less its last byte when a non-ASCII character
+            // follows, which may combine with it): nothing to normalise.
+            if b.is_ascii() && bytes.get(i + 1).is_none_or(u8::is_ascii) {
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held.take() {
+                    self.push_inert(hc, hb);
+                }
+                let end = match bytes[i..].iter().position(|b| !b.is_ascii()) {
+                    Some(k) => i + k - 1,
+                    None => bytes.len(),
+                };
+                self.push_ascii(&text[i..end]);
+                i = end;
+                continue;
+            }
+            let (c, n, bits) = if b.is_ascii() {
+                (b as char, 1, ASCII_CLASS[b as usize])
+            } else {
+                let c = text[i..].chars().next().expect("i is a character boundary");
+                (c, c.len_utf8(), CLASS.get(c))
+            };
+            if !b.is_ascii() && bits & SIMPLE == SIMPLE {
+                // A run of kept characters that need no change (Han text):
+                // copied at once, less its last character when a non-inert
+                // one follows.
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held.take() {
+                    self.push_inert(hc, hb);
+                }
+                let (mut j, mut count, mut cjk) = (i + n, 1, usize::from(bits & CJK != 0));
+                let mut last = (i, c, bits);
+                while let Some(d) = text[j..].chars().next().filter(|d| !d.is_ascii()) {
+                    let db = CLASS.get(d);
+                    if db & SIMPLE != SIMPLE {
+                        break;
+                    }
+                    last = (j, d, db);
+                    count += 1;
+                    cjk += usize::from(db & CJK != 0);
+                    j += d.len_utf8();
+                }
+                let hold = text[j..]
+                    .chars()
+                    .next()
+                    .is_some_and(|d| !d.is_ascii() && CLASS.get(d) & INERT == 0);
+                if hold {
+                    held = Some(last);
+                    count -= 1;
+                    cjk -= usize::from(last.2 & CJK != 0);
+                }
+                if count > 0 {
+                    self.text.push_str(&text[i..if hold { last.0 } else { j }]);
+                    self.kept += count;
+                    self.cjk += cjk;
+                }
+                i = j;
+                continue;
+            }
+            if bits & INERT != 0 {
+                if let Some(start) = dirty.take() {
+                    self.push_nfkc(&text[start..i]);
+                } else if let Some((_, hc, hb)) = held {
+                    self.push_inert(hc, hb);
+                }
+                held = Some((i, c, bits));
+            } else if dirty.is_none() {
+                dirty = Some(held.take().map_or(i, |h| h.0));
+            }
+            i += n;
+        }
+        if let Some(start) = dirty {
+            self.push_nfkc(&text[start..]);
+        } else if let Some((_, hc, hb)) = held {
+            self.push_inert(hc, hb);
+        }
+        if self.text.ends_with(' ') {
+            self.text.pop();
+        }
+    }
+}
+
+/// [`CLASS`] of the ASCII characters, without a lookup.
+const ASCII_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = INERT;
+        if !b.is_ascii_uppercase() {
+            t[i] |= LOWER_SELF;
+        }
+        if b.is_ascii_alphanumeric() {
+            t[i] |= KEPT;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The normalised text of a document, words joined by single spaces (for
+/// docs and tests; the hot path reuses a buffer).
+pub fn normalize(text: &str) -> String {
+    let mut n = Normalized::default();
+    n.fill(text);
+    n.text
+}
+
+/// Calls `f` with every shingle of `text` under `shingling`; returns the
+/// kind used (`Auto` resolved). Buffers are per thread.
+pub fn for_each_shingle(text: &str, shingling: Shingling, mut f: impl FnMut(&str)) -> ShingleKind {
+    thread_local! {
+        static BUF: std::cell::RefCell<(Normalized, Vec<usize>)> = std::cell::RefCell::default();
+    }
+    BUF.with_borrow_mut(|(norm, bounds)| {
+        norm.fill(text);
+        let kind = match shingling.kind {
+            ShingleKind::Auto if norm.cjk * 10 >= norm.kept * 3 && norm.kept > 0 => {
+                ShingleKind::Char
+            }
+            ShingleKind::Auto => ShingleKind::Word,
+            k => k,
+        };
+        let n = shingling.n;
+        bounds.clear();
+        let s = &mut norm.text;
+        match kind {
+            ShingleKind::Char => {
+                s.retain(|c| c != ' ');
+                bounds.extend(s.char_indices().map(|(i, _)| i));
+            }
+            _ => {
+                bounds.push(0);
+                bounds.extend(memchr::memchr_iter(b' ', s.as_bytes()).map(|i| i + 1));
+            }
+        }
+        if s.is_empty() {
+            return kind;
+        }
+        let units = bounds.len();
+        bounds.push(s.len() + usize::from(kind != ShingleKind::Char));
+        // The end of unit j (exclusive) is the start of unit j+1, less the
+        // separating space for words.
+        let end = |j: usize| bounds[j + 1] - usize::from(kind != ShingleKind::Char);
+        if units <= n {
+            f(s);
+        } else {
+            for i in 0..=units - n {
+                f(&s[bounds[i]..end(i + n - 1)]);
+            }
+        }
+        kind
+    })
+}
+
+/// The shingles of a document as strings (for tests and the Python
+/// reference check).
+pub fn shingles(text: &str, shingling: Shingling) -> (ShingleKind, Vec<String>) {
+    let mut out = Vec::new();
+    let kind = for_each_shingle(text, shingling, |s| out.push(s.to_owned()));
+    (kind, out)
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Permutations per register block of the kernel.
+const BLOCK: usize = 32;
+
+/// The min over shingles of every permutation. Permutations go in blocks of
+/// 32 whose minima stay in registers while every shingle passes, so LLVM
+/// vectorises the block and the loop does no memory traffic but `x`.
+#[inline(always)]
+fn min_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
+    let mut blocks = mins.chunks_exact_mut(BLOCK);
+    let (mut ab, mut bb) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
+    for ((m, a), b) in (&mut blocks).zip(&mut ab).zip(&mut bb) {
+        let a: [u64; BLOCK] = a.try_into().expect("block");
+        let b: [u64; BLOCK] = b.try_into().expect("block");
+        let mut acc: [u64; BLOCK] = m.try_into().expect("block");
+        for &x in xs {
+            let x = u64::from(x);
+            for l in 0..BLOCK {
+                acc[l] = acc[l].min(a[l].wrapping_mul(x).wrapping_add(b[l]) >> 32);
+            }
+        }
+        m.copy_from_slice(&acc);
+    }
+    let rest = blocks.into_remainder();
+    for &x in xs {
+        let x = u64::from(x);
+        for ((m, &a), &b) in rest.iter_mut().zip(ab.remainder()).zip(bb.remainder()) {
+            *m = (*m).min(a.wrapping_mul(x).wrapping_add(b) >> 32);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+unsafe fn min_kernel_avx512(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
+    min_kernel(mins, a, b, xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn min_kernel_avx2(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
+    min_kernel(mins, a, b, xs)
+}
+
+fn run_kernel(mins: &mut [u64], a: &[u64], b: &[u64], xs: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { min_kernel_avx512(mins, a, b, xs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { min_kernel_avx2(mins, a, b, xs) };
+        }
+    }
+    min_kernel(mins, a, b, xs)
+}
+
+/// Computes MinHash signatures with a fixed set of permutations.
+#[derive(Clone, Debug)]
+pub struct MinHasher {
+    pub num_perm: usize,
+    pub shingling: Shingling,
+    pub seed: u64,
+    a: Vec<u64>,
+    b: Vec<u64>,
+}
+
+/// Signature value of a document without shingles (as datasketch's empty MinHash).
+pub const EMPTY: u32 = u32::MAX;
+
+impl MinHasher {
+    /// `num_perm` permutations drawn from `seed`.
+    pub fn new(num_perm: usize, shingling: Shingling, seed: u64) -> Result<MinHasher> {
+        if !(1..=4096).contains(&num_perm) {
+            return Err(TokenmillError::Invalid(format!(
+                "num_perm must be in 1..=4096, got {num_perm}"
+            )));
+        }
+        let mut state = seed;
+        let mut a = Vec::with_capacity(num_perm);
+        let mut b = Vec::with_capacity(num_perm);
+        for _ in 0..num_perm {
+            a.push(splitmix64(&mut state) | 1);
+            b.push(splitmix64(&mut state));
+        }
+        Ok(MinHasher {
+            num_perm,
+            shingling,
+            seed,
+            a,
+            b,
+        })
+    }
+
+    /// Writes the signature of `text` into `out` (`num_perm` values); returns
+    /// false (and fills `out` with [`EMPTY`]) when the text has no shingle.
+    pub fn signature_into(&self, text: &str, out: &mut [u32]) -> bool {
+        thread_local! {
+            static STATE: std::cell::RefCell<(Vec<u32>, Vec<u64>)> = std::cell::RefCell::default();
+        }
+        STATE.with_borrow_mut(|(xs, mins)| {
+            xs.clear();
+            for_each_shingle(text, self.shingling, |s| {
+                xs.push(xxh3_64_with_seed(s.as_bytes(), self.seed) as u32);
+            });
+            mins.clear();
+            mins.resize(self.num_perm, u64::MAX);
+            run_kernel(mins, &self.a, &self.b, xs);
+            for (o, &m) in out.iter_mut().zip(mins.iter()) {
+                *o = m.min(u64::from(EMPTY)) as u32;
+            }
+            !xs.is_empty()
+        })
+    }
+
+    /// The signature of `text` as a new vector.
+    pub fn signature(&self, text: &str) -> Vec<u32> {
+        let mut out = vec![0; self.num_perm];
+        self.signature_into(text, &mut out);
+        out
+    }
+
+    /// Writes one 64-bit hash per band (`bands` bands of `rows` values) into
+    /// `out`; false when the text has no shingle (then `out` is untouched).
+    pub fn band_hashes_into(&self, text: &str, bands: usize, rows: usize, out: &mut [u64]) -> bool {
+        thread_local! {
+            static SIG: std::cell::RefCell<(Vec<u32>, Vec<u8>)> = std::cell::RefCell::default();
+        }
+        SIG.with_borrow_mut(|(sig, bytes)| {
+            sig.resize(self.num_perm, 0);
+            if !self.signature_into(text, sig) {
+                return false;
+            }
+            for (j, o) in out.iter_mut().enumerate().take(bands) {
+                bytes.clear();
+                for v in &sig[j * rows..(j + 1) * rows] {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                *o = xxh3_64_with_seed(bytes, j as u64);
+            }
+            true
+        })
+    }
+
+    /// The set of 64-bit shingle hashes of `text`, sorted and without
+    /// repeats (for the exact Jaccard of `--verify`).
+    pub fn shingle_set(&self, text: &str) -> Vec<u64> {
+        let mut set = Vec::new();
+        for_each_shingle(text, self.shingling, |s| {
+            set.push(xxh3_64_with_seed(s.as_bytes(), self.seed));
+        });
+        set.sort_unstable();
+        set.dedup();
+        set
+    }
+}
+
+/// Exact Jaccard similarity of two sorted sets without repeats.
+pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut both) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    both as f64 / (a.len() + b.len() - both) as f64
+}
+
+/// Probability that two documents of Jaccard `s` share at least one band.
+pub fn candidate_probability(s: f64, bands: usize, rows: usize) -> f64 {
+    1.0 - (1.0 - s.powi(rows as i32)).powi(bands as i32)
+}
+
+/// Integral of `f` over [lo, hi] by composite Simpson's rule.
+fn integrate(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> f64 {
+    const STEPS: usize = 1000; // even
+    let h = (hi - lo) / STEPS as f64;
+    let mut sum = f(lo) + f(hi);
+    for k in 1..STEPS {
+        sum += f(lo + k as f64 * h) * if k % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    sum * h / 3.0
+}
+
+/// The bands x rows (b * r <= num_perm) that minimise
+/// `fp_weight * P(false positive) + fn_weight * P(false negative)`, where the
+/// probabilities are the areas under the candidate curve below and above
+/// the threshold, as datasketch's `_optimal_param` computes them.
+pub fn optimal_params(
+    threshold: f64,
+    num_perm: usize,
+    fp_weight: f64,
+    fn_weight: f64,
+) -> (usize, usize) {
+    let mut best = (f64::INFINITY, (1, 1));
+    for b in 1..=num_perm {
+        for r in 1..=num_perm / b {
+            let fp = integrate(|s| candidate_probability(s, b, r), 0.0, threshold);
+            let fn_ = integrate(|s| 1.0 - candidate_probability(s, b, r), threshold, 1.0);
+            let err = fp * fp_weight + fn_ * fn_weight;
+            if err < best.0 {
+                best = (err, (b, r));
+            }
+        }
+    }
+    best.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(
+            normalize("  Hello,   WORLD!! it's\tfine_ok "),
+            "hello world it s fine ok"
+        );
+        assert_eq!(normalize("ＡＢＣ１２３：中文，测试。"), "abc123 中文 测试");
+        assert_eq!(normalize("ﬁne Straße café"), "fine straße café");
+        assert_eq!(normalize("e\u{301}t\u{e9}"), "été");
+        assert_eq!(normalize("!!! ... "), "");
+        assert_eq!(normalize("CAFE\u{301} ﬁ\u{301}X ＡＢ"), "café fíx ab");
+        assert_eq!(normalize("\u{301}a"), "\u{301}a");
+        assert_eq!(
+            normalize("中文e\u{301}中Ｘ中文\u{301}。ß"),
+            "中文é中x中文\u{301} ß"
+        );
+        for b in 0..128u8 {
+            assert_eq!(ASCII_CLASS[b as usize], CLASS.get(b as char), "{b}");
+        }
+    }
+
+    #[test]
+    fn word_and_char_shingles() {
+        let w = Shingling::parse("word:2", 5).unwrap();
+        let (kind, s) = shingles("A b, c. D", w);
+        assert_eq!(kind, ShingleKind::Word);
+        assert_eq!(s, ["a b", "b c", "c d"]);
+        let (_, s) = shingles("one", Shingling::parse("word:3", 5).unwrap());
+        assert_eq!(s, ["one"]);
+        let (kind, s) = shingles("中文，文本 abc", Shingling::parse("auto:3", 5).unwrap());
+        assert_eq!(kind, ShingleKind::Char);
+        assert_eq!(s, ["中文文", "文文本", "文本a", "本ab", "abc"]);
+        let (kind, s) = shingles("mostly english 中", Shingling::parse("auto:2", 5).unwrap());
+        assert_eq!(kind, ShingleKind::Word);
+        assert_eq!(s, ["mostly english", "english 中"]);
+        assert!(shingles("?!", w).1.is_empty());
+    }
+
+    #[test]
+    fn parse_shingling() {
+        assert_eq!(
+            Shingling::parse("char", 5).unwrap(),
+            Shingling {
+                kind: ShingleKind::Char,
+                n: 5
+            }
+        );
+        assert_eq!(Shingling::parse("word:3", 5).unwrap().to_string(), "word:3");
+        assert!(Shingling::parse("words", 5).is_err());
+        assert!(Shingling::parse("word:0", 5).is_err());
+    }
+
+    #[test]
+    fn signature_estimates_jaccard() {
+        let h = MinHasher::new(512, Shingling::parse("word:1", 1).unwrap(), 7).unwrap();
+        let a: Vec<String> = (0..400).map(|i| format!("w{i}")).collect();
+        let b: Vec<String> = (100..500).map(|i| format!("w{i}")).collect();
+        let (sa, sb) = (h.signature(&a.join(" ")), h.signature(&b.join(" ")));
+        let est = sa.iter().zip(&sb).filter(|(x, y)| x == y).count() as f64 / 512.0;
+        let exact = jaccard(&h.shingle_set(&a.join(" ")), &h.shingle_set(&b.join(" ")));
+        assert!((exact - 0.6).abs() < 1e-9);
+        assert!((est - exact).abs() < 0.07, "{est} vs {exact}");
+        // The vectorised kernel and the plain one agree.
+        let xs: Vec<u32> = (0..100u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        for k in [512, 37, 5] {
+            let (mut m1, mut m2) = (vec![u64::MAX; k], vec![u64::MAX; k]);
+            run_kernel(&mut m1, &h.a[..k], &h.b[..k], &xs);
+            for (i, m) in m2.iter_mut().enumerate() {
+                let x = xs
+                    .iter()
+                    .map(|&x| h.a[i].wrapping_mul(u64::from(x)).wrapping_add(h.b[i]) >> 32);
+                *m = x.min().unwrap();
+            }
+            assert_eq!(m1, m2);
+        }
+    }
+
+    #[test]
+    fn empty_document_has_no_signature() {
+        let h = MinHasher::new(16, Shingling::parse("auto", 5).unwrap(), 1).unwrap();
+        let mut out = vec![0; 16];
+        assert!(!h.signature_into("  --  ", &mut out));
+        assert!(out.iter().all(|&v| v == EMPTY));
+        assert!(h.signature_into("x", &mut out));
+    }
+
+    #[test]
+    fn optimal_params_match_datasketch() {
+        // Values from datasketch 2.0 `_optimal_param(t, 128, w_fp, w_fn)`.
+        assert_eq!(optimal_params(0.5, 128, 0.5, 0.5), (25, 5));
+        assert_eq!(optimal_params(0.7, 128, 0.5, 0.5), (14, 9));
+        assert_eq!(optimal_params(0.8, 128, 0.5, 0.5), (9, 13));
+        assert_eq!(optimal_params(0.9, 128, 0.5, 0.5), (5, 25));
+        assert_eq!(optimal_params(0.8, 128, 0.1, 0.9), (14, 9));
+    }
+
+    #[test]
+    fn jaccard_of_sets() {
+        assert_eq!(jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);
+        assert_eq!(jaccard(&[], &[1]), 0.0);
+    }
+}
