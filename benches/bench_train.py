@@ -126,7 +126,8 @@ def child_tokenmill(a: argparse.Namespace, shards: str, steps: int) -> None:
     from tokenmill.config import load_config
     from tokenmill.train import train
 
-    result: dict[str, Any] = {"tool": "tokenmill" if steps > 1 else "first-step"}
+    name = "tokenmill" if steps > 1 else f"first-step-{a.packing}"
+    result: dict[str, Any] = {"tool": name}
     cfg = load_config(
         None,
         {},
@@ -135,6 +136,7 @@ def child_tokenmill(a: argparse.Namespace, shards: str, steps: int) -> None:
             output_dir=a.work + f"/tm_run_{result['tool']}",
             preset=a.preset,
             block_size=a.block,
+            packing=a.packing,
             max_steps=steps,
             per_device_train_batch_size=a.batch,
             learning_rate=3e-4,
@@ -234,7 +236,10 @@ def main() -> None:
         "loader": run_child([*common, "--tool", "loader", "--shards", str(work / "shards")]),
     }
     if a.big:
-        results["first-step"] = run_child([*common, "--tool", "first-step", "--shards", a.big])
+        for packing in ("concat", "doc"):
+            results[f"first-step-{packing}"] = run_child(
+                [*common, "--tool", "first-step", "--shards", a.big, "--packing", packing]
+            )
     s, t, ld = results["seed"], results["tokenmill"], results["loader"]
     print(f"\n{a.preset}, block {a.block}, batch {a.batch}, {a.steps} steps, CPU")
     print(f"{'':<12}{'tokens/s':>10}{'first step s':>14}{'peak RSS MiB':>14}")
@@ -251,9 +256,12 @@ def main() -> None:
         f"{ld['tokens_per_s'] / t['tokens_per_s']:,.0f}x the trainer (target >= 100x)"
     )
     if a.big:
-        r = results["first-step"]
-        print(f"first step on {a.big}: {r['first_step_s']:.1f} s from process start, "
-              f"peak RSS {r['peak_rss_mib']:,.0f} MiB")  # fmt: skip
+        size = sum(f.stat().st_size for f in Path(a.big).rglob("*.bin")) / 1e9
+        for packing in ("concat", "doc"):
+            r = results[f"first-step-{packing}"]
+            print(f"first step on {a.big} ({size:.2f} GB of .bin, {packing}): "
+                  f"{r['first_step_s']:.1f} s from process start, "
+                  f"peak RSS {r['peak_rss_mib']:,.0f} MiB")  # fmt: skip
     (work / "results.json").write_text(json.dumps(results, indent=2))
 
 
@@ -261,6 +269,7 @@ def child() -> None:
     p = argparse.ArgumentParser()
     for name in ("--tokenizer", "--preset", "--work", "--jsonl", "--tool", "--shards"):
         p.add_argument(name)
+    p.add_argument("--packing", default="concat")
     for name in ("--steps", "--batch", "--block"):
         p.add_argument(name, type=int)
     p.add_argument("--model-loss", action="store_true")
