@@ -150,6 +150,39 @@ def test_tokenizer_mismatch_is_refused(
     assert not (tmp_path / "cpt" / "final_model").exists()
 
 
+def test_cpt_of_a_qwen2_checkpoint(shards: Path, tmp_path: Path, bpe_tok: Path) -> None:
+    """A local Qwen2 directory (random init, the shards' tokenizer saved
+    beside it, embeddings padded past the vocabulary as Qwen's are) trains,
+    with the chunked loss, and its eval loss goes down."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(bpe_tok)
+    model_dir = tmp_path / "qwen2"
+    config = transformers.Qwen2Config(
+        vocab_size=len(tok) + 64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    metrics = run(
+        shards, tmp_path / "cpt", model=str(model_dir), max_steps=40, eval_steps=40,
+        learning_rate=3e-3, packing="doc",
+    )  # fmt: skip
+    manifest = json.loads((tmp_path / "cpt" / "manifest.json").read_text())
+    assert manifest["model"]["architecture"] == "Qwen2ForCausalLM" and manifest["chunked_loss"]
+    losses = logged_losses(tmp_path / "cpt", "checkpoint-40")
+    assert metrics["eval_loss"] < losses[1] - 0.5
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cpt" / "final_model")
+    assert type(loaded).__name__ == "Qwen2ForCausalLM"
+
+
 def test_cli_pretrain_cpt_eval_generate(shards: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
