@@ -232,14 +232,14 @@ def check_tokenizer(model_dir: str | Path, manifest: dict[str, Any], data: str) 
 
 
 def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
-    """A preset LLaMA sized to the shards' vocabulary, or a local checkpoint."""
+    """A preset LLaMA sized to the shards' vocabulary, or a local checkpoint
+    (whose tokenizer the caller has checked against the shards)."""
     import transformers
 
     kwargs = {}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.model:
-        check_tokenizer(cfg.model, manifest, cfg.data or "")
         model = transformers.AutoModelForCausalLM.from_pretrained(
             cfg.model, dtype=torch.float32, **kwargs
         )
@@ -361,7 +361,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Runs one training job (pretrain when ``cfg.model`` is None, else CPT)
     and returns the final metrics; see docs/recipes.md for the outputs.
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
-    import transformers
     from transformers.integrations import TensorBoardCallback
 
     if not cfg.output_dir:
@@ -404,62 +403,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             f"load_best_model_at_end needs a val split of {block}+ tokens in {cfg.data}"
         )
 
+    if cfg.model:
+        check_tokenizer(cfg.model, manifest, cfg.data or "")
     tokenizer = load_tokenizer(Path(cfg.model) if cfg.model else _tokenizer_dir(manifest))
     model = build_model(cfg, manifest)
     chunked = cfg.chunked_loss and enable_chunked_loss(model, cfg.loss_chunk_tokens)
 
-    def in_steps(strategy: str, every: int) -> tuple[str, int]:
-        return ("steps", steps_per_epoch) if strategy == "epoch" else (strategy, every)
-
-    eval_strategy, eval_steps = in_steps(cfg.eval_strategy if eval_set else "no", cfg.eval_steps)
-    save_strategy, save_steps = in_steps(cfg.save_strategy, cfg.save_steps or cfg.eval_steps)
     bf16, fp16 = _precision(cfg)
-    extra: dict[str, Any] = {}
-    if world > 1 and not torch.cuda.is_available():
-        # CPU DDP: without use_cpu accelerate sets up no process group at all
-        # and every rank would train alone.
-        extra.update(use_cpu=True, ddp_backend="gloo")
-    if cfg.gradient_checkpointing:  # named activation_checkpointing since transformers 5.x
-        names = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
-        new = "activation_checkpointing"
-        extra[new if new in names else "gradient_checkpointing"] = True
-    args = transformers.TrainingArguments(
-        output_dir=str(out),
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        adam_beta2=cfg.adam_beta2,
-        max_steps=max_steps,
-        per_device_train_batch_size=b,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=ga,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=round(cfg.warmup_ratio * max_steps),
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        eval_strategy=eval_strategy,
-        eval_steps=eval_steps,
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=cfg.load_best_model_at_end and eval_set is not None,
-        metric_for_best_model="eval_loss" if eval_set is not None else None,
-        greater_is_better=False,
-        bf16=bf16,
-        fp16=fp16,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        optim=cfg.optim,
-        deepspeed=cfg.deepspeed,
-        fsdp=cfg.fsdp or "",
-        fsdp_config=cfg.fsdp_config,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        report_to="none",
-        ignore_data_skip=True,  # the stream resumes by position instead
-        prediction_loss_only=True,
-        remove_unused_columns=False,
-        **extra,
-    )
+    args = _training_arguments(cfg, max_steps, steps_per_epoch, eval_set is not None, bf16, fp16)
     if args.world_size != world:
         raise RuntimeError(
             f"{world} processes were launched but Trainer sees a world of {args.world_size}; "
@@ -525,6 +476,66 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         _write_json(out / "metrics.json", metrics)
         plot_losses(trainer.state.log_history, out / "loss.png")
     return metrics
+
+
+def _training_arguments(
+    cfg: TrainConfig, max_steps: int, steps_per_epoch: int, has_eval: bool, bf16: bool, fp16: bool
+) -> Any:
+    """Trainer's arguments from the config: epochs already turned into
+    steps, per-epoch evaluation/saving into every ``steps_per_epoch``."""
+    import transformers
+
+    def in_steps(strategy: str, every: int) -> tuple[str, int]:
+        return ("steps", steps_per_epoch) if strategy == "epoch" else (strategy, every)
+
+    eval_strategy, eval_steps = in_steps(cfg.eval_strategy if has_eval else "no", cfg.eval_steps)
+    save_strategy, save_steps = in_steps(cfg.save_strategy, cfg.save_steps or cfg.eval_steps)
+    extra: dict[str, Any] = {}
+    if _world()[1] > 1 and not torch.cuda.is_available():
+        # CPU DDP: without use_cpu accelerate sets up no process group at all
+        # and every rank would train alone.
+        extra.update(use_cpu=True, ddp_backend="gloo")
+    if cfg.gradient_checkpointing:  # named activation_checkpointing since transformers 5.x
+        names = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+        new = "activation_checkpointing"
+        extra[new if new in names else "gradient_checkpointing"] = True
+    return transformers.TrainingArguments(
+        output_dir=str(cfg.output_dir),
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        adam_beta2=cfg.adam_beta2,
+        max_steps=max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=round(cfg.warmup_ratio * max_steps),
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.load_best_model_at_end and has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False,
+        bf16=bf16,
+        fp16=fp16,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        optim=cfg.optim,
+        deepspeed=cfg.deepspeed,
+        fsdp=cfg.fsdp or "",
+        fsdp_config=cfg.fsdp_config,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        report_to="none",
+        ignore_data_skip=True,  # the stream resumes by position instead
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        **extra,
+    )
 
 
 def _resume_point(cfg: TrainConfig, out: Path) -> Path | None:
