@@ -5,7 +5,8 @@
 //! `minhash` and `dedup` (near-duplicate removal), `chunk` (boundary-aware
 //! splitting), `output` (compressed line files written atomically),
 //! `tokenize` (HF `tokenizers` with bounded pieces for long documents),
-//! `shard` (format v1 writer), `pack` (doc-mode packing plans), `prepare` (the pipeline over them), `verify`
+//! `shard` (format v1 writer), `pack` (doc-mode packing plans), `prepare` (the pipeline over them), `chat` and `sft` (chat
+//! templates, loss masks and the `prepare-sft` pipeline), `verify`
 //! (integrity checks) and `progress`. The PyO3 bindings live in `py` behind
 //! the `python` feature, so `cargo test` builds and tests the stages alone.
 //!
@@ -14,6 +15,7 @@
 //! intermediate datasets (the seed recipe's `save_to_disk` copies the corpus
 //! several times). Shards are flat little-endian arrays so numpy can memmap them.
 
+pub mod chat;
 pub mod chunk;
 pub mod clean;
 pub mod dedup;
@@ -26,6 +28,7 @@ pub mod pack;
 pub mod prepare;
 pub mod progress;
 pub mod reader;
+pub mod sft;
 pub mod shard;
 pub mod tokenize;
 pub mod verify;

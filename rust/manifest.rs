@@ -111,6 +111,9 @@ pub struct Manifest {
     pub val_split: Value,
     /// The full resolved arguments of the run.
     pub args: Value,
+    /// SFT datasets: chat template source, truncated conversations, masked tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sft: Option<Value>,
 }
 
 impl Manifest {

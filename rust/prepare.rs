@@ -646,6 +646,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             ..cfg.clone()
         })
         .expect("config serialises"),
+        sft: None,
     };
     let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_atomic(&out.join("manifest.json"), &bytes)?;

@@ -24,6 +24,7 @@ use crate::error::TokenmillError as CoreError;
 use crate::minhash::{MinHasher, Shingling};
 use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
 use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
+use crate::sft::{prepare_sft as run_prepare_sft, SftConfig};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
 
 create_exception!(
@@ -92,6 +93,15 @@ fn json_err(e: serde_json::Error) -> PyErr {
 fn prepare(py: Python<'_>, config_json: &str) -> PyResult<String> {
     let cfg: PrepareConfig = serde_json::from_str(config_json).map_err(json_err)?;
     let summary = detached(py, |interrupted| run_prepare(&cfg, interrupted))?;
+    serde_json::to_string(&summary).map_err(json_err)
+}
+
+/// Runs the prepare-sft pipeline on a JSON-encoded `SftConfig`; returns the
+/// JSON summary (manifest plus timings).
+#[pyfunction]
+fn prepare_sft(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    let cfg: SftConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    let summary = detached(py, |interrupted| run_prepare_sft(&cfg, interrupted))?;
     serde_json::to_string(&summary).map_err(json_err)
 }
 
@@ -526,6 +536,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("CorruptDatasetError", py.get_type::<CorruptDatasetError>())?;
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_sft, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer_info, m)?)?;
     m.add_function(wrap_pyfunction!(pack_documents, m)?)?;

@@ -96,6 +96,9 @@ pub struct ReaderOptions {
     pub txt_mode: TxtMode,
     /// Lines (or whole `.txt` documents in file mode) longer than this are skipped.
     pub max_line_bytes: usize,
+    /// Hand JSON lines over whole (`prepare-sft` parses the record itself)
+    /// instead of extracting `text_field`.
+    pub whole_json_line: bool,
 }
 
 impl ReaderOptions {
@@ -114,6 +117,7 @@ impl ReaderOptions {
             text_field,
             txt_mode,
             max_line_bytes,
+            whole_json_line: false,
         })
     }
 }
@@ -385,6 +389,8 @@ impl FileReader {
             Format::Jsonl => {
                 if text.trim().is_empty() {
                     skip(line, SkipReason::Empty, "blank line".into())
+                } else if self.opts.whole_json_line {
+                    text_record(line, text.to_owned())
                 } else {
                     match extract_text(text, &self.opts.text_field) {
                         Extracted::Text(t, repaired) => {

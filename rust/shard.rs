@@ -79,6 +79,11 @@ pub struct ShardInfo {
     pub docs: u64,
     pub bin_sha256: String,
     pub idx_sha256: String,
+    /// SFT datasets: the `.mask` file (one uint8 per token, 1 = trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_sha256: Option<String>,
 }
 
 /// Writes a file's bytes to `NAME.tmp`, fsyncs and renames it into place.
@@ -149,6 +154,7 @@ impl HashedFile {
 struct OpenShard {
     index: usize,
     bin: HashedFile,
+    mask: Option<HashedFile>,
     offsets: Vec<u64>,
 }
 
@@ -161,6 +167,8 @@ pub struct SplitWriter {
     current: Option<OpenShard>,
     shards: Vec<ShardInfo>,
     buf: Vec<u8>,
+    /// Whether shards get a `.mask` file (SFT).
+    masked: bool,
 }
 
 impl SplitWriter {
@@ -174,7 +182,29 @@ impl SplitWriter {
             current: None,
             shards: Vec::new(),
             buf: Vec::new(),
+            masked: false,
         }
+    }
+
+    /// A writer whose shards carry a `.mask` file beside `.bin`/`.idx`.
+    pub fn with_mask(mut self) -> Self {
+        self.masked = true;
+        self
+    }
+
+    /// Appends one document with its loss mask (one byte per token).
+    pub fn write_masked_doc(&mut self, ids: &[u32], mask: &[u8]) -> Result<()> {
+        if !self.masked || mask.len() != ids.len() {
+            return Err(TokenmillError::Invalid(format!(
+                "mask of {} bytes for {} tokens (writer masked: {})",
+                mask.len(),
+                ids.len(),
+                self.masked
+            )));
+        }
+        self.write_doc(ids)?;
+        let cur = self.current.as_mut().expect("opened by write_doc");
+        cur.mask.as_mut().expect("masked writer").write(mask)
     }
 
     /// Appends one document. A document never spans shards: a new shard
@@ -197,6 +227,11 @@ impl SplitWriter {
             self.current = Some(OpenShard {
                 index,
                 bin: HashedFile::create(dir.join(format!("{index:05}.bin")))?,
+                mask: if self.masked {
+                    Some(HashedFile::create(dir.join(format!("{index:05}.mask")))?)
+                } else {
+                    None
+                },
                 offsets: vec![0],
             });
         }
@@ -236,6 +271,7 @@ impl SplitWriter {
         idx.write(&bytes)?;
         let idx_sha256 = idx.commit()?;
         let bin_sha256 = cur.bin.commit()?;
+        let mask_sha256 = cur.mask.map(HashedFile::commit).transpose()?;
         let rel = |ext: &str| format!("{}/{:05}.{ext}", self.split, cur.index);
         self.shards.push(ShardInfo {
             bin: rel("bin"),
@@ -244,6 +280,8 @@ impl SplitWriter {
             docs: cur.offsets.len() as u64 - 1,
             bin_sha256,
             idx_sha256,
+            mask: mask_sha256.as_ref().map(|_| rel("mask")),
+            mask_sha256,
         });
         Ok(())
     }

@@ -22,6 +22,7 @@ from tokenmill.shards import (
     inspect,
     open_shards,
     prepare,
+    prepare_sft,
     read_manifest,
     verify,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "minhash",
     "open_shards",
     "prepare",
+    "prepare_sft",
     "read_manifest",
     "tokenizer_info",
     "train_tokenizer",

@@ -16,7 +16,7 @@ from tokenmill import _core
 from tokenmill.chunk import chunk_files
 from tokenmill.dedup import dedup
 from tokenmill.demo import run_demo
-from tokenmill.shards import format_inspect, inspect, prepare, verify
+from tokenmill.shards import format_inspect, inspect, prepare, prepare_sft, verify
 from tokenmill.tokenizer import train_tokenizer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -202,6 +202,102 @@ def prepare_cmd(
         list(inputs), tokenizer, output, shard_bytes=shard_size, progress=not quiet, **options
     )
     click.echo(stats.summary())
+
+
+@main.command("prepare-sft")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--tokenizer", "-t", required=True, help="tokenizer.json or a directory holding one.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory."
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["auto", "messages", "sharegpt", "alpaca"]),
+    default="auto",
+    show_default=True,
+    help="Record layout: OpenAI messages, ShareGPT/Belle conversations, alpaca, "
+    "or chosen per record from its keys.",
+)
+@click.option("--system", default=None, help="System message for conversations without one.")
+@click.option(
+    "--train-on",
+    type=click.Choice(["all", "last"]),
+    default="all",
+    show_default=True,
+    help="Assistant turns trained on (mask 1).",
+)
+@click.option("--max-length", type=int, default=None, help="Longest conversation in tokens.")
+@click.option(
+    "--overflow",
+    type=click.Choice(["truncate", "drop"]),
+    default="truncate",
+    show_default=True,
+    help="Longer conversations: cut after the last whole turn that fits, or skip.",
+)
+@click.option(
+    "--max-line-bytes",
+    type=_size,
+    metavar="SIZE",
+    default="64MiB",
+    show_default=True,
+    help="Longer lines are skipped (line_too_long) without being held in memory.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first bad record, naming file and line.")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Share of conversations (by content hash) in the val split.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split hash.")
+@click.option(
+    "--tokenizer-backend",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Encoder, as for prepare.",
+)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True
+)
+@click.option(
+    "--shard-size",
+    type=_size,
+    metavar="SIZE",
+    default="1GiB",
+    show_default=True,
+    help="Size limit of one .bin file.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Worker threads (0: TOKENMILL_THREADS or all cores).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output.")
+@_friendly_errors
+def prepare_sft_cmd(
+    inputs: tuple[str, ...],
+    tokenizer: str,
+    output: str,
+    format_: str,
+    shard_size: int,
+    **options: Any,
+) -> None:
+    """Render chat INPUTS (.jsonl[.gz|.zst]) with the tokenizer's chat template into
+    SFT shards with loss masks (1 on assistant replies)."""
+    stats = prepare_sft(
+        list(inputs), tokenizer, output, format=format_, shard_bytes=shard_size, **options
+    )
+    click.echo(stats.summary())
+    sft = stats.manifest.get("sft") or {}
+    click.echo(
+        f"sft          template: {sft.get('chat_template')}, truncated: "
+        f"{sft.get('truncated', 0):,}, trained-on tokens: {sft.get('masked_tokens', 0):,}"
+    )
 
 
 def _reader_options(f: F) -> F:

@@ -18,6 +18,10 @@ from the shard memmaps (nothing is tokenized or loaded into RAM at start):
   restarting ``position_ids`` (flash-attention uses them as varlen boundaries).
   Padding fills the end of a block as one more segment with its own positions.
 
+SFT datasets (``tokenmill prepare-sft``) carry a ``.mask`` per shard; in both
+modes ``labels`` are -100 wherever the mask is 0, so only assistant replies
+and their end-of-turn tokens are trained on.
+
 `TrainStream` is the training order: an endless, seeded walk over one or more
 datasets (``--mix`` weights), split into per-rank, per-worker batches, whose
 position is a single number, so resuming a run is O(1) and exact.
@@ -72,6 +76,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             raise ValueError(f"mode must be 'concat' or 'doc', not {mode!r}")
         self.shards = ShardSet(path, split)
         self._bins = [tokens for tokens, _ in self.shards.shards]
+        self._masks = self.shards.masks
         self.block_size = block_size
         self.mode = mode
         tok = self.shards.manifest["tokenizer"]
@@ -108,12 +113,14 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         state = self.__dict__.copy()
         state["shards"] = (str(self.shards.path), self.shards.split)
         del state["_bins"]
+        del state["_masks"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.shards = ShardSet(*state["shards"])
         self._bins = [tokens for tokens, _ in self.shards.shards]
+        self._masks = self.shards.masks
 
     def limit(self, max_blocks: int) -> None:
         """Keeps only the first ``max_blocks`` blocks (max_train_samples)."""
@@ -138,13 +145,32 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             s += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _trained(self, start: int, stop: int) -> np.ndarray | None:
+        """The ``.mask`` of tokens ``[start, stop)`` as booleans (None: no mask)."""
+        if self._masks is None:
+            return None
+        s = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
+        parts = []
+        while start < stop:
+            base = int(self._shard_starts[s])
+            end = min(stop, int(self._shard_starts[s + 1]))
+            parts.append(self._masks[s][start - base : end - base])
+            start = end
+            s += 1
+        mask = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return mask != 0
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self._blocks:
             raise IndexError(f"block {i} out of range for {self._blocks} blocks")
         if self.mode == "concat":
             start = i * self.block_size
-            ids = torch.from_numpy(self.tokens(start, start + self.block_size).astype(np.int64))
-            return {"input_ids": ids, "labels": ids.clone()}
+            ids = self.tokens(start, start + self.block_size).astype(np.int64)
+            labels = ids.copy()
+            trained = self._trained(start, start + self.block_size)
+            if trained is not None:
+                labels[~trained] = IGNORE_INDEX
+            return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
         return self._doc_block(i)
 
     def _doc_block(self, i: int) -> dict[str, torch.Tensor]:
@@ -157,6 +183,9 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             begin = int(self._doc_starts[doc] + start)
             input_ids[at : at + length] = self.tokens(begin, begin + int(length))
             labels[at + 1 : at + length] = input_ids[at + 1 : at + length]
+            trained = self._trained(begin, begin + int(length))
+            if trained is not None:
+                labels[at : at + length][~trained] = IGNORE_INDEX
             position_ids[at : at + length] = np.arange(length)
             at += int(length)
         position_ids[at:] = np.arange(n - at)

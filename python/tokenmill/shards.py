@@ -214,6 +214,83 @@ def prepare(
     return PrepareStats._from_summary(summary)
 
 
+def prepare_sft(
+    inputs: PathLike | Sequence[PathLike],
+    tokenizer: PathLike,
+    output: PathLike,
+    *,
+    format: Literal["auto", "messages", "sharegpt", "alpaca"] = "auto",
+    system: str | None = None,
+    train_on: Literal["all", "last"] = "all",
+    max_length: int | None = None,
+    overflow: Literal["truncate", "drop"] = "truncate",
+    max_line_bytes: int = 64 << 20,
+    strict: bool = False,
+    val_fraction: float = 0.01,
+    seed: int = 0,
+    tokenizer_backend: Literal["auto", "fast", "reference"] = "auto",
+    dtype: Literal["auto", "uint16", "uint32"] = "auto",
+    shard_bytes: int = 1 << 30,
+    threads: int = 0,
+    overwrite: bool = False,
+) -> PrepareStats:
+    """Turns chat JSONL into SFT shards (manifest kind ``sft``) in ``output``.
+
+    Each record is rendered with the tokenizer's own ``chat_template`` (from
+    its tokenizer_config.json; ChatML when it has none), tokenized with
+    special tokens parsed, so the ids equal transformers'
+    ``apply_chat_template(messages, tokenize=True)``, and written with a
+    ``.mask`` file: 1 on assistant replies and their end-of-turn token.
+
+    Args:
+        inputs: files, directories or globs of ``.jsonl``/``.json``/``.ndjson``,
+            optionally ``.gz``/``.zst``.
+        tokenizer: a ``tokenizer.json`` or a directory holding one.
+        output: the dataset directory.
+        format: ``messages`` (OpenAI ``[{role, content}]``), ``sharegpt``
+            (ShareGPT/Belle ``conversations [{from, value}]``), ``alpaca``
+            (``instruction``/``input``/``output``, optional ``system`` and
+            ``history``), or ``auto`` (chosen per record from its keys).
+        system: system message added to conversations that have none.
+        train_on: train on ``all`` assistant turns or only the ``last``.
+        max_length: longest conversation in tokens.
+        overflow: a longer conversation is cut after the last whole assistant
+            turn that fits (``truncate``, counted in the manifest) or skipped
+            (``drop``, counted as ``too_long``).
+        max_line_bytes: longer lines are skipped without being held in memory.
+        strict: raise `BadLineError` (naming file and line) at the first bad
+            record instead of counting it by reason.
+        val_fraction: share of conversations, chosen by content hash, for ``val``.
+        seed: seed of that hash.
+        tokenizer_backend: as for `prepare`.
+        dtype: token width.
+        shard_bytes: size limit of one ``.bin`` file.
+        threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
+        overwrite: replace an existing dataset in ``output``.
+    """
+    config = {
+        "inputs": _as_list(inputs),
+        "tokenizer": os.fspath(tokenizer),
+        "output": os.fspath(output),
+        "format": format,
+        "system": system,
+        "train_on": train_on,
+        "max_length": max_length,
+        "overflow": overflow,
+        "max_line_bytes": max_line_bytes,
+        "strict": strict,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "tokenizer_backend": tokenizer_backend,
+        "dtype": dtype,
+        "shard_bytes": shard_bytes,
+        "threads": threads,
+        "overwrite": overwrite,
+    }
+    summary = json.loads(_core.prepare_sft(json.dumps(config)))
+    return PrepareStats._from_summary(summary)
+
+
 def _backend_line(tok: dict[str, Any]) -> str:
     """Which engine encoded a dataset, why, and how much of it was cross-checked."""
     if tok["backend"] == "fast":
@@ -271,7 +348,13 @@ class ShardSet:
         self.eos_id: int | None = tok["eos_id"]
         self._bins: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
-        for shard in self.manifest["splits"][split]["shards"]:
+        self._masks: list[np.ndarray] | None = None
+        shards = self.manifest["splits"][split]["shards"]
+        if shards and all(s.get("mask") for s in shards):
+            self._masks = [
+                _memmap(self.path / s["mask"], np.dtype("u1"), s["tokens"]) for s in shards
+            ]
+        for shard in shards:
             self._bins.append(_memmap(self.path / shard["bin"], self.dtype, shard["tokens"]))
             self._offsets.append(
                 _memmap(self.path / shard["idx"], np.dtype("<u8"), shard["docs"] + 1)
@@ -288,18 +371,39 @@ class ShardSet:
         return sum(len(b) for b in self._bins)
 
     @property
-    def shards(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(tokens, offsets) memmaps of each shard, for bulk access."""
-        return list(zip(self._bins, self._offsets, strict=True))
+    def has_mask(self) -> bool:
+        """Whether the split has ``.mask`` files (SFT datasets)."""
+        return self._masks is not None
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    @property
+    def masks(self) -> list[np.ndarray] | None:
+        """The uint8 ``.mask`` memmap of each shard (1 = trained on), or None."""
+        return None if self._masks is None else list(self._masks)
+
+    def mask(self, i: int) -> np.ndarray:
+        """The loss mask of document ``i`` (uint8, 1 where trained on)."""
+        if self._masks is None:
+            raise ValueError(f"{self.path} has no .mask files (not an SFT dataset)")
+        s, local = self._locate(i)
+        off = self._offsets[s]
+        return self._masks[s][int(off[local]) : int(off[local + 1])]
+
+    def _locate(self, i: int) -> tuple[int, int]:
         n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"document {i} out of range for {n} documents")
         s = int(np.searchsorted(self._doc_starts, i, side="right")) - 1
-        local = i - int(self._doc_starts[s])
+        return s, i - int(self._doc_starts[s])
+
+    @property
+    def shards(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(tokens, offsets) memmaps of each shard, for bulk access."""
+        return list(zip(self._bins, self._offsets, strict=True))
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        s, local = self._locate(i)
         off = self._offsets[s]
         return self._bins[s][int(off[local]) : int(off[local + 1])]
 

@@ -1,0 +1,323 @@
+//! The `prepare-sft` pipeline: chat JSONL -> rendered, tokenized, masked
+//! shards (manifest kind `sft`, a `.mask` beside each `.bin`/`.idx`).
+//!
+//! It reuses `prepare`'s pieces (input expansion and the bounded line
+//! reader, the shard writer, the manifest). Records are read in batches in
+//! input order; each batch is parsed, rendered and tokenized on a rayon pool
+//! (order kept by `par_iter().collect()`), then written in order, so the
+//! shards are byte-identical for any thread count.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::chat::{parse_record, ChatEncoder, ChatFormat, ChatTemplate, Overflow, TrainOn};
+use crate::clean::{content_hash, is_val};
+use crate::error::{Result, TokenmillError};
+use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
+use crate::prepare::{resolve_threads, Summary, SPLITS};
+use crate::reader::{expand_inputs, FileReader, ReaderOptions, TxtMode};
+use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
+use crate::tokenize::{self, Backend, Encoder};
+
+/// Records parsed and tokenized per batch.
+const BATCH_RECORDS: usize = 1024;
+/// Bad records quoted in the manifest.
+const MAX_EXAMPLES: usize = 10;
+
+/// Every argument of a `prepare-sft` run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    /// Files, directories or globs of .jsonl/.json/.ndjson, optionally .gz/.zst.
+    pub inputs: Vec<String>,
+    /// A tokenizer.json or a directory holding one (and its tokenizer_config.json).
+    pub tokenizer: String,
+    pub output: String,
+    /// `auto`, `messages`, `sharegpt` or `alpaca`.
+    pub format: ChatFormat,
+    /// System message added to conversations that have none.
+    pub system: Option<String>,
+    /// `all` assistant turns are trained on, or only the `last`.
+    pub train_on: TrainOn,
+    /// Longest conversation in tokens (None: no limit).
+    pub max_length: Option<usize>,
+    /// `truncate` at the last whole turn that fits, or `drop`.
+    pub overflow: Overflow,
+    pub max_line_bytes: u64,
+    /// Stop at the first bad record with an error naming file and line.
+    pub strict: bool,
+    /// Fraction of conversations (by content hash) sent to `val`.
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub tokenizer_backend: Backend,
+    pub dtype: String,
+    pub shard_bytes: u64,
+    pub threads: usize,
+    pub overwrite: bool,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        SftConfig {
+            inputs: Vec::new(),
+            tokenizer: String::new(),
+            output: String::new(),
+            format: ChatFormat::Auto,
+            system: None,
+            train_on: TrainOn::All,
+            max_length: None,
+            overflow: Overflow::Truncate,
+            max_line_bytes: 64 << 20,
+            strict: false,
+            val_fraction: 0.01,
+            seed: 0,
+            tokenizer_backend: Backend::Auto,
+            dtype: "auto".into(),
+            shard_bytes: 1 << 30,
+            threads: 0,
+            overwrite: false,
+        }
+    }
+}
+
+/// One record read, before parsing.
+struct Line {
+    text: std::result::Result<String, (&'static str, String)>,
+    file: usize,
+    line: u64,
+}
+
+/// Runs `prepare-sft`. `interrupted` is polled between batches.
+pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Summary> {
+    let started = Instant::now();
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(TokenmillError::Invalid(format!(
+            "val_fraction must be in [0, 1), got {}",
+            cfg.val_fraction
+        )));
+    }
+    if cfg.output.is_empty() {
+        return Err(TokenmillError::Invalid(
+            "an output directory is required".into(),
+        ));
+    }
+    if cfg.max_length == Some(0) {
+        return Err(TokenmillError::Invalid("max_length must be > 0".into()));
+    }
+    let mut opts = ReaderOptions::new("text", TxtMode::Line, cfg.max_line_bytes as usize)?;
+    opts.whole_json_line = true;
+    let inputs = expand_inputs(&cfg.inputs)?;
+    if inputs.is_empty() {
+        return Err(TokenmillError::Invalid("no input files given".into()));
+    }
+    let loaded = tokenize::load(Path::new(&cfg.tokenizer))?;
+    let dtype = Dtype::choose(&cfg.dtype, loaded.vocab_size)?;
+    let template = ChatTemplate::load(Path::new(&cfg.tokenizer), &loaded)?;
+    let from_tokenizer = template.from_tokenizer;
+    let encoder = Encoder::new(&loaded, None, None, true, cfg.tokenizer_backend, 0.0)?;
+    let backend = encoder.backend_name();
+    let reference_reason = encoder.reference_reason.clone();
+    let chat = ChatEncoder::new(
+        template,
+        encoder,
+        &loaded,
+        cfg.train_on,
+        cfg.max_length,
+        cfg.overflow,
+    );
+    let threads = resolve_threads(cfg.threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("tokenmill-sft{i}"))
+        .build()
+        .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+    let out = PathBuf::from(&cfg.output);
+    prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
+
+    let mut files: Vec<FileStats> = inputs
+        .iter()
+        .map(|f| FileStats {
+            path: f.path.display().to_string(),
+            ..FileStats::default()
+        })
+        .collect();
+    let mut writers: Vec<SplitWriter> = SPLITS
+        .iter()
+        .map(|s| SplitWriter::new(&out, s, dtype, cfg.shard_bytes).with_mask())
+        .collect();
+    let mut examples = Vec::new();
+    let mut truncated = 0u64;
+    let mut masked_tokens = 0u64;
+    let mut run = || -> Result<()> {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut batch: Vec<Line> = Vec::with_capacity(BATCH_RECORDS);
+        let mut flush = |batch: &mut Vec<Line>, files: &mut Vec<FileStats>| -> Result<()> {
+            if interrupted() {
+                return Err(TokenmillError::Interrupted);
+            }
+            let done: Vec<_> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|l| {
+                        let text = l.text.as_ref().map_err(|e| e.clone())?;
+                        let messages = parse_record(text, cfg.format, cfg.system.as_deref())?;
+                        let conv = chat.encode_conversation(&messages)?;
+                        Ok((content_hash(text), conv))
+                    })
+                    .collect::<Vec<std::result::Result<_, (&'static str, String)>>>()
+            });
+            for (l, r) in batch.drain(..).zip(done) {
+                let stats = &mut files[l.file];
+                match r {
+                    Ok((hash, conv)) => {
+                        stats.docs += 1;
+                        stats.tokens += conv.ids.len() as u64;
+                        stats.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
+                        truncated += u64::from(conv.truncated);
+                        masked_tokens += conv.mask.iter().map(|&b| u64::from(b)).sum::<u64>();
+                        let val = is_val(hash, cfg.val_fraction, cfg.seed);
+                        writers[usize::from(val)].write_masked_doc(&conv.ids, &conv.mask)?;
+                    }
+                    Err((reason, detail)) => {
+                        let path = &inputs[l.file].path;
+                        if cfg.strict {
+                            return Err(TokenmillError::BadLine {
+                                path: path.clone(),
+                                line: l.line,
+                                reason,
+                                detail,
+                            });
+                        }
+                        let counts = if reason == "too_long" {
+                            &mut stats.filtered
+                        } else {
+                            &mut stats.skipped
+                        };
+                        *counts.entry(reason.into()).or_default() += 1;
+                        if examples.len() < MAX_EXAMPLES {
+                            examples.push(format!(
+                                "{}:{}: {reason} ({detail})",
+                                path.display(),
+                                l.line
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        for (fi, input) in inputs.iter().enumerate() {
+            let mut reader = FileReader::open(input, &opts, counter.clone())?;
+            while let Some(rec) = reader.next_record()? {
+                files[fi].lines += 1;
+                batch.push(Line {
+                    text: rec.text.map_err(|(r, d)| (r.name(), d)),
+                    file: fi,
+                    line: rec.line,
+                });
+                if batch.len() >= BATCH_RECORDS {
+                    flush(&mut batch, &mut files)?;
+                }
+            }
+            files[fi].repaired_surrogates += reader.repaired_surrogates;
+        }
+        flush(&mut batch, &mut files)
+    };
+    let result = run();
+    let splits: Result<Vec<SplitEntry>> = match result {
+        Ok(()) => writers
+            .into_iter()
+            .map(|w| {
+                let shards = w.finish()?;
+                Ok(SplitEntry {
+                    tokens: shards.iter().map(|s| s.tokens).sum(),
+                    docs: shards.iter().map(|s| s.docs).sum(),
+                    shards,
+                })
+            })
+            .collect(),
+        Err(e) => Err(e),
+    };
+    let splits = match splits {
+        Ok(s) => s,
+        Err(e) => {
+            remove_temp_files(&out, &SPLITS);
+            return Err(e);
+        }
+    };
+    let mut totals = FileStats::default();
+    for f in &files {
+        totals.add(f);
+    }
+    let split_map: BTreeMap<String, SplitEntry> =
+        SPLITS.iter().map(|s| s.to_string()).zip(splits).collect();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: "sft".into(),
+        tokenmill_version: crate::VERSION.into(),
+        tokenizer: TokenizerEntry {
+            path: std::fs::canonicalize(&loaded.json_path)
+                .unwrap_or(loaded.json_path.clone())
+                .display()
+                .to_string(),
+            fingerprint: loaded.fingerprint.clone(),
+            vocab_size: loaded.vocab_size,
+            bos_id: loaded.bos.as_ref().map(|t| t.id),
+            eos_id: loaded.eos.as_ref().map(|t| t.id),
+            pad_id: loaded.pad.as_ref().map(|t| t.id),
+            bos_token: loaded.bos.as_ref().map(|t| t.token.clone()),
+            eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
+            pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
+            parse_special: true,
+            backend: backend.into(),
+            reference_reason,
+            verify_fraction: 0.0,
+            verified_docs: 0,
+        },
+        dtype: dtype.name().into(),
+        // Whatever BOS/EOS the chat template writes is in the ids; none is added.
+        bos_added: false,
+        eos_added: false,
+        splits: split_map,
+        inputs: files,
+        totals,
+        skipped_examples: examples,
+        dedup: json!({"method": "none", "exact": false, "removed": 0}),
+        chunking: json!({}),
+        val_split: json!({
+            "fraction": cfg.val_fraction,
+            "seed": cfg.seed,
+            "method": "xxh3-64(content hash of the JSON line, seed) < fraction",
+        }),
+        args: serde_json::to_value(SftConfig {
+            threads,
+            ..cfg.clone()
+        })
+        .expect("config serialises"),
+        sft: Some(json!({
+            "chat_template": if from_tokenizer { "tokenizer" } else { "chatml (built in)" },
+            "train_on": cfg.train_on,
+            "truncated": truncated,
+            "masked_tokens": masked_tokens,
+        })),
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    write_atomic(&out.join("manifest.json"), &bytes)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Summary {
+        output: out.display().to_string(),
+        threads,
+        seconds,
+        text_mb_per_s: manifest.totals.text_bytes as f64 / 1e6 / seconds.max(1e-9),
+        tokens_per_s: manifest.totals.tokens as f64 / seconds.max(1e-9),
+        manifest,
+    })
+}
