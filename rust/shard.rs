@@ -442,6 +442,25 @@ mod tests {
     }
 
     #[test]
+    fn masks_follow_their_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SplitWriter::new(dir.path(), "train", Dtype::U16, 8).with_mask();
+        w.write_masked_doc(&[1, 2, 3], &[0, 1, 1]).unwrap();
+        w.write_masked_doc(&[4, 5], &[1, 0]).unwrap(); // new shard: 10 bytes > 8
+        assert!(w.write_masked_doc(&[6], &[]).is_err());
+        let shards = w.finish().unwrap();
+        assert_eq!(shards.len(), 2);
+        let masks: Vec<Vec<u8>> = shards
+            .iter()
+            .map(|s| fs::read(dir.path().join(s.mask.as_ref().unwrap())).unwrap())
+            .collect();
+        assert_eq!(masks, vec![vec![0, 1, 1], vec![1, 0]]);
+        assert!(shards.iter().all(|s| s.mask_sha256.is_some()));
+        let mut plain = SplitWriter::new(dir.path(), "val", Dtype::U16, 8);
+        assert!(plain.write_masked_doc(&[1], &[1]).is_err());
+    }
+
+    #[test]
     fn uint16_refused_for_large_vocab() {
         assert!(Dtype::choose("uint16", 70_000).is_err());
         assert_eq!(Dtype::choose("auto", 70_000).unwrap(), Dtype::U32);

@@ -62,6 +62,27 @@ fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<Stri
     if sha256_hex(idx) != s.idx_sha256 {
         errors.push(format!("{}: sha256 does not match the manifest", s.idx));
     }
+    if let (Some(mask), Some(sha)) = (&s.mask, &s.mask_sha256) {
+        match map(&root.join(mask)) {
+            Err(e) => errors.push(e),
+            Ok(m) => {
+                let m: &[u8] = m.as_deref().unwrap_or(&[]);
+                if sha256_hex(m) != *sha {
+                    errors.push(format!("{mask}: sha256 does not match the manifest"));
+                }
+                if m.len() as u64 != s.tokens {
+                    errors.push(format!(
+                        "{mask}: {} bytes, expected one per token ({})",
+                        m.len(),
+                        s.tokens
+                    ));
+                }
+                if m.iter().any(|&b| b > 1) {
+                    errors.push(format!("{mask}: holds values other than 0 and 1"));
+                }
+            }
+        }
+    }
     let itemsize = dtype.itemsize() as usize;
     if bin.len() as u64 != s.tokens * itemsize as u64 {
         errors.push(format!(

@@ -433,3 +433,17 @@ def test_builtin_chatml_without_template(bpe_tok: Path, tmp_path: Path) -> None:
     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conv)
     ref = Tokenizer.from_file(str(tok / "tokenizer.json"))
     assert ids == ref.encode(text, add_special_tokens=False).ids
+
+
+def test_verify_checks_masks(bpe_tok: Path, tmp_path: Path) -> None:
+    src = write_records(tmp_path / "c.jsonl", [{"messages": c} for c in conversations()])
+    stats = run(src, bpe_tok, tmp_path / "out")
+    assert tokenmill.verify(tmp_path / "out").ok
+    mask = tmp_path / "out" / stats.manifest["splits"]["train"]["shards"][0]["mask"]
+    data = bytearray(mask.read_bytes())
+    data[0] = 2
+    mask.write_bytes(bytes(data))
+    report = tokenmill.verify(tmp_path / "out")
+    assert not report.ok
+    assert any(".mask: sha256" in e for e in report.errors)
+    assert any("other than 0 and 1" in e for e in report.errors)
