@@ -7,9 +7,9 @@
 //! almost no published template has the markers. Rendering `messages[:i]`
 //! with the generation prompt and `messages[:i+1]` without it brackets the
 //! tokens of assistant turn `i` in whatever template the tokenizer ships;
-//! within that bracket the mask stops after the last special token (the
-//! end-of-turn, e.g. `<|im_end|>`), so the newline a template puts after it
-//! is not trained on. Rejected: rendering each message alone (templates
+//! within that bracket the mask stops after the last end-of-turn token (EOS
+//! or a known end-of-turn special such as `<|im_end|>`), so the newline a
+//! template puts after it is not trained on. Rejected: rendering each message alone (templates
 //! inject default system prompts and BOS per call) and character offsets
 //! (the fast engine returns ids only, and normalisers move offsets).
 
@@ -408,12 +408,22 @@ pub enum Overflow {
     Drop,
 }
 
+/// Special tokens that end a turn in common templates (besides the tokenizer's EOS).
+const END_OF_TURN: [&str; 6] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+];
+
 /// Everything the renderer needs, shared by all worker threads.
 pub struct ChatEncoder {
     pub template: ChatTemplate,
     pub encoder: Encoder,
-    /// Special (added) token ids: the end of an assistant turn is the last one in it.
-    special: BTreeSet<u32>,
+    /// End-of-turn ids: the mask of an assistant turn ends after the last one in it.
+    end_of_turn: BTreeSet<u32>,
     pub train_on: TrainOn,
     pub max_length: Option<usize>,
     pub overflow: Overflow,
@@ -433,17 +443,17 @@ impl ChatEncoder {
         max_length: Option<usize>,
         overflow: Overflow,
     ) -> ChatEncoder {
-        let special = loaded
-            .tokenizer
-            .get_added_tokens_decoder()
+        let added = loaded.tokenizer.get_added_tokens_decoder();
+        let end_of_turn = added
             .into_iter()
-            .filter(|(_, t)| t.special)
+            .filter(|(_, t)| t.special && END_OF_TURN.contains(&t.content.as_str()))
             .map(|(id, _)| id)
+            .chain(loaded.eos.as_ref().map(|t| t.id))
             .collect();
         ChatEncoder {
             template,
             encoder,
-            special,
+            end_of_turn,
             train_on,
             max_length,
             overflow,
@@ -491,7 +501,7 @@ impl ChatEncoder {
             let exact = stop == through.len();
             let mask_end = (start..stop)
                 .rev()
-                .find(|&p| self.special.contains(&full[p]))
+                .find(|&p| self.end_of_turn.contains(&full[p]))
                 .map_or(stop, |p| p + 1);
             spans.push((start, mask_end.max(start), stop, exact));
         }

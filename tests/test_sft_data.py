@@ -447,3 +447,46 @@ def test_verify_checks_masks(bpe_tok: Path, tmp_path: Path) -> None:
     assert not report.ok
     assert any(".mask: sha256" in e for e in report.errors)
     assert any("other than 0 and 1" in e for e in report.errors)
+
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] | trim + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'].strip() + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def test_sentencepiece_template_with_bos_and_raise(
+    llama_tok: Path, tmp_path: Path, texts: list[str]
+) -> None:
+    """A Mistral/LLaMA-2 style template on a SentencePiece tokenizer:
+    ``bos_token``/``eos_token`` globals, ``raise_exception``, python string
+    methods; a conversation the template refuses counts as template_error."""
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    shutil.copy(llama_tok / "tokenizer.json", tok / "tokenizer.json")
+    config = json.loads((llama_tok / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = MISTRAL_TEMPLATE
+    (tok / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    convs = [[m for m in c if m["role"] != "system"] for c in conversations()]
+    bad = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    bad.append({"role": "assistant", "content": "c"})
+    src = write_records(tmp_path / "c.jsonl", [{"messages": c} for c in [*convs, bad]])
+    stats = run(src, tok, tmp_path / "out")
+    assert stats.skipped == {"template_error": 1}
+    assert any("roles must alternate" in e for e in stats.skipped_examples)
+    ref = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    for conv, (ids, mask) in zip(convs, docs_and_masks(tmp_path / "out"), strict=True):
+        assert ids == hf_ids(tok, conv)
+        assert ids[0] == ref.token_to_id("<s>") and mask[0] == 0
+        spans = runs(mask)
+        replies = [m["content"].strip() for m in conv if m["role"] == "assistant"]
+        assert len(spans) == len(replies)
+        for (a, b), reply in zip(spans, replies, strict=True):
+            assert ids[b - 1] == ref.token_to_id("</s>")
+            assert ref.decode(ids[a : b - 1], skip_special_tokens=False).strip() == reply
