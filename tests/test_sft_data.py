@@ -223,6 +223,11 @@ def test_ids_equal_transformers_and_mask_covers_assistant(
         assert decoded == assistant
     # Mask 0 on everything else: the masked total is exactly those spans.
     assert stats.manifest["sft"]["masked_tokens"] == sum(sum(m) for _, m in got)
+    info = tokenmill.inspect(tmp_path / "out")
+    assert info["kind"] == "sft"
+    assert info["splits"]["train"]["trained_tokens"] == stats.manifest["sft"]["masked_tokens"]
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "out")])
+    assert r.exit_code == 0 and "trained on (mask 1)" in r.output
 
 
 def test_train_on_last(bpe_tok: Path, tmp_path: Path) -> None:

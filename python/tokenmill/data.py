@@ -54,7 +54,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
     format transformers' causal LMs take (they shift labels themselves).
 
     Args:
-        path: a directory written by ``tokenmill prepare``.
+        path: a directory written by ``tokenmill prepare`` or ``prepare-sft``.
         split: ``train``, ``val`` or any split in the manifest.
         block_size: tokens per block.
         mode: ``concat`` or ``doc`` (see the module docstring).

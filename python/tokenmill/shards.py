@@ -455,6 +455,8 @@ def inspect(path: PathLike) -> dict[str, Any]:
     m = read_manifest(path)
     out: dict[str, Any] = {
         "path": str(path),
+        "kind": m.get("kind", "pretrain"),
+        "sft": m.get("sft"),
         "dtype": m["dtype"],
         "tokenizer": m["tokenizer"],
         "bos_added": m["bos_added"],
@@ -464,12 +466,15 @@ def inspect(path: PathLike) -> dict[str, Any]:
         "splits": {},
     }
     for split in m["splits"]:
-        lengths = open_shards(path, split).doc_lengths()
+        shards = open_shards(path, split)
+        lengths = shards.doc_lengths()
         entry: dict[str, Any] = {
             "docs": len(lengths),
             "tokens": int(lengths.sum()),
             "shards": len(m["splits"][split]["shards"]),
         }
+        if shards.masks is not None:
+            entry["trained_tokens"] = sum(int(np.count_nonzero(k)) for k in shards.masks)
         if len(lengths):
             q = np.percentile(lengths, [50, 90, 99])
             entry.update(
@@ -500,7 +505,8 @@ def format_inspect(info: dict[str, Any]) -> str:
         f"dataset    {info['path']}",
         f"tokenizer  {tok['path']} (vocab {tok['vocab_size']:,}, "
         f"fingerprint {tok['fingerprint'][:12]})",
-        f"dtype      {info['dtype']}  bos_added={info['bos_added']} eos_added={info['eos_added']}",
+        f"dtype      {info['dtype']}  bos_added={info['bos_added']} eos_added={info['eos_added']}"
+        f"  kind={info.get('kind', 'pretrain')}",
         f"inputs     {t['lines']:,} lines read, {t['docs']:,} docs kept",
         "skipped    "
         + (", ".join(f"{k}={v:,}" for k, v in sorted(t["skipped"].items())) or "none"),
@@ -508,10 +514,19 @@ def format_inspect(info: dict[str, Any]) -> str:
         + (", ".join(f"{k}={v:,}" for k, v in sorted(t["filtered"].items())) or "none"),
     ]
     lines += [f"  e.g. {e}" for e in info["skipped_examples"][:5]]
+    sft = info.get("sft")
+    if sft:
+        lines.append(
+            f"sft        template: {sft['chat_template']}, train on: {sft['train_on']}, "
+            f"truncated: {sft['truncated']:,}"
+        )
     for name, s in info["splits"].items():
         lines.append(
             f"split {name}: {s['tokens']:,} tokens, {s['docs']:,} docs, {s['shards']} shard(s)"
         )
+        if "trained_tokens" in s:
+            share = s["trained_tokens"] / max(s["tokens"], 1)
+            lines.append(f"  trained on (mask 1): {s['trained_tokens']:,} tokens ({share:.1%})")
         if s["docs"]:
             lines.append(
                 f"  doc length (tokens): min {s['min']:,} mean {s['mean']:,.1f} "
