@@ -22,6 +22,7 @@ use crate::clean::{content_hash, is_val};
 use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::prepare::{resolve_threads, Summary, SPLITS};
+use crate::progress::{Counts, Progress};
 use crate::reader::{expand_inputs, FileReader, ReaderOptions, TxtMode};
 use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
 use crate::tokenize::{self, Backend, Encoder};
@@ -61,6 +62,8 @@ pub struct SftConfig {
     pub shard_bytes: u64,
     pub threads: usize,
     pub overwrite: bool,
+    /// Draw a progress line on stderr.
+    pub progress: bool,
 }
 
 impl Default for SftConfig {
@@ -83,6 +86,7 @@ impl Default for SftConfig {
             shard_bytes: 1 << 30,
             threads: 0,
             overwrite: false,
+            progress: true,
         }
     }
 }
@@ -152,11 +156,18 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .iter()
         .map(|s| SplitWriter::new(&out, s, dtype, cfg.shard_bytes).with_mask())
         .collect();
+    let total_raw: u64 = inputs
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut progress = Progress::new("prepare-sft", cfg.progress, total_raw);
+    let mut counts = Counts::default();
     let mut examples = Vec::new();
     let mut truncated = 0u64;
     let mut masked_tokens = 0u64;
+    let counter = Arc::new(AtomicU64::new(0));
     let mut run = || -> Result<()> {
-        let counter = Arc::new(AtomicU64::new(0));
         let mut batch: Vec<Line> = Vec::with_capacity(BATCH_RECORDS);
         let mut flush = |batch: &mut Vec<Line>, files: &mut Vec<FileStats>| -> Result<()> {
             if interrupted() {
@@ -177,6 +188,9 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                 let stats = &mut files[l.file];
                 match r {
                     Ok((hash, conv)) => {
+                        counts.docs += 1;
+                        counts.tokens += conv.ids.len() as u64;
+                        counts.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
                         stats.docs += 1;
                         stats.tokens += conv.ids.len() as u64;
                         stats.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
@@ -211,6 +225,8 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                     }
                 }
             }
+            counts.raw_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+            progress.update(counts);
             Ok(())
         };
         for (fi, input) in inputs.iter().enumerate() {
@@ -231,6 +247,8 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         flush(&mut batch, &mut files)
     };
     let result = run();
+    counts.raw_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+    progress.finish(counts);
     let splits: Result<Vec<SplitEntry>> = match result {
         Ok(()) => writers
             .into_iter()

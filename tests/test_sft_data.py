@@ -174,6 +174,7 @@ def write_records(path: Path, records: list[Any]) -> Path:
 def run(inputs: Path, tok: Path, out: Path, **kw: Any) -> tokenmill.PrepareStats:
     kw.setdefault("val_fraction", 0.0)
     kw.setdefault("threads", 2)
+    kw.setdefault("progress", False)
     return tokenmill.prepare_sft(inputs, tok, out, overwrite=True, **kw)
 
 

@@ -278,6 +278,7 @@ def prepare_cmd(
     help="Worker threads (0: TOKENMILL_THREADS or all cores).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @_friendly_errors
 def prepare_sft_cmd(
     inputs: tuple[str, ...],
@@ -285,12 +286,19 @@ def prepare_sft_cmd(
     output: str,
     format_: str,
     shard_size: int,
+    quiet: bool,
     **options: Any,
 ) -> None:
     """Render chat INPUTS (.jsonl[.gz|.zst]) with the tokenizer's chat template into
     SFT shards with loss masks (1 on assistant replies)."""
     stats = prepare_sft(
-        list(inputs), tokenizer, output, format=format_, shard_bytes=shard_size, **options
+        list(inputs),
+        tokenizer,
+        output,
+        format=format_,
+        shard_bytes=shard_size,
+        progress=not quiet,
+        **options,
     )
     click.echo(stats.summary())
     sft = stats.manifest.get("sft") or {}

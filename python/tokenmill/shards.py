@@ -233,6 +233,7 @@ def prepare_sft(
     shard_bytes: int = 1 << 30,
     threads: int = 0,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> PrepareStats:
     """Turns chat JSONL into SFT shards (manifest kind ``sft``) in ``output``.
 
@@ -267,6 +268,7 @@ def prepare_sft(
         shard_bytes: size limit of one ``.bin`` file.
         threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
         overwrite: replace an existing dataset in ``output``.
+        progress: draw a progress line on stderr.
     """
     config = {
         "inputs": _as_list(inputs),
@@ -286,6 +288,7 @@ def prepare_sft(
         "shard_bytes": shard_bytes,
         "threads": threads,
         "overwrite": overwrite,
+        "progress": progress,
     }
     summary = json.loads(_core.prepare_sft(json.dumps(config)))
     return PrepareStats._from_summary(summary)
