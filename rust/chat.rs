@@ -396,6 +396,10 @@ pub struct Conversation {
     pub mask: Vec<u8>,
     /// Whether trailing turns were cut to fit `max_length`.
     pub truncated: bool,
+    /// Assistant turns whose prefix renders were not token prefixes of the
+    /// whole conversation (a template that renders history differently from
+    /// the generation prompt); their mask starts where the ids first differ.
+    pub inexact_turns: u64,
 }
 
 /// What happens to a conversation longer than `max_length`.
@@ -490,6 +494,7 @@ impl ChatEncoder {
         }
         // (start, end of mask, end of turn) of each assistant turn, in tokens.
         let mut spans = Vec::new();
+        let mut inexact_turns = 0;
         for (i, m) in messages.iter().enumerate() {
             if m.role != "assistant" {
                 continue;
@@ -499,6 +504,7 @@ impl ChatEncoder {
             let start = common_prefix(&before, &full);
             let stop = common_prefix(&through, &full);
             let exact = stop == through.len();
+            inexact_turns += u64::from(!exact || start != before.len());
             let mask_end = (start..stop)
                 .rev()
                 .find(|&p| self.end_of_turn.contains(&full[p]))
@@ -539,6 +545,7 @@ impl ChatEncoder {
             ids,
             mask,
             truncated,
+            inexact_turns,
         })
     }
 }

@@ -165,6 +165,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let mut counts = Counts::default();
     let mut examples = Vec::new();
     let mut truncated = 0u64;
+    let mut inexact_turns = 0u64;
     let mut masked_tokens = 0u64;
     let counter = Arc::new(AtomicU64::new(0));
     let mut run = || -> Result<()> {
@@ -195,6 +196,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                         stats.tokens += conv.ids.len() as u64;
                         stats.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
                         truncated += u64::from(conv.truncated);
+                        inexact_turns += conv.inexact_turns;
                         masked_tokens += conv.mask.iter().map(|&b| u64::from(b)).sum::<u64>();
                         let val = is_val(hash, cfg.val_fraction, cfg.seed);
                         writers[usize::from(val)].write_masked_doc(&conv.ids, &conv.mask)?;
@@ -324,6 +326,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             "chat_template": if from_tokenizer { "tokenizer" } else { "chatml (built in)" },
             "train_on": cfg.train_on,
             "truncated": truncated,
+            "inexact_turns": inexact_turns,
             "masked_tokens": masked_tokens,
         })),
     };

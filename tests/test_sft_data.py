@@ -212,6 +212,7 @@ def test_ids_equal_transformers_and_mask_covers_assistant(
     assert stats.docs == len(convs) and stats.skipped == {}
     assert stats.manifest["kind"] == "sft"
     assert stats.manifest["sft"]["chat_template"] == "tokenizer"
+    assert stats.manifest["sft"]["inexact_turns"] == 0
     got = docs_and_masks(tmp_path / "out")
     ref = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     for conv, (ids, mask) in zip(convs, got, strict=True):
@@ -485,6 +486,7 @@ def test_sentencepiece_template_with_bos_and_raise(
     src = write_records(tmp_path / "c.jsonl", [{"messages": c} for c in [*convs, bad]])
     stats = run(src, tok, tmp_path / "out")
     assert stats.skipped == {"template_error": 1}
+    assert stats.manifest["sft"]["inexact_turns"] == 0
     assert any("roles must alternate" in e for e in stats.skipped_examples)
     ref = Tokenizer.from_file(str(tok / "tokenizer.json"))
     for conv, (ids, mask) in zip(convs, docs_and_masks(tmp_path / "out"), strict=True):
