@@ -133,32 +133,28 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             return self._blocks * self.block_size
         return int(self._pieces[:, 2].sum())
 
-    def tokens(self, start: int, stop: int) -> np.ndarray:
-        """Tokens ``[start, stop)`` of the split's stream, across shard borders."""
+    def _span(self, arrays: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+        """Items ``[start, stop)`` of per-shard ``arrays`` as one stream, across
+        shard borders."""
         s = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
         parts = []
         while start < stop:
             base = int(self._shard_starts[s])
             end = min(stop, int(self._shard_starts[s + 1]))
-            parts.append(self._bins[s][start - base : end - base])
+            parts.append(arrays[s][start - base : end - base])
             start = end
             s += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def tokens(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``[start, stop)`` of the split's stream."""
+        return self._span(self._bins, start, stop)
 
     def _trained(self, start: int, stop: int) -> np.ndarray | None:
         """The ``.mask`` of tokens ``[start, stop)`` as booleans (None: no mask)."""
         if self._masks is None:
             return None
-        s = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
-        parts = []
-        while start < stop:
-            base = int(self._shard_starts[s])
-            end = min(stop, int(self._shard_starts[s + 1]))
-            parts.append(self._masks[s][start - base : end - base])
-            start = end
-            s += 1
-        mask = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return mask != 0
+        return self._span(self._masks, start, stop) != 0
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self._blocks:
