@@ -58,7 +58,8 @@ def _size(value: str) -> int:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_core.__version__, prog_name="tokenmill")
 def main() -> None:
-    """tokenmill: raw text to deduplicated, tokenized, memory-mapped token shards."""
+    """tokenmill: raw text to deduplicated, tokenized, memory-mapped token shards, and
+    language models trained on them."""
 
 
 @main.command("prepare")
