@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Result, TokenmillError};
 use crate::shard::ShardInfo;
+use crate::tokenize::{Encoder, LoadedTokenizer};
 
 /// Format name written into every manifest.
 pub const FORMAT: &str = "tokenmill-shards";
@@ -40,6 +41,30 @@ pub struct TokenizerEntry {
     /// Documents so checked (all identical, or the run would have failed).
     #[serde(default)]
     pub verified_docs: u64,
+}
+
+impl TokenizerEntry {
+    /// The entry of a loaded tokenizer and the encoder that made the ids
+    /// (no verification sample; callers that verify set those fields).
+    pub fn new(loaded: &LoadedTokenizer, encoder: &Encoder, parse_special: bool) -> Self {
+        let path = std::fs::canonicalize(&loaded.json_path).unwrap_or(loaded.json_path.clone());
+        TokenizerEntry {
+            path: path.display().to_string(),
+            fingerprint: loaded.fingerprint.clone(),
+            vocab_size: loaded.vocab_size,
+            bos_id: loaded.bos.as_ref().map(|t| t.id),
+            eos_id: loaded.eos.as_ref().map(|t| t.id),
+            pad_id: loaded.pad.as_ref().map(|t| t.id),
+            bos_token: loaded.bos.as_ref().map(|t| t.token.clone()),
+            eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
+            pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
+            parse_special,
+            backend: encoder.backend_name().into(),
+            reference_reason: encoder.reference_reason.clone(),
+            verify_fraction: 0.0,
+            verified_docs: 0,
+        }
+    }
 }
 
 /// One split (train or val).

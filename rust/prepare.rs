@@ -593,23 +593,9 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         kind: "pretrain".into(),
         tokenmill_version: crate::VERSION.into(),
         tokenizer: TokenizerEntry {
-            path: std::fs::canonicalize(&loaded.json_path)
-                .unwrap_or(loaded.json_path.clone())
-                .display()
-                .to_string(),
-            fingerprint: loaded.fingerprint.clone(),
-            vocab_size: loaded.vocab_size,
-            bos_id: loaded.bos.as_ref().map(|t| t.id),
-            eos_id: loaded.eos.as_ref().map(|t| t.id),
-            pad_id: loaded.pad.as_ref().map(|t| t.id),
-            bos_token: loaded.bos.as_ref().map(|t| t.token.clone()),
-            eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
-            pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
-            parse_special: cfg.parse_special,
-            backend: encoder.backend_name().into(),
-            reference_reason: encoder.reference_reason.clone(),
             verify_fraction: cfg.verify_fraction,
             verified_docs: tokenized.verified_docs,
+            ..TokenizerEntry::new(&loaded, &encoder, cfg.parse_special)
         },
         dtype: dtype.name().into(),
         bos_added: bos.is_some(),

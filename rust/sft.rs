@@ -126,8 +126,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let template = ChatTemplate::load(Path::new(&cfg.tokenizer), &loaded)?;
     let from_tokenizer = template.from_tokenizer;
     let encoder = Encoder::new(&loaded, None, None, true, cfg.tokenizer_backend, 0.0)?;
-    let backend = encoder.backend_name();
-    let reference_reason = encoder.reference_reason.clone();
+    let tokenizer_entry = TokenizerEntry::new(&loaded, &encoder, true);
     let chat = ChatEncoder::new(
         template,
         encoder,
@@ -283,25 +282,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         format_version: FORMAT_VERSION,
         kind: "sft".into(),
         tokenmill_version: crate::VERSION.into(),
-        tokenizer: TokenizerEntry {
-            path: std::fs::canonicalize(&loaded.json_path)
-                .unwrap_or(loaded.json_path.clone())
-                .display()
-                .to_string(),
-            fingerprint: loaded.fingerprint.clone(),
-            vocab_size: loaded.vocab_size,
-            bos_id: loaded.bos.as_ref().map(|t| t.id),
-            eos_id: loaded.eos.as_ref().map(|t| t.id),
-            pad_id: loaded.pad.as_ref().map(|t| t.id),
-            bos_token: loaded.bos.as_ref().map(|t| t.token.clone()),
-            eos_token: loaded.eos.as_ref().map(|t| t.token.clone()),
-            pad_token: loaded.pad.as_ref().map(|t| t.token.clone()),
-            parse_special: true,
-            backend: backend.into(),
-            reference_reason,
-            verify_fraction: 0.0,
-            verified_docs: 0,
-        },
+        tokenizer: tokenizer_entry,
         dtype: dtype.name().into(),
         // Whatever BOS/EOS the chat template writes is in the ids; none is added.
         bos_added: false,
