@@ -31,8 +31,8 @@ use crate::output::OutputFile;
 use crate::prepare::resolve_threads;
 use crate::progress::{Counts, Progress};
 use crate::reader::{
-    expand_inputs, open_stream, read_line_bounded, FileReader, Format, InputFile, ReaderOptions,
-    TxtMode,
+    bad_line, expand_inputs, open_stream, read_line_bounded, FileReader, Format, InputFile,
+    ReaderOptions, TxtMode,
 };
 
 /// Default seed of the MinHash permutations.
@@ -41,7 +41,6 @@ pub const DEFAULT_SEED: u64 = 1;
 pub const NEAR_DUPLICATE: &str = "near_duplicate";
 const BATCH_BYTES: usize = 4 << 20;
 const BATCH_DOCS: usize = 8192;
-const MAX_EXAMPLES: usize = 10;
 
 /// MinHash LSH settings, shared by `dedup`, `prepare --dedup minhash` and the Python API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -476,23 +475,10 @@ fn read_docs(
                         let text = match rec.text {
                             Ok(t) => t,
                             Err((reason, detail)) => {
-                                if strict {
-                                    return Err(TokenmillError::BadLine {
-                                        path: input.path.clone(),
-                                        line: rec.line,
-                                        reason: reason.name(),
-                                        detail,
-                                    });
-                                }
-                                *stats.skipped.entry(reason.name().into()).or_default() += 1;
-                                if examples.len() < MAX_EXAMPLES {
-                                    examples.push(format!(
-                                        "{}:{}: {} ({detail})",
-                                        input.path.display(),
-                                        rec.line,
-                                        reason.name()
-                                    ));
-                                }
+                                let (path, line) = (&input.path, rec.line);
+                                let skipped = &mut stats.skipped;
+                                let name = reason.name();
+                                bad_line(strict, path, line, name, detail, skipped, &mut examples)?;
                                 continue;
                             }
                         };

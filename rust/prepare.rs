@@ -22,14 +22,13 @@ use crate::dedup::{build_pool, cluster_files, Lsh, MinHashOptions, NEAR_DUPLICAT
 use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
-use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
+use crate::reader::{bad_line, expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Split names, in manifest order.
 pub const SPLITS: [&str; 2] = ["train", "val"];
 /// Bad lines quoted in the manifest and summary.
-const MAX_EXAMPLES: usize = 10;
 /// A batch is handed to the tokenizer once it holds this much text...
 const BATCH_BYTES: usize = 4 << 20;
 /// ...or this many documents.
@@ -319,23 +318,17 @@ fn read_all(
             let text = match rec.text {
                 Ok(t) => t,
                 Err((reason, detail)) => {
-                    if cfg.strict {
-                        return Err(TokenmillError::BadLine {
-                            path: input.path.clone(),
-                            line: rec.line,
-                            reason: reason.name(),
-                            detail,
-                        });
-                    }
-                    *stats.skipped.entry(reason.name().into()).or_default() += 1;
-                    if examples.len() < MAX_EXAMPLES {
-                        examples.push(format!(
-                            "{}:{}: {} ({detail})",
-                            input.path.display(),
-                            rec.line,
-                            reason.name()
-                        ));
-                    }
+                    let (path, line) = (&input.path, rec.line);
+                    let skipped = &mut stats.skipped;
+                    bad_line(
+                        cfg.strict,
+                        path,
+                        line,
+                        reason.name(),
+                        detail,
+                        skipped,
+                        &mut examples,
+                    )?;
                     continue;
                 }
             };

@@ -88,6 +88,36 @@ impl SkipReason {
     }
 }
 
+/// Bad lines quoted (`file:line: reason (detail)`) in manifests and summaries.
+pub const MAX_EXAMPLES: usize = 10;
+
+/// One bad input line: under `strict` the error naming file and line;
+/// otherwise counted by reason in `counts` and quoted in `examples` (the
+/// first [`MAX_EXAMPLES`]).
+pub fn bad_line(
+    strict: bool,
+    path: &Path,
+    line: u64,
+    reason: &'static str,
+    detail: String,
+    counts: &mut std::collections::BTreeMap<String, u64>,
+    examples: &mut Vec<String>,
+) -> Result<()> {
+    if strict {
+        return Err(TokenmillError::BadLine {
+            path: path.to_path_buf(),
+            line,
+            reason,
+            detail,
+        });
+    }
+    *counts.entry(reason.into()).or_default() += 1;
+    if examples.len() < MAX_EXAMPLES {
+        examples.push(format!("{}:{line}: {reason} ({detail})", path.display()));
+    }
+    Ok(())
+}
+
 /// Options of the reader stage.
 #[derive(Clone, Debug)]
 pub struct ReaderOptions {

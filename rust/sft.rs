@@ -23,14 +23,12 @@ use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::prepare::{resolve_threads, Summary, SPLITS};
 use crate::progress::{Counts, Progress};
-use crate::reader::{expand_inputs, FileReader, ReaderOptions, TxtMode};
+use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
 use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Records parsed and tokenized per batch.
 const BATCH_RECORDS: usize = 1024;
-/// Bad records quoted in the manifest.
-const MAX_EXAMPLES: usize = 10;
 
 /// Every argument of a `prepare-sft` run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,27 +200,20 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                     }
                     Err((reason, detail)) => {
                         let path = &inputs[l.file].path;
-                        if cfg.strict {
-                            return Err(TokenmillError::BadLine {
-                                path: path.clone(),
-                                line: l.line,
-                                reason,
-                                detail,
-                            });
-                        }
                         let counts = if reason == "too_long" {
                             &mut stats.filtered
                         } else {
                             &mut stats.skipped
                         };
-                        *counts.entry(reason.into()).or_default() += 1;
-                        if examples.len() < MAX_EXAMPLES {
-                            examples.push(format!(
-                                "{}:{}: {reason} ({detail})",
-                                path.display(),
-                                l.line
-                            ));
-                        }
+                        bad_line(
+                            cfg.strict,
+                            path,
+                            l.line,
+                            reason,
+                            detail,
+                            counts,
+                            &mut examples,
+                        )?;
                     }
                 }
             }
