@@ -55,6 +55,46 @@ def _size(value: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def _shard_output_options(threads: str) -> Callable[[F], F]:
+    """The options `prepare` and `prepare-sft` share: shard width and size,
+    threads, overwrite, progress."""
+
+    def decorate(f: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--dtype",
+                    type=click.Choice(["auto", "uint16", "uint32"]),
+                    default="auto",
+                    show_default=True,
+                ),
+                click.option(
+                    "--shard-size",
+                    type=_size,
+                    metavar="SIZE",
+                    default="1GiB",
+                    show_default=True,
+                    help="Size limit of one .bin file.",
+                ),
+                click.option(
+                    "--threads",
+                    type=int,
+                    default=0,
+                    show_default=True,
+                    help=f"{threads} (0: TOKENMILL_THREADS or all cores).",
+                ),
+                click.option(
+                    "--overwrite", is_flag=True, help="Replace an existing dataset in --output."
+                ),
+                click.option("--quiet", "-q", is_flag=True, help="No progress line."),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_core.__version__, prog_name="tokenmill")
 def main() -> None:
@@ -167,26 +207,7 @@ def main() -> None:
     help="Re-encode this share of documents (by content hash) with the tokenizers crate "
     "and stop at any difference.",
 )
-@click.option(
-    "--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True
-)
-@click.option(
-    "--shard-size",
-    type=_size,
-    metavar="SIZE",
-    default="1GiB",
-    show_default=True,
-    help="Size limit of one .bin file.",
-)
-@click.option(
-    "--threads",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Tokenizer threads (0: TOKENMILL_THREADS or all cores).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+@_shard_output_options("Tokenizer threads")
 @_friendly_errors
 def prepare_cmd(
     inputs: tuple[str, ...],
@@ -260,26 +281,7 @@ def prepare_cmd(
     show_default=True,
     help="Encoder, as for prepare.",
 )
-@click.option(
-    "--dtype", type=click.Choice(["auto", "uint16", "uint32"]), default="auto", show_default=True
-)
-@click.option(
-    "--shard-size",
-    type=_size,
-    metavar="SIZE",
-    default="1GiB",
-    show_default=True,
-    help="Size limit of one .bin file.",
-)
-@click.option(
-    "--threads",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Worker threads (0: TOKENMILL_THREADS or all cores).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+@_shard_output_options("Worker threads")
 @_friendly_errors
 def prepare_sft_cmd(
     inputs: tuple[str, ...],
