@@ -502,7 +502,10 @@ def _training_options(f: F) -> F:
         optional = get_origin(hint) in (Union, UnionType)
         base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
         shown = f"{help} [default: {default}]" if default not in (None, []) else help
-        if get_origin(base) is Literal:
+        if name == "packing":  # bare --packing packs whole documents (doc)
+            choice = click.Choice(get_args(base))
+            f = click.option(*decls, type=choice, is_flag=False, flag_value="doc", help=shown)(f)
+        elif get_origin(base) is Literal:
             f = click.option(*decls, type=click.Choice(get_args(base)), help=shown)(f)
         elif base is bool:
             f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=shown)(f)
@@ -518,11 +521,21 @@ def _training_options(f: F) -> F:
     )(f)
 
 
-def _run_training(config_file: str | None, defaults: dict[str, Any], flags: dict[str, Any]) -> None:
+def _run_training(
+    config_file: str | None, defaults: dict[str, Any], flags: dict[str, Any], sft: bool = False
+) -> None:
     from tokenmill.config import load_config
-    from tokenmill.train import train
+    from tokenmill.shards import read_manifest
+    from tokenmill.train import parse_sources, train
 
     cfg = load_config(config_file, defaults, flags)
+    if sft:
+        data = parse_sources(cfg)[0][0]
+        if read_manifest(data).get("kind") != "sft":
+            raise click.UsageError(
+                f"{data} holds pretraining shards; sft trains on `tokenmill prepare-sft` "
+                "output (loss masks on assistant replies)"
+            )
     metrics = train(cfg)
     click.echo(json.dumps(metrics, indent=2))
 
@@ -553,6 +566,41 @@ def cpt_cmd(config_file: str | None, **flags: Any) -> None:
     _run_training(config_file, {"learning_rate": 2e-5, "warmup_ratio": 0.01}, flags)
 
 
+@main.command("sft")
+@_training_options
+@_friendly_errors
+def sft_cmd(config_file: str | None, **flags: Any) -> None:
+    """Fine-tune a local HF causal LM (--model) on `prepare-sft` shards: loss on
+    assistant replies only, padded batches or --packing, optional --lora /
+    --qlora adapters or --optim galore_adamw."""
+    if not flags.get("model"):
+        raise click.UsageError("sft needs --model DIR (a local Hugging Face model directory)")
+    adapters = flags.get("lora") or flags.get("qlora") or flags.get("load_in_8bit")
+    defaults = {
+        "packing": "pad",
+        "learning_rate": 2e-4 if adapters else 2e-5,
+        "weight_decay": 0.0,
+        "adam_beta2": 0.999,
+        "warmup_ratio": 0.03,
+        "num_train_epochs": 3.0,
+        "load_best_model_at_end": False,
+    }
+    _run_training(config_file, defaults, flags, sft=True)
+
+
+@main.command("merge-lora")
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--base", default=None, help="Base model directory (default: the adapter's own).")
+@_friendly_errors
+def merge_lora_cmd(adapter: str, out: str, base: str | None) -> None:
+    """Merge a LoRA adapter (final_adapter/ or a checkpoint) into its base model
+    and save a plain Hugging Face model directory with the tokenizer."""
+    from tokenmill.sft import merge_adapter
+
+    click.echo(f"merged into {merge_adapter(adapter, out, base)}")
+
+
 @main.command("eval")
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
@@ -561,7 +609,7 @@ def cpt_cmd(config_file: str | None, **flags: Any) -> None:
     "--block-size", type=int, default=None, help="Default: the model's context, max 2048."
 )
 @click.option(
-    "--packing", type=click.Choice(["concat", "doc"]), default="concat", show_default=True
+    "--packing", type=click.Choice(["concat", "doc", "pad"]), default="concat", show_default=True
 )
 @click.option("--per-device-eval-batch-size", "batch_size", type=int, default=8, show_default=True)
 @click.option("--max-eval-samples", type=int, default=None, help="Use only the first N blocks.")

@@ -19,6 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
+# GaLore preset: the values of the Hugging Face Trainer documentation's
+# galore_adamw example, which SFT scripts (the seed's among them) copy:
+# projection rank 64, new projection every 100 steps, update scale 0.1, on
+# the attention and MLP linear layers.
+GALORE_ARGS = "rank=64, update_proj_gap=100, scale=0.10"
+GALORE_TARGETS = (r".*attn.*", r".*mlp.*")
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
@@ -42,10 +49,11 @@ class TrainConfig:
     model: str | None = _f(None, "Local HF causal-LM directory to start from (cpt).")
     preset: str = _f("llama-tiny", "Model preset for pretraining from scratch.", cli=False)
     block_size: int | None = _f(None, "Tokens per training block (default: the preset's context).")
-    packing: Literal["concat", "doc"] = _f(
+    packing: Literal["concat", "doc", "pad"] = _f(
         "concat",
-        "concat: stream cut into blocks (group_texts); doc: whole documents, no attention "
-        "across documents.",
+        "concat: stream cut into blocks (group_texts); doc: whole documents packed, no "
+        "attention across documents (bare --packing); pad: one document per sample, "
+        "batches padded (SFT default).",
     )
     # The seeds' TrainingArguments, same names.
     learning_rate: float = _f(3e-4, "Peak learning rate.")
@@ -95,6 +103,28 @@ class TrainConfig:
     attn_implementation: str | None = _f(
         None, "sdpa, eager, flash_attention_2, ... (default: transformers' choice)."
     )
+    optim_args: str | None = _f(
+        None,
+        f"Optimizer arguments as Trainer takes them; galore_* default to '{GALORE_ARGS}'.",
+    )
+    optim_target_modules: str | None = _f(
+        None,
+        "Comma-separated module-name regexes the optimizer targets (galore_* default: "
+        f"{','.join(GALORE_TARGETS)}).",
+    )
+    # Parameter-efficient fine-tuning (peft).
+    lora: bool = _f(False, "Train LoRA adapters instead of the whole model.")
+    lora_rank: int = _f(16, "LoRA rank r.")
+    lora_alpha: int | None = _f(None, "LoRA alpha (default: 2 x rank).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA path.")
+    lora_target_modules: str = _f(
+        "all-linear", "Comma-separated module names, or all-linear (every linear but the LM head)."
+    )
+    qlora: bool = _f(False, "LoRA over the model loaded in 4-bit NF4 (CUDA + bitsandbytes).")
+    load_in_8bit: bool = _f(False, "LoRA over the model loaded in 8-bit (CUDA + bitsandbytes).")
+    merge_lora: bool = _f(
+        True, "Save final_model/ and best_model/ with the adapters merged (plain HF models)."
+    )
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
@@ -110,6 +140,19 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.qlora and self.load_in_8bit:
+            raise ValueError("choose one of qlora (4-bit) and load_in_8bit")
+        if self.qlora or self.load_in_8bit:
+            self.lora = True  # quantized weights cannot be trained themselves
+        if self.lora_rank < 1:
+            raise ValueError("lora_rank must be at least 1")
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_rank
+        if self.optim.startswith("galore"):
+            if self.lora:
+                raise ValueError("GaLore trains the full weights; drop lora (or the galore optim)")
+            self.optim_args = self.optim_args or GALORE_ARGS
+            self.optim_target_modules = self.optim_target_modules or ",".join(GALORE_TARGETS)
         if self.save_steps is None:
             self.save_steps = self.eval_steps
         if self.load_best_model_at_end:

@@ -18,8 +18,13 @@ from the shard memmaps (nothing is tokenized or loaded into RAM at start):
   restarting ``position_ids`` (flash-attention uses them as varlen boundaries).
   Padding fills the end of a block as one more segment with its own positions.
 
-SFT datasets (``tokenmill prepare-sft``) carry a ``.mask`` per shard; in both
-modes ``labels`` are -100 wherever the mask is 0, so only assistant replies
+- ``pad`` (SFT without packing, the seed's padded batches): one document per
+  item, cut to ``block_size``; `collate` pads a batch to its longest item
+  (pad = the dataset's pad id, EOS by default as the seed does) with
+  ``attention_mask`` 0 and ``labels`` -100 on the padding.
+
+SFT datasets (``tokenmill prepare-sft``) carry a ``.mask`` per shard; in every
+mode ``labels`` are -100 wherever the mask is 0, so only assistant replies
 and their end-of-turn tokens are trained on.
 
 `TrainStream` is the training order: an endless, seeded walk over one or more
@@ -43,23 +48,25 @@ from tokenmill import _core
 from tokenmill.shards import PathLike, ShardSet
 
 IGNORE_INDEX = -100
-Mode = Literal["concat", "doc"]
+Mode = Literal["concat", "doc", "pad"]
+MODES = ("concat", "doc", "pad")
 
 
 class PackedDataset(Dataset[dict[str, torch.Tensor]]):
     """Blocks of ``block_size`` tokens from one split of a shard directory.
 
     Each item is a dict of int64 tensors ``input_ids`` and ``labels`` (and
-    ``position_ids`` in ``doc`` mode), all of length ``block_size``: the
-    format transformers' causal LMs take (they shift labels themselves).
+    ``position_ids`` in ``doc`` mode), all of length ``block_size`` (in
+    ``pad`` mode: the document's length, at most ``block_size``): the format
+    transformers' causal LMs take (they shift labels themselves).
 
     Args:
         path: a directory written by ``tokenmill prepare`` or ``prepare-sft``.
         split: ``train``, ``val`` or any split in the manifest.
         block_size: tokens per block.
-        mode: ``concat`` or ``doc`` (see the module docstring).
-        pad_id: padding token of ``doc`` mode (default: the manifest's pad,
-            else EOS, else 0); padded positions carry label -100.
+        mode: ``concat``, ``doc`` or ``pad`` (see the module docstring).
+        pad_id: padding token of ``doc`` and ``pad`` mode (default: the
+            manifest's pad, else EOS, else 0); padded positions carry label -100.
     """
 
     def __init__(
@@ -72,8 +79,8 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
     ) -> None:
         if block_size < 2:
             raise ValueError("block_size must be at least 2")
-        if mode not in ("concat", "doc"):
-            raise ValueError(f"mode must be 'concat' or 'doc', not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.shards = ShardSet(path, split)
         self._bins = [tokens for tokens, _ in self.shards.shards]
         self._masks = self.shards.masks
@@ -87,15 +94,21 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         self._shard_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         if mode == "concat":
             self._blocks = int(self._shard_starts[-1]) // block_size
-        else:
+        elif mode == "doc":
             self._plan_doc_mode()
+        else:
+            self._doc_starts = self._global_doc_starts()
+            self._blocks = len(self._doc_starts)
 
-    def _plan_doc_mode(self) -> None:
+    def _global_doc_starts(self) -> np.ndarray:
         starts = [
             base + offsets[:-1].astype(np.int64)
             for base, (_, offsets) in zip(self._shard_starts, self.shards.shards, strict=False)
         ]
-        self._doc_starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        return np.concatenate(starts) if starts else np.zeros(0, np.int64)
+
+    def _plan_doc_mode(self) -> None:
+        self._doc_starts = self._global_doc_starts()
         lengths = self.shards.doc_lengths().astype("<u8")
         pieces, block_starts = _core.pack_documents(lengths.tobytes(), self.block_size)
         # (doc, start within doc, len) per piece; block b = pieces[bs[b]:bs[b+1]].
@@ -131,6 +144,9 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         """Tokens served per pass (padding excluded)."""
         if self.mode == "concat":
             return self._blocks * self.block_size
+        if self.mode == "pad":
+            lengths = self.shards.doc_lengths()[: self._blocks]
+            return int(np.minimum(lengths, self.block_size).sum())
         return int(self._pieces[:, 2].sum())
 
     def _span(self, arrays: list[np.ndarray], start: int, stop: int) -> np.ndarray:
@@ -167,7 +183,25 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             if trained is not None:
                 labels[~trained] = IGNORE_INDEX
             return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+        if self.mode == "pad":
+            return self._one_document(i)
         return self._doc_block(i)
+
+    def _one_document(self, i: int) -> dict[str, torch.Tensor]:
+        begin = int(self._doc_starts[i])
+        end = min(begin + self.block_size, int(self._doc_end(i)))
+        ids = self.tokens(begin, end).astype(np.int64)
+        labels = ids.copy()
+        labels[0] = IGNORE_INDEX  # nothing predicts a document's first token
+        trained = self._trained(begin, end)
+        if trained is not None:
+            labels[~trained] = IGNORE_INDEX
+        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+    def _doc_end(self, i: int) -> int:
+        if i + 1 < len(self._doc_starts):
+            return int(self._doc_starts[i + 1])
+        return int(self._shard_starts[-1])
 
     def _doc_block(self, i: int) -> dict[str, torch.Tensor]:
         n = self.block_size
@@ -213,9 +247,22 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         }
 
 
-def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stacks equal-length blocks into a batch (no padding needed)."""
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+def collate(items: Sequence[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Stacks blocks into a batch. Items of different lengths (``pad`` mode)
+    are right-padded to the longest with ``pad_id``, label -100 and
+    ``attention_mask`` 0; equal-length blocks need no mask."""
+    lengths = [len(item["input_ids"]) for item in items]
+    longest = max(lengths)
+    if min(lengths) == longest:
+        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}
+    batch = {k: torch.full((len(items), longest), fill[k], dtype=torch.int64) for k in fill}
+    batch["attention_mask"] = torch.zeros((len(items), longest), dtype=torch.int64)
+    for row, (item, n) in enumerate(zip(items, lengths, strict=True)):
+        batch["input_ids"][row, :n] = item["input_ids"]
+        batch["labels"][row, :n] = item["labels"]
+        batch["attention_mask"][row, :n] = 1
+    return batch
 
 
 @dataclass(frozen=True)

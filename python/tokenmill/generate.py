@@ -37,6 +37,7 @@ def generate(
     """
     import transformers
 
+    from tokenmill.sft import load_causal_lm
     from tokenmill.train import load_tokenizer
 
     if num_samples < 1 or max_new_tokens < 1:
@@ -46,7 +47,7 @@ def generate(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     tokenizer = load_tokenizer(Path(model_dir))
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model = load_causal_lm(model_dir, dtype).to(device)
     model.eval()
     if chat:
         if not tokenizer.chat_template:

@@ -1,9 +1,10 @@
 """Training on token shards: tiny LLaMA from scratch, continued pretraining,
-and evaluation, through Hugging Face ``Trainer``.
+supervised fine-tuning, and evaluation, through Hugging Face ``Trainer``.
 
-One function runs both training flows (`train`); the differences are where
-the model comes from (a preset built from the shards' tokenizer, or a local
-HF directory whose tokenizer must match the shards') and the defaults.
+One function runs all three flows (`train`); the differences are where the
+model comes from (a preset built from the shards' tokenizer, or a local HF
+directory whose tokenizer must match the shards'), the data (SFT shards carry
+loss masks), adapters (`tokenmill.sft`) and the defaults.
 
 Decisions, and why:
 - The training set is a `TrainStream` (an IterableDataset) rather than a
@@ -26,6 +27,7 @@ Decisions, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -43,6 +45,8 @@ import torch.nn.functional as F
 from tokenmill import _core
 from tokenmill.config import PRESETS, TrainConfig
 from tokenmill.data import IGNORE_INDEX, PackedDataset, Source, TrainStream, collate
+from tokenmill.sft import add_lora, is_adapter_dir, load_causal_lm, merge_adapter
+from tokenmill.sft import quantization_config as _quantization
 from tokenmill.shards import read_manifest
 
 DATA_STATE = "tokenmill_data.json"
@@ -75,7 +79,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dtype = hidden.dtype
         w = weight.to(dtype)
         grad_h = torch.empty_like(hidden)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        # A frozen head (LoRA) needs no weight gradient: skip its matmul.
+        train_head = ctx.needs_input_grad[1]
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if train_head
+            else torch.empty(0)
+        )
         grad_b = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, labels.numel(), chunk):
@@ -88,11 +98,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g[rows, y] -= 1.0
             g = g.to(dtype)
             grad_h[s : s + chunk] = g @ w
-            grad_w += (g.t() @ h).float()
-            if grad_b is not None:
+            if train_head:
+                grad_w += (g.t() @ h).float()
+            if grad_b is not None and ctx.needs_input_grad[2]:
                 grad_b += g.float().sum(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else torch.empty(0))
-        ctx.has_bias = bias is not None
         ctx.weight_dtype = weight.dtype
         return total
 
@@ -102,8 +112,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad_out.float()
         return (
             grad_h * scale.to(grad_h.dtype),
-            (grad_w * scale).to(ctx.weight_dtype),
-            (grad_b * scale).to(ctx.weight_dtype) if ctx.has_bias else None,
+            (grad_w * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None,
+            (grad_b * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[2] else None,
             None,
             None,
         )
@@ -240,8 +250,14 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.model:
+        quantization = _quantization(cfg)
+        if quantization is not None:
+            kwargs.update(
+                quantization_config=quantization,
+                device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
+            )
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            cfg.model, dtype=torch.float32, **kwargs
+            cfg.model, dtype=torch.float32 if quantization is None else "auto", **kwargs
         )
         vocab = model.get_input_embeddings().weight.shape[0]
         if vocab < manifest["tokenizer"]["vocab_size"]:
@@ -370,6 +386,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     specs = parse_sources(cfg)
     weights = resolve_weights(specs)
     manifest = read_manifest(specs[0][0])
+    if (cfg.lora or cfg.optim.startswith("galore")) and not cfg.model:
+        raise ValueError("LoRA and GaLore fine-tune a model: give --model DIR")
     for path, _ in specs[1:]:
         other = read_manifest(path)["tokenizer"]["fingerprint"]
         if other != manifest["tokenizer"]["fingerprint"]:
@@ -408,6 +426,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     tokenizer = load_tokenizer(Path(cfg.model) if cfg.model else _tokenizer_dir(manifest))
     model = build_model(cfg, manifest)
     chunked = cfg.chunked_loss and enable_chunked_loss(model, cfg.loss_chunk_tokens)
+    if cfg.lora:
+        model = add_lora(model, cfg)
 
     bf16, fp16 = _precision(cfg)
     args = _training_arguments(cfg, max_steps, steps_per_epoch, eval_set is not None, bf16, fp16)
@@ -433,9 +453,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         args=args,
         train_dataset=stream,
         eval_dataset=eval_set,
-        data_collator=collate,
+        data_collator=functools.partial(collate, pad_id=sources[0].dataset.pad_id),
         processing_class=tokenizer,
-        tokens_per_step=global_batch * block,
     )
     trainer.add_callback(_run_callback(stream, out))
     for callback in callbacks:
@@ -452,15 +471,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(out / "final_model"))
+    adapters = cfg.lora and cfg.merge_lora
+    trainer.save_model(str(out / ("final_adapter" if adapters else "final_model")))
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "global_step": trainer.state.global_step,
         "steps_this_run": trainer.state.global_step - start_step,
         "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(
-            (trainer.state.global_step - start_step) * global_batch * block / seconds, 1
-        ),
+        **trainer.throughput(seconds),
     }
     if eval_set is not None:
         ev = trainer.evaluate()
@@ -468,9 +486,16 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         metrics["perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
     best = trainer.state.best_model_checkpoint
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(out / "final_model")
-        if best:
+        if adapters:
+            tokenizer.save_pretrained(out / "final_adapter")
+            merge_adapter(out / "final_adapter", out / "final_model", base=cfg.model)
+        else:
+            tokenizer.save_pretrained(out / "final_model")
+        if best and adapters and is_adapter_dir(best):
+            merge_adapter(best, out / "best_model", base=cfg.model)
+        elif best:
             _copy_model(Path(best), out / "best_model")
+        if best:
             metrics["best_model_checkpoint"] = Path(best).name
             metrics["best_eval_loss"] = trainer.state.best_metric
         _write_json(out / "metrics.json", metrics)
@@ -525,6 +550,10 @@ def _training_arguments(
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         optim=cfg.optim,
+        optim_args=cfg.optim_args,
+        optim_target_modules=cfg.optim_target_modules.split(",")
+        if cfg.optim_target_modules
+        else None,
         deepspeed=cfg.deepspeed,
         fsdp=cfg.fsdp or "",
         fsdp_config=cfg.fsdp_config,
@@ -550,12 +579,18 @@ def _resume_point(cfg: TrainConfig, out: Path) -> Path | None:
     return path
 
 
-def _make_trainer(tokens_per_step: int, **kwargs: Any) -> Any:
+def _make_trainer(**kwargs: Any) -> Any:
     from torch.utils.data import DataLoader
     from transformers import Trainer
 
     class StreamTrainer(Trainer):  # type: ignore[misc]
-        """Trainer over a rank-aware `TrainStream`, logging tokens/s."""
+        """Trainer over a rank-aware `TrainStream`, logging tokens/s: input
+        tokens (padding excluded) and trained tokens (those with a label,
+        the figure that compares padded and packed SFT)."""
+
+        # Counted on the device and read only when logging (no sync per step).
+        _seen: torch.Tensor | int = 0
+        _trained: torch.Tensor | int = 0
 
         def get_train_dataloader(self) -> DataLoader[Any]:
             # Not passed through accelerate's prepare: the stream already gives
@@ -569,12 +604,26 @@ def _make_trainer(tokens_per_step: int, **kwargs: Any) -> Any:
                 persistent_workers=self.args.dataloader_num_workers > 0,
             )
 
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *a: Any, **kw: Any) -> Any:
+            if model.training:
+                mask = inputs.get("attention_mask")
+                self._seen += inputs["input_ids"].numel() if mask is None else mask.sum()
+                self._trained += (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()
+            return super().compute_loss(model, inputs, *a, **kw)
+
+        def throughput(self, seconds: float) -> dict[str, float]:
+            """Tokens/s of this process's training so far, times the world size."""
+            world = self.args.world_size
+            return {
+                "tokens_per_second": round(int(self._seen) * world / seconds, 1),
+                "trained_tokens_per_second": round(int(self._trained) * world / seconds, 1),
+            }
+
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs and start_time is not None:
-                steps = self.state.global_step - self._initial_global_step
                 elapsed = time.time() - start_time
-                if steps > 0 and elapsed > 0:
-                    logs["tokens_per_second"] = round(steps * tokens_per_step / elapsed, 1)
+                if elapsed > 0:
+                    logs.update(self.throughput(elapsed))
             super().log(logs, start_time)
 
     return StreamTrainer(**kwargs)
@@ -604,6 +653,7 @@ def _write_run_manifest(
     fp16: bool,
 ) -> None:
     params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _write_json(
         out / "manifest.json",
         {
@@ -615,6 +665,7 @@ def _write_run_manifest(
                 "from": cfg.model or f"preset {cfg.preset}",
                 "architecture": type(model).__name__,
                 "parameters": params,
+                "trainable_parameters": trainable,
                 "config": model.config.to_dict(),
             },
             "data": [
@@ -624,6 +675,14 @@ def _write_run_manifest(
             "eval": eval_set.fingerprint if eval_set else None,
             "max_steps": max_steps,
             "chunked_loss": chunked,
+            "adapters": "qlora"
+            if cfg.qlora
+            else "lora-8bit"
+            if cfg.load_in_8bit
+            else "lora"
+            if cfg.lora
+            else None,
+            "optimizer": {"name": cfg.optim, "args": cfg.optim_args},
             "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
             "world_size": _world()[1],
             "config": asdict(cfg),
@@ -643,16 +702,16 @@ def _announce(
 ) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"model        {cfg.model or cfg.preset}: {params / 1e6:,.2f}M parameters")
+    unit = "documents of up to" if cfg.packing == "pad" else "blocks of"
     for s in sources:
         d = s.dataset
         print(
             f"data         {d.shards.path} ({d.mode}, weight {s.weight:g}): "
-            f"{len(d):,} blocks of {block} tokens"
+            f"{len(d):,} {unit} {block} tokens"
         )
     print(
-        f"plan         {max_steps:,} steps x {global_batch} blocks = "
-        f"{max_steps * global_batch * block:,} tokens; loss "
-        + ("chunked" if chunked else "the model's own")
+        f"plan         {max_steps:,} steps x {global_batch} samples of up to {block} tokens; "
+        "loss " + ("chunked" if chunked else "the model's own")
     )
     if resume:
         print(f"resume       from {resume}")
@@ -699,14 +758,13 @@ def evaluate(
     max_eval_samples: int | None = None,
     loss_chunk_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Token-weighted loss and perplexity of a model on one split."""
-    import transformers
-
+    """Token-weighted loss and perplexity of a model (or LoRA adapter
+    directory) on one split."""
     manifest = read_manifest(data)
     check_tokenizer(model_dir, manifest, str(data))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model = load_causal_lm(model_dir, dtype).to(device)
     model.eval()
     block = block_size or min(getattr(model.config, "max_position_embeddings", 1024), 2048)
     dataset = PackedDataset(data, split, block, packing)  # type: ignore[arg-type]
@@ -718,7 +776,8 @@ def evaluate(
     total, count = 0.0, 0
     started = time.perf_counter()
     for s in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        items = [dataset[i] for i in range(s, min(s + batch_size, len(dataset)))]
+        batch = collate(items, pad_id=dataset.pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         hidden = model.get_decoder()(**batch, use_cache=False).last_hidden_state

@@ -1,0 +1,144 @@
+"""Supervised fine-tuning pieces: LoRA / QLoRA adapters (``peft``), merging
+them into plain Hugging Face models, and loading either kind of directory.
+
+The SFT run itself is `tokenmill.train.train` over ``prepare-sft`` shards
+(``tokenmill sft``): same Trainer, stream, chunked loss and outputs as
+pretraining; the ``.mask`` turns labels to -100 outside assistant replies.
+
+Decisions, and why:
+- Adapters target every linear layer but the LM head by default (peft's
+  ``all-linear``): the QLoRA paper found all-layer adapters needed to match
+  full fine-tuning; attention-only LoRA is one ``--lora-target-modules`` away.
+- A LoRA run's ``final_model/`` and ``best_model/`` hold the adapters merged
+  into the base weights (plain HF directories that ``generate``, ``eval`` and
+  any HF tool load); the adapters themselves are kept in ``final_adapter/``
+  and in each ``checkpoint-*``. Merging reloads the base in its own dtype, so
+  a QLoRA run merges into full-precision weights, not into the 4-bit ones.
+- 4-bit/8-bit loading exists only on CUDA (bitsandbytes); elsewhere it is an
+  error before anything loads, not a silent fp32 run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenmill.config import TrainConfig
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def quantization_config(cfg: TrainConfig) -> Any:
+    """bitsandbytes settings for ``qlora`` (NF4, double quantisation, bf16
+    compute) or ``load_in_8bit``; None when neither is asked for."""
+    if not (cfg.qlora or cfg.load_in_8bit):
+        return None
+    flag = "--qlora" if cfg.qlora else "--load-in-8bit"
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{flag} needs a CUDA GPU (bitsandbytes quantises on the GPU); on this machine "
+            "use --lora for adapters over the full-precision model"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{flag} needs bitsandbytes: pip install 'tokenmill[sft]'") from e
+    from transformers import BitsAndBytesConfig
+
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    """Wraps ``model`` in LoRA adapters (peft), prints the trainable share,
+    and returns the ``PeftModel``. Quantised models are first prepared for
+    k-bit training (norms in fp32, input gradients on)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.qlora or cfg.load_in_8bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing
+        )
+    elif cfg.gradient_checkpointing:
+        # Frozen embeddings give checkpointed blocks inputs without grad;
+        # the adapters inside them would then get none.
+        model.enable_input_require_grads()
+    targets = cfg.lora_target_modules
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets if targets == "all-linear" else targets.split(","),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    if int(os.environ.get("RANK", "0")) == 0:
+        trainable, total = model.get_nb_trainable_parameters()
+        print(
+            f"lora         rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, targets {targets}: "
+            f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%)"
+        )
+    return model
+
+
+def merge_adapter(
+    adapter_dir: str | Path, dest: str | Path, base: str | Path | None = None
+) -> Path:
+    """Merges the LoRA adapter in ``adapter_dir`` into its base model (``base``,
+    default: the path the adapter records) and saves a plain HF model with
+    the tokenizer in ``dest``, atomically (a temporary directory renamed)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tokenmill.train import load_tokenizer
+
+    adapter_dir = Path(adapter_dir)
+    if not is_adapter_dir(adapter_dir):
+        raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter ({ADAPTER_CONFIG})")
+    if base is None:
+        base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    if not base or not Path(base).is_dir():
+        raise FileNotFoundError(
+            f"the base model of {adapter_dir} ({base!r}) is not a local directory; give it "
+            "with --base"
+        )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tok_source = adapter_dir if (adapter_dir / "tokenizer.json").is_file() else Path(base)
+    load_tokenizer(tok_source).save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype) -> Any:
+    """A causal LM from a model directory, or from an adapter directory
+    (its base model with the adapter merged in)."""
+    from transformers import AutoModelForCausalLM
+
+    if is_adapter_dir(path):
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
