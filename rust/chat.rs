@@ -290,6 +290,24 @@ fn write_py_json(v: &Value, out: &mut String) {
     }
 }
 
+/// `strftime_now(format)` as transformers defines it: the local time now,
+/// formatted by `datetime.now().strftime(format)` (LLaMA 3.1+ templates put
+/// "Today Date: 22 Nov 2026" in the system turn). An unknown directive is a
+/// template error, not a panic.
+fn strftime_now(format: String) -> std::result::Result<String, JinjaError> {
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write;
+    let items: Vec<Item> = StrftimeItems::new(&format).collect();
+    let bad = || JinjaError::new(ErrorKind::InvalidOperation, format!("strftime_now({format:?})"));
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(bad());
+    }
+    let mut out = String::new();
+    write!(out, "{}", chrono::Local::now().format_with_items(items.into_iter()))
+        .map_err(|_| bad())?;
+    Ok(out)
+}
+
 /// A tokenizer's chat template, ready to render.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -350,6 +368,7 @@ impl ChatTemplate {
             },
         );
         env.add_filter("tojson", tojson);
+        env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source)
             .map_err(|e| TokenmillError::Tokenizer {
                 path: loaded.json_path.clone(),
@@ -614,6 +633,16 @@ mod tests {
             "no_final_assistant"
         );
         assert_eq!(reason(r#"{"messages": []}"#), "empty_conversation");
+    }
+
+    #[test]
+    fn strftime_now_formats_and_rejects_bad_directives() {
+        let year = strftime_now("%Y".into()).unwrap();
+        assert_eq!(year.len(), 4);
+        assert!(year.starts_with("20"));
+        let date = strftime_now("%d %b %Y".into()).unwrap();
+        assert!(date.ends_with(&year) && date.len() == 11, "{date}");
+        assert!(strftime_now("%Q %".into()).is_err());
     }
 
     #[test]

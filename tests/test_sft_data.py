@@ -498,3 +498,40 @@ def test_sentencepiece_template_with_bos_and_raise(
         for (a, b), reply in zip(spans, replies, strict=True):
             assert ids[b - 1] == ref.token_to_id("</s>")
             assert ref.decode(ids[a : b - 1], skip_special_tokens=False).strip() == reply
+
+
+# The date logic of LLaMA 3.1+ chat templates, over ChatML turns.
+DATED_TEMPLATE = (
+    "{%- if not date_string is defined %}\n"
+    "    {%- if strftime_now is defined %}\n"
+    '        {%- set date_string = strftime_now("%d %b %Y") %}\n'
+    "    {%- else %}\n"
+    '        {%- set date_string = "26 Jul 2024" %}\n'
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{{- '<|im_start|>system\\nToday Date: ' + date_string + '<|im_end|>\\n' }}\n"
+    "{%- for message in messages %}\n"
+    "    {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] | trim"
+    " + '<|im_end|>\\n' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}\n"
+)
+
+
+def test_strftime_now_renders_todays_date_as_transformers(qwen25_tok: Path, tmp_path: Path) -> None:
+    import datetime
+
+    tok = tmp_path / "tok"
+    shutil.copytree(qwen25_tok, tok)
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    config["chat_template"] = DATED_TEMPLATE
+    (tok / "tokenizer_config.json").write_text(json.dumps(config))
+    convs = conversations()[:3]
+    src = write_records(tmp_path / "chat.jsonl", [{"messages": c} for c in convs])
+    stats = run(src, tok, tmp_path / "out")
+    assert stats.docs == 3
+    ref = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    for conv, (ids, _) in zip(convs, docs_and_masks(tmp_path / "out"), strict=True):
+        assert ids == hf_ids(tok, conv)
+        today = datetime.datetime.now().strftime("%d %b %Y")
+        assert f"Today Date: {today}" in ref.decode(ids, skip_special_tokens=False)

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import yaml
 
 # GaLore preset: the values of the Hugging Face Trainer documentation's
-# galore_adamw example, which SFT scripts (the seed's among them) copy:
-# projection rank 64, new projection every 100 steps, update scale 0.1, on
-# the attention and MLP linear layers.
+# galore_adamw example, the ones SFT scripts usually copy: projection rank
+# 64, a new projection every 100 steps, update scale 0.1, on the attention
+# and MLP linear layers.
 GALORE_ARGS = "rank=64, update_proj_gap=100, scale=0.10"
 GALORE_TARGETS = (r".*attn.*", r".*mlp.*")
 

@@ -471,8 +471,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    adapters = cfg.lora and cfg.merge_lora
-    trainer.save_model(str(out / ("final_adapter" if adapters else "final_model")))
+    merge = cfg.lora and cfg.merge_lora  # final_model/ will be the merged model
+    trainer.save_model(str(out / ("final_adapter" if merge else "final_model")))
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "global_step": trainer.state.global_step,
@@ -486,12 +486,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         metrics["perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
     best = trainer.state.best_model_checkpoint
     if trainer.is_world_process_zero():
-        if adapters:
+        if merge:
             tokenizer.save_pretrained(out / "final_adapter")
             merge_adapter(out / "final_adapter", out / "final_model", base=cfg.model)
         else:
             tokenizer.save_pretrained(out / "final_model")
-        if best and adapters and is_adapter_dir(best):
+        if best and merge and is_adapter_dir(best):
             merge_adapter(best, out / "best_model", base=cfg.model)
         elif best:
             _copy_model(Path(best), out / "best_model")
