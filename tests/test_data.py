@@ -110,10 +110,14 @@ def test_doc_blocks_hold_whole_documents(shards: Path) -> None:
     assert used / (len(packed) * block) > 0.97  # best-fit decreasing wastes little
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen"])
 def test_packed_loss_equals_per_document_loss(shards: Path, attn: str) -> None:
     """Doc mode: the token-weighted loss of packed blocks equals the loss of
     the same documents run one by one. Tolerance: 1e-5 relative (fp32)."""
+    if attn == "varlen":
+        from tokenmill import attention
+
+        attn = attention.register()
     packed = PackedDataset(shards, "train", 256, "doc")
     model = tiny_llama(packed.shards.vocab_size, attn)
     head = model.get_output_embeddings()

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tokenmill import _core
+from tokenmill import _core, attention
 from tokenmill.config import PRESETS, TrainConfig
 from tokenmill.data import IGNORE_INDEX, PackedDataset, Source, TrainStream, collate
 from tokenmill.sft import add_lora, is_adapter_dir, load_causal_lm, merge_adapter
@@ -249,6 +249,8 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
     kwargs = {}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
+    elif cfg.packing == "doc":
+        kwargs["attn_implementation"] = attention.register()  # per-document SDPA
     if cfg.model:
         quantization = _quantization(cfg)
         if quantization is not None:
