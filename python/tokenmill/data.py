@@ -38,7 +38,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from tokenmill.shards import PathLike, ShardSet
 
 IGNORE_INDEX = -100
 Mode = Literal["concat", "doc", "pad"]
-MODES = ("concat", "doc", "pad")
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 class PackedDataset(Dataset[dict[str, torch.Tensor]]):
