@@ -192,31 +192,31 @@ impl Normalized {
         }
     }
 
-    /// Pushes ASCII text without a branch per byte: letters and digits
-    /// lowercased, every other byte a space, then space runs squeezed.
+    /// Pushes ASCII text in one pass without a branch per byte: each byte
+    /// goes through [`ASCII_FOLD`] (letters and digits lowercased, anything
+    /// else a space) and is written at `w`, which advances unless the byte
+    /// is a space after a space.
     fn push_ascii(&mut self, run: &str) {
-        let keep = |b: u8| b.is_ascii_alphanumeric();
-        self.kept += run.bytes().filter(|&b| keep(b)).count();
         // SAFETY: only ASCII bytes are written, so the String stays UTF-8.
         let v = unsafe { self.text.as_mut_vec() };
         let base = v.len();
-        v.extend(run.bytes().map(|b| {
-            if keep(b) {
-                b.to_ascii_lowercase()
-            } else {
-                b' '
-            }
-        }));
-        let mut prev_space = base == 0 || v[base - 1] == b' ';
-        let mut w = base;
-        for k in base..v.len() {
-            let c = v[k];
+        let mut prev_space = v.last().is_none_or(|&b| b == b' ');
+        v.resize(base + run.len(), 0);
+        let out = &mut v[base..];
+        let (mut w, mut kept) = (0, 0);
+        for &b in run.as_bytes() {
+            let c = ASCII_FOLD[usize::from(b & 0x7F)];
             let space = c == b' ';
-            v[w] = c;
+            // `w` never passes the read position, so the slot exists.
+            if let Some(slot) = out.get_mut(w) {
+                *slot = c;
+            }
             w += usize::from(!(space && prev_space));
+            kept += usize::from(!space);
             prev_space = space;
         }
-        v.truncate(w);
+        v.truncate(base + w);
+        self.kept += kept;
     }
 
     /// NFKC of `segment`, lowercased and pushed.
@@ -254,7 +254,7 @@ impl Normalized {
                 } else if let Some((_, hc, hb)) = held.take() {
                     self.push_inert(hc, hb);
                 }
-                let end = match bytes[i..].iter().position(|b| !b.is_ascii()) {
+                let end = match first_non_ascii(&bytes[i..]) {
                     Some(k) => i + k - 1,
                     None => bytes.len(),
                 };
@@ -266,6 +266,20 @@ impl Normalized {
                 (b as char, 1, ASCII_CLASS[b as usize])
             } else {
                 let c = text[i..].chars().next().expect("i is a character boundary");
+                if let Some(a) = fullwidth_ascii(c) {
+                    // NFKC maps it to an ASCII character, which composes
+                    // with nothing before it: it is that character, held
+                    // like any inert one (a following combining mark then
+                    // normalises from here, the original character included).
+                    if let Some(start) = dirty.take() {
+                        self.push_nfkc(&text[start..i]);
+                    } else if let Some((_, hc, hb)) = held {
+                        self.push_inert(hc, hb);
+                    }
+                    held = Some((i, a, ASCII_CLASS[a as usize]));
+                    i += c.len_utf8();
+                    continue;
+                }
                 (c, c.len_utf8(), CLASS.get(c))
             };
             if !b.is_ascii() && bits & SIMPLE == SIMPLE {
@@ -347,12 +361,93 @@ const ASCII_CLASS: [u8; 128] = {
     t
 };
 
+/// The ASCII character that NFKC maps `c` to when `c` is a fullwidth form
+/// of one (U+FF01..U+FF5E) or the ideographic space: the punctuation of
+/// Chinese text (`，：（）！？`), normalised here without the normaliser.
+#[inline]
+fn fullwidth_ascii(c: char) -> Option<char> {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0),
+        '\u{3000}' => Some(' '),
+        _ => None,
+    }
+}
+
+/// Kept ASCII bytes lowercased, every other ASCII byte a space.
+const ASCII_FOLD: [u8; 128] = {
+    let mut t = [b' '; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() {
+            t[i] = b.to_ascii_lowercase();
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The position of the first non-ASCII byte, eight bytes at a time.
+#[inline]
+fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let high = u64::from_le_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080;
+        if high != 0 {
+            return Some(at + high.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map(|k| at + k)
+}
+
 /// The normalised text of a document, words joined by single spaces (for
 /// docs and tests; the hot path reuses a buffer).
 pub fn normalize(text: &str) -> String {
     let mut n = Normalized::default();
     n.fill(text);
     n.text
+}
+
+/// Removes the spaces of `s` in one pass without a branch per byte.
+fn remove_spaces(s: &mut String) {
+    // SAFETY: removing ASCII bytes keeps the other characters whole.
+    let v = unsafe { s.as_mut_vec() };
+    let mut w = 0;
+    for k in 0..v.len() {
+        let b = v[k];
+        v[w] = b;
+        w += usize::from(b != b' ');
+    }
+    v.truncate(w);
+}
+
+/// Appends to `starts` the position `k + offset` of every byte `k` for
+/// which `is_start` holds, without a branch per byte.
+#[inline(always)]
+fn push_starts(
+    bytes: &[u8],
+    starts: &mut Vec<usize>,
+    offset: usize,
+    is_start: impl Fn(u8) -> bool,
+) {
+    let base = starts.len();
+    starts.resize(base + bytes.len(), 0);
+    let out = &mut starts[base..];
+    let mut n = 0;
+    for (k, &b) in bytes.iter().enumerate() {
+        // `n` never passes `k`, so the slot exists.
+        if let Some(slot) = out.get_mut(n) {
+            *slot = k + offset;
+        }
+        n += usize::from(is_start(b));
+    }
+    starts.truncate(base + n);
 }
 
 /// Calls `f` with every shingle of `text` under `shingling`; returns the
@@ -375,12 +470,14 @@ pub fn for_each_shingle(text: &str, shingling: Shingling, mut f: impl FnMut(&str
         let s = &mut norm.text;
         match kind {
             ShingleKind::Char => {
-                s.retain(|c| c != ' ');
-                bounds.extend(s.char_indices().map(|(i, _)| i));
+                remove_spaces(s);
+                // A character starts at every byte but UTF-8 continuation bytes.
+                push_starts(s.as_bytes(), bounds, 0, |b| b & 0xC0 != 0x80);
             }
             _ => {
+                // A word starts at 0 and after every space.
                 bounds.push(0);
-                bounds.extend(memchr::memchr_iter(b' ', s.as_bytes()).map(|i| i + 1));
+                push_starts(s.as_bytes(), bounds, 1, |b| b == b' ');
             }
         }
         if s.is_empty() {
@@ -660,6 +757,39 @@ mod tests {
         );
         for b in 0..128u8 {
             assert_eq!(ASCII_CLASS[b as usize], CLASS.get(b as char), "{b}");
+        }
+        // Fullwidth forms take a shortcut; it must equal NFKC in every context.
+        for u in (0xFF01..=0xFF5E).chain([0x3000]) {
+            let c = char::from_u32(u).unwrap();
+            let nfkc: String = std::iter::once(c).nfkc().map(|(c, _)| c).collect();
+            assert_eq!(fullwidth_ascii(c).map(String::from), Some(nfkc), "{u:x}");
+        }
+        for s in [
+            "Ａ\u{301}Ｂ",
+            "e\u{301}，ｘ\u{308}\u{301}　ＡＢＣ",
+            "中，\u{301}文",
+            "\u{1100}Ａ\u{1161}",
+            "ｅ\u{301}ｅ",
+            "Ｘ",
+        ] {
+            let reference: String = s.nfkc().map(|(c, _)| c).collect();
+            assert_eq!(normalize(s), normalize(&reference), "{s:?}");
+            assert!(!normalize(s)
+                .chars()
+                .any(|c| ('\u{FF01}'..='\u{FF5E}').contains(&c)));
+        }
+    }
+
+    #[test]
+    fn non_ascii_search() {
+        for len in 0..40 {
+            let mut v = vec![b'a'; len];
+            assert_eq!(first_non_ascii(&v), None);
+            for k in 0..len {
+                v[k] = 0xC3;
+                assert_eq!(first_non_ascii(&v), Some(k));
+                v[k] = b'a';
+            }
         }
     }
 
