@@ -203,10 +203,10 @@ impl Normalized {
         }
     }
 
-    /// Pushes ASCII text in one pass without a branch per byte: each byte
-    /// goes through [`ASCII_FOLD`] (letters and digits lowercased, anything
-    /// else a space) and is written at `w`, which advances unless the byte
-    /// is a space after a space.
+    /// Pushes ASCII text: letters and digits lowercased, every other byte a
+    /// space, and a space after a space dropped. Eight bytes at a time
+    /// ([`fold8`]): a word of bytes without two separators in a row (most of
+    /// prose) is stored whole; the others go byte by byte.
     fn push_ascii(&mut self, run: &str) {
         // SAFETY: only ASCII bytes are written, so the String stays UTF-8.
         let v = unsafe { self.text.as_mut_vec() };
@@ -215,17 +215,41 @@ impl Normalized {
         v.resize(base + run.len(), 0);
         let out = &mut v[base..];
         let (mut w, mut kept) = (0, 0);
-        for &b in run.as_bytes() {
-            let c = ASCII_FOLD[usize::from(b & 0x7F)];
-            let space = c == b' ';
-            // `w` never passes the read position, so the slot exists.
-            if let Some(slot) = out.get_mut(w) {
-                *slot = c;
+        // Folded bytes one by one; `w` never passes the read position, so
+        // the slots written exist.
+        let push_bytes = |out: &mut [u8], bytes: &[u8], w: &mut usize, prev_space: &mut bool| {
+            for &c in bytes {
+                let space = c == b' ';
+                if let Some(slot) = out.get_mut(*w) {
+                    *slot = c;
+                }
+                *w += usize::from(!(space && *prev_space));
+                *prev_space = space;
             }
-            w += usize::from(!(space && prev_space));
-            kept += usize::from(!space);
-            prev_space = space;
+        };
+        let mut words = run.as_bytes().chunks_exact(8);
+        for word in &mut words {
+            let (folded, keep) = fold8(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+            let space = !keep & HIGH;
+            let after_space = (space << 8) | (u64::from(prev_space) << 7);
+            kept += keep.count_ones() as usize;
+            if space & after_space == 0 {
+                if let Some(slots) = out.get_mut(w..w + 8) {
+                    slots.copy_from_slice(&folded.to_le_bytes());
+                }
+                w += 8;
+                prev_space = space >> 63 != 0;
+            } else {
+                push_bytes(out, &folded.to_le_bytes(), &mut w, &mut prev_space);
+            }
         }
+        let rest = words.remainder();
+        let mut tail = [0u8; 8];
+        for (t, &b) in tail.iter_mut().zip(rest) {
+            *t = ASCII_FOLD[usize::from(b & 0x7F)];
+            kept += usize::from(*t != b' ');
+        }
+        push_bytes(out, &tail[..rest.len()], &mut w, &mut prev_space);
         v.truncate(base + w);
         self.kept += kept;
     }
@@ -398,6 +422,30 @@ const ASCII_FOLD: [u8; 128] = {
     t
 };
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `x` (all ASCII) that is at least `lo`
+/// (`lo` >= 1): adding 0x80 - lo carries into the high bit exactly then,
+/// and never out of the byte.
+#[inline(always)]
+fn at_least(x: u64, lo: u8) -> u64 {
+    x.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH
+}
+
+/// [`ASCII_FOLD`] of eight ASCII bytes at once (SWAR: plain u64 arithmetic,
+/// no platform code), and the high bit of each byte that is kept.
+#[inline(always)]
+fn fold8(x: u64) -> (u64, u64) {
+    // Setting bit 5 lowercases letters and leaves digits as they are.
+    let lower = x | (ONES * 0x20);
+    let letter = at_least(lower, b'a') & !at_least(lower, b'z' + 1);
+    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
+    let keep = letter | digit;
+    let mask = (keep >> 7) * 0xFF;
+    ((lower & mask) | ((ONES * u64::from(b' ')) & !mask), keep)
+}
+
 /// The position of the first non-ASCII byte, eight bytes at a time.
 #[inline]
 fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
@@ -495,15 +543,15 @@ pub fn for_each_shingle(text: &str, shingling: Shingling, mut f: impl FnMut(&str
             return kind;
         }
         let units = bounds.len();
-        bounds.push(s.len() + usize::from(kind != ShingleKind::Char));
-        // The end of unit j (exclusive) is the start of unit j+1, less the
-        // separating space for words.
-        let end = |j: usize| bounds[j + 1] - usize::from(kind != ShingleKind::Char);
+        let sep = usize::from(kind != ShingleKind::Char);
+        bounds.push(s.len() + sep);
         if units <= n {
             f(s);
         } else {
-            for i in 0..=units - n {
-                f(&s[bounds[i]..end(i + n - 1)]);
+            // A shingle runs from the start of its first unit to the start
+            // of the unit after its last, less the separating space for words.
+            for w in bounds.windows(n + 1) {
+                f(&s[w[0]..w[n] - sep]);
             }
         }
         kind
@@ -791,6 +839,39 @@ mod tests {
             assert!(!normalize(s)
                 .chars()
                 .any(|c| ('\u{FF01}'..='\u{FF5E}').contains(&c)));
+        }
+    }
+
+    #[test]
+    fn ascii_folding_matches_the_byte_rule() {
+        // The word-at-a-time path against the plain rule, on every byte
+        // value at every position and on runs of separators of every length.
+        let reference = |prefix: &str, s: &str| {
+            let mut out = String::from(prefix);
+            for b in s.bytes() {
+                let c = ASCII_FOLD[b as usize] as char;
+                if !(c == ' ' && out.chars().last().is_none_or(|l| l == ' ')) {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        let mut cases: Vec<String> = (0..128u8)
+            .flat_map(|b| (0..9).map(move |k| format!("{}{}x y,z", "ab".repeat(k), b as char)))
+            .collect();
+        cases.extend((0..20).map(|k| format!("a{}B..c  D9", " ".repeat(k))));
+        cases.extend((0..20).map(|k| format!("{}Hello, World! 123_x", "-".repeat(k))));
+        // A separator pair split across two words of eight bytes.
+        cases.extend((0..17).map(|k| format!("{}, {}", "x".repeat(k), "y".repeat(20))));
+        for prefix in ["", "q", "q "] {
+            for s in &cases {
+                let mut n = Normalized::default();
+                n.text.push_str(prefix);
+                n.push_ascii(s);
+                assert_eq!(n.text, reference(prefix, s), "{prefix:?} {s:?}");
+                let kept = s.bytes().filter(u8::is_ascii_alphanumeric).count();
+                assert_eq!(n.kept, kept, "{s:?}");
+            }
         }
     }
 
