@@ -472,6 +472,16 @@ def main() -> None:
                     20,
                 )
             )
+            if len(rounds["tokenmill"]) > 1 and len(rounds["datasketch"]) > 1:
+                per_round = [
+                    d["sig_seconds"] / t["sig_seconds"]
+                    for t, d in zip(rounds["tokenmill"], rounds["datasketch"], strict=True)
+                ]
+                print(
+                    "signatures docs/s vs datasketch, round by round: "
+                    + ", ".join(f"{r:.1f}x" for r in per_round)
+                    + f" (median {statistics.median(per_round):.1f}x)"
+                )
         if "rensa" in results:
             rensa_ratio = results["rensa"]["sig_seconds"] / tm["sig_seconds"]
             targets.append(("signatures docs/s vs rensa", rensa_ratio, 1.5))
