@@ -328,15 +328,15 @@ impl Normalized {
                 }
                 let (mut j, mut count, mut cjk) = (i + n, 1, usize::from(bits & CJK != 0));
                 let mut last = (i, c, bits);
-                while let Some(d) = text[j..].chars().next().filter(|d| !d.is_ascii()) {
+                for (k, d) in text[i + n..].char_indices() {
                     let db = CLASS.get(d);
-                    if db & SIMPLE != SIMPLE {
+                    if d.is_ascii() || db & SIMPLE != SIMPLE {
                         break;
                     }
-                    last = (j, d, db);
+                    last = (i + n + k, d, db);
                     count += 1;
                     cjk += usize::from(db & CJK != 0);
-                    j += d.len_utf8();
+                    j = last.0 + d.len_utf8();
                 }
                 let hold = text[j..]
                     .chars()
