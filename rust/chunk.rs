@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use unicode_segmentation::GraphemeCursor;
 
 use crate::error::{Result, TokenmillError};
@@ -401,8 +402,114 @@ impl Limit {
     }
 }
 
-/// Chunks every document of the inputs into `{"text", "source_id",
-/// "chunk_index"}` records, in input order.
+/// The top-level members of a JSON object in source order, each value as
+/// its raw JSON text: a chunk record keeps the source record's other fields
+/// byte for byte and in their order.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+impl Members {
+    /// The members of a JSONL line (lone surrogate escapes repaired as the
+    /// reader repairs them), or None when it is not an object.
+    fn parse(line: &[u8]) -> Option<Members> {
+        let line = std::str::from_utf8(line).ok()?;
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+        serde_json::from_str(line)
+            .or_else(|_| serde_json::from_str(&crate::reader::repair_lone_surrogates(line)))
+            .ok()
+    }
+
+    /// The value of the top-level member `key`.
+    fn get(&self, key: &str) -> Option<serde_json::Value> {
+        let (_, v) = self.0.iter().find(|(k, _)| k == key)?;
+        serde_json::from_str(v.get()).ok()
+    }
+}
+
+/// Names of the members every chunk record gets (after the source's own).
+const SOURCE_ID: &str = "source_id";
+const CHUNK_INDEX: &str = "chunk_index";
+
+/// One chunk record as a JSON line: the source record's members in order,
+/// the text field (`path`, dotted for a nested one) holding the chunk, then
+/// `source_id` and `chunk_index` (replacing members of those names). Without
+/// a source object (plain text input), `{"text", "source_id", "chunk_index"}`.
+fn chunk_line(
+    members: Option<&Members>,
+    path: &[String],
+    chunk: &str,
+    id: &serde_json::Value,
+    index: usize,
+) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut line = String::from("{");
+    let mut member = |key: &str, value: &str| {
+        if line.len() > 1 {
+            line.push(',');
+        }
+        line.push_str(&quote(key));
+        line.push(':');
+        line.push_str(value);
+    };
+    match members {
+        Some(m) => {
+            for (key, raw) in &m.0 {
+                if key == SOURCE_ID || key == CHUNK_INDEX {
+                    continue;
+                }
+                if *key != path[0] {
+                    member(key, raw.get());
+                } else if path.len() == 1 {
+                    member(key, &quote(chunk));
+                } else {
+                    // A nested text field: only this member is rewritten
+                    // (its own members then come in key order).
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+                    let pointer: String = path[1..]
+                        .iter()
+                        .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
+                        .collect();
+                    if let Some(slot) = v.pointer_mut(&pointer) {
+                        *slot = chunk.into();
+                    }
+                    member(key, &v.to_string());
+                }
+            }
+        }
+        None => member("text", &quote(chunk)),
+    }
+    member(SOURCE_ID, &id.to_string());
+    member(CHUNK_INDEX, &index.to_string());
+    line.push('}');
+    line
+}
+
+/// Chunks every document of the inputs into records that keep the source
+/// record's fields, the text field holding the chunk, plus `source_id` and
+/// `chunk_index` ([`chunk_line`]), in input order.
 pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<ChunkSummary> {
     let started = Instant::now();
     let limit = Limit::new(cfg.max_chars, cfg.max_tokens, cfg.tokenizer.as_deref())?;
@@ -437,12 +544,18 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             ..FileStats::default()
         };
         let mut reader = FileReader::open(input, &opts, raw.clone())?;
-        let mut batch: Vec<(String, serde_json::Value, u64)> = Vec::new();
-        let mut flush = |batch: &mut Vec<(String, serde_json::Value, u64)>| -> Result<()> {
+        // Text, raw JSONL line (None for plain text), line number.
+        let mut batch: Vec<(String, Option<Vec<u8>>, u64)> = Vec::new();
+        let mut flush = |batch: &mut Vec<(String, Option<Vec<u8>>, u64)>| -> Result<()> {
             let lines: Vec<Result<Vec<String>>> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map(|(text, id, line)| {
+                    .map(|(text, raw, line)| {
+                        let members = raw.as_deref().and_then(Members::parse);
+                        let id = members
+                            .as_ref()
+                            .and_then(|m| m.get(&cfg.id_field))
+                            .unwrap_or_else(|| format!("{}:{}", input.path.display(), line).into());
                         // Only the tokenizer can fail here: name the document.
                         let ranges = limit.split(text, cfg.overlap).map_err(|e| {
                             TokenmillError::BadLine {
@@ -456,12 +569,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                             .into_iter()
                             .enumerate()
                             .map(|(i, r)| {
-                                serde_json::json!({
-                                    "text": &text[r],
-                                    "source_id": id,
-                                    "chunk_index": i,
-                                })
-                                .to_string()
+                                chunk_line(members.as_ref(), &opts.text_field, &text[r], &id, i)
                             })
                             .collect())
                     })
@@ -489,17 +597,10 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             stats.lines += 1;
             match rec.text {
                 Ok(text) => {
-                    let id = (input.format == Format::Jsonl)
-                        .then(|| {
-                            serde_json::from_slice::<serde_json::Value>(reader.raw_line())
-                                .ok()
-                                .and_then(|v| v.get(&cfg.id_field).cloned())
-                        })
-                        .flatten()
-                        .unwrap_or_else(|| format!("{}:{}", input.path.display(), rec.line).into());
+                    let raw = (input.format == Format::Jsonl).then(|| reader.raw_line().to_vec());
                     stats.docs += 1;
                     stats.text_bytes += text.len() as u64;
-                    batch.push((text, id, rec.line));
+                    batch.push((text, raw, rec.line));
                     if batch.len() >= 1024 {
                         flush(&mut batch)?;
                     }
@@ -548,6 +649,32 @@ mod tests {
             .into_iter()
             .map(|r| &text[r])
             .collect()
+    }
+
+    #[test]
+    fn chunk_records_keep_the_source_fields() {
+        let raw = br#"{"z": [1, {"b": 2, "a": 1}], "text": "long text", "id": "x\u00e9", "chunk_index": 9, "m": {"t": "s", "k": 1}}"#;
+        let m = Members::parse(raw).unwrap();
+        let id = m.get("id").unwrap();
+        assert_eq!(id, "x\u{e9}");
+        let path = vec!["text".to_string()];
+        assert_eq!(
+            chunk_line(Some(&m), &path, "te\"xt", &id, 1),
+            r#"{"z":[1, {"b": 2, "a": 1}],"text":"te\"xt","id":"x\u00e9","m":{"t": "s", "k": 1},"source_id":"xé","chunk_index":1}"#
+        );
+        let nested = vec!["m".to_string(), "t".to_string()];
+        let line = chunk_line(Some(&m), &nested, "part", &id, 0);
+        assert!(line.contains(r#""m":{"k":1,"t":"part"}"#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["text"], "long text");
+        let bom = Members::parse("\u{feff}{\"text\": \"a\"}".as_bytes()).unwrap();
+        assert_eq!(bom.0.len(), 1);
+        assert!(Members::parse(b"[1]").is_none());
+        let id = serde_json::Value::from("f:3");
+        assert_eq!(
+            chunk_line(None, &path, "a", &id, 0),
+            r#"{"text":"a","source_id":"f:3","chunk_index":0}"#
+        );
     }
 
     #[test]

@@ -659,7 +659,7 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Rewrites unpaired `\uD800`-`\uDFFF` escapes to `\ufffd`; paired ones stay.
-fn repair_lone_surrogates(s: &str) -> String {
+pub(crate) fn repair_lone_surrogates(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let (mut i, mut last) = (0, 0);

@@ -124,7 +124,10 @@ def test_max_tokens(qwen_tok: Path, texts: list[str]) -> None:
 def test_chunk_files(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(
-        json.dumps({"id": 7, "text": "句子一。句子二。" * 20}, ensure_ascii=False)
+        json.dumps(
+            {"url": "u", "id": 7, "text": "句子一。句子二。" * 20, "meta": {"lang": "zh"}},
+            ensure_ascii=False,
+        )
         + "\n{bad\n"
         + json.dumps({"text": "short"})
         + "\n",
@@ -140,6 +143,13 @@ def test_chunk_files(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in gzip.decompress(out.read_bytes()).decode().splitlines()]
     first = [r for r in rows if r["source_id"] == 7]
     assert [r["chunk_index"] for r in first] == list(range(len(first))) and len(first) > 3
+    # Every other field of the source record, in its order, the text replaced.
+    assert all(
+        list(r) == ["url", "id", "text", "meta", "source_id", "chunk_index"]
+        and r["url"] == "u"
+        and r["meta"] == {"lang": "zh"}
+        for r in first
+    )
     assert all(len(r["text"]) <= 50 for r in rows)
     assert rows[-1] == {"text": "short", "source_id": f"{src}:3", "chunk_index": 0}
     assert "malformed_json=1" in res.output

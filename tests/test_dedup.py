@@ -79,6 +79,14 @@ def test_minhash_array_without_copy(planted: list[str]) -> None:
     assert not (tokenmill.minhash(planted[:50], num_perm=64, seed=2) == sig).all()
     assert (tokenmill.minhash(["!!!"], num_perm=8) == 0xFFFFFFFF).all()
     assert tokenmill.minhash([], num_perm=8).shape == (0, 8)
+    # Many tasks of 64 texts on several workers: the rows stay in input order.
+    docs = [(d + " ")[:-1] for d in planted]  # new str objects, not yet UTF-8 encoded
+    many = tokenmill.minhash(docs, num_perm=16, threads=3)
+    one = np.stack([tokenmill.minhash([d], num_perm=16, threads=1)[0] for d in planted[::97]])
+    assert (many[::97] == one).all() and (many == tokenmill.minhash(planted, 16, threads=1)).all()
+    # A str that has no UTF-8 (a lone surrogate) raises, wherever it is.
+    with pytest.raises(UnicodeEncodeError):
+        tokenmill.minhash([*planted[:200], "bad \ud800", *planted[:10]], num_perm=8, threads=2)
 
 
 def test_signature_agreement_estimates_jaccard(planted: list[str]) -> None:

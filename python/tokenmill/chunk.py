@@ -167,9 +167,11 @@ def chunk_files(
     progress: bool = True,
 ) -> ChunkStats:
     """Writes the chunks of every document of ``inputs`` to ``output`` as
-    JSON lines ``{"text", "source_id", "chunk_index"}``, in input order;
-    ``source_id`` is the record's ``id_field`` when it has one, else
-    ``"file:line"``. The output is compressed as its name says and written
+    JSON lines, in input order: each is the source record (every field, in
+    its order) with the text field holding the chunk, plus ``source_id`` and
+    ``chunk_index``; ``source_id`` is the record's ``id_field`` when it has
+    one, else ``"file:line"``. Plain-text inputs give ``{"text", "source_id",
+    "chunk_index"}``. The output is compressed as its name says and written
     atomically."""
     config = {
         "inputs": _as_list(inputs),

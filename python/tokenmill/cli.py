@@ -414,7 +414,7 @@ def dedup_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
     "-o",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Chunk records {text, source_id, chunk_index}; .gz/.zst compress.",
+    help="Chunk records (source fields, text = chunk, source_id, chunk_index); .gz/.zst compress.",
 )
 @click.option(
     "--max-chars",
