@@ -86,7 +86,9 @@ def make_inputs(work: Path, n: int, tokenizer: Path | None) -> tuple[Path, Path]
     return path, tok
 
 
-def child(mode: str, shards: str, model: str, out: str, steps: str, batch: str, block: str) -> Any:
+def child(
+    mode: str, shards: str, model: str, out: str, steps: str, batch: str, block: str, attn: str
+) -> Any:
     from tokenmill.config import load_config
     from tokenmill.train import train
 
@@ -107,6 +109,7 @@ def child(mode: str, shards: str, model: str, out: str, steps: str, batch: str, 
             save_strategy="no",
             logging_steps=10,
             resume_from_checkpoint="none",
+            attn_implementation=attn or None,
         ),
     )
     return train(cfg)
@@ -118,6 +121,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=8, help="Samples per step, both modes.")
     p.add_argument("--block", type=int, default=1024)
+    p.add_argument(
+        "--doc-attn", default="", help="attn_implementation of the packed run (default: varlen)."
+    )
     p.add_argument("--tokenizer", default=None, help="Default: train a 6,144-token BPE.")
     p.add_argument("--work", default=str(ROOT / "bench_out/work/sft_train"))
     a = p.parse_args()
@@ -160,7 +166,8 @@ def main() -> None:
         out = work / f"run_{mode}"
         args = [mode, str(shards), str(model_dir), str(out), str(a.steps), str(a.batch)]
         done = subprocess.run(
-            [sys.executable, __file__, "_child", *args, str(a.block)],
+            [sys.executable, __file__, "_child", *args, str(a.block),
+             a.doc_attn if mode == "doc" else ""],
             capture_output=True, text=True,
         )  # fmt: skip
         if done.returncode != 0:
@@ -179,6 +186,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        child(*sys.argv[2:9])
+        child(*sys.argv[2:10])
     else:
         main()
