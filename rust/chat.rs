@@ -298,13 +298,22 @@ fn strftime_now(format: String) -> std::result::Result<String, JinjaError> {
     use chrono::format::{Item, StrftimeItems};
     use std::fmt::Write;
     let items: Vec<Item> = StrftimeItems::new(&format).collect();
-    let bad = || JinjaError::new(ErrorKind::InvalidOperation, format!("strftime_now({format:?})"));
+    let bad = || {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now({format:?})"),
+        )
+    };
     if items.iter().any(|i| matches!(i, Item::Error)) {
         return Err(bad());
     }
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format_with_items(items.into_iter()))
-        .map_err(|_| bad())?;
+    write!(
+        out,
+        "{}",
+        chrono::Local::now().format_with_items(items.into_iter())
+    )
+    .map_err(|_| bad())?;
     Ok(out)
 }
 
