@@ -258,8 +258,11 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
                 quantization_config=quantization,
                 device_map={"": int(os.environ.get("LOCAL_RANK", "0"))},
             )
+        # An absolute path: LoRA adapters record it as their base model.
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            cfg.model, dtype=torch.float32 if quantization is None else "auto", **kwargs
+            os.path.abspath(cfg.model),
+            dtype=torch.float32 if quantization is None else "auto",
+            **kwargs,
         )
         vocab = model.get_input_embeddings().weight.shape[0]
         if vocab < manifest["tokenizer"]["vocab_size"]:
