@@ -537,7 +537,19 @@ def _run_training(
                 "output (loss masks on assistant replies)"
             )
     metrics = train(cfg)
+    _end_process_group()
     click.echo(json.dumps(metrics, indent=2))
+
+
+def _end_process_group() -> None:
+    """Under torchrun: wait for every rank, then take the process group down.
+    A gloo group left alive at interpreter exit can abort the process
+    ("terminate called without an active exception") after a finished run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @main.command("pretrain")
