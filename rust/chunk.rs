@@ -539,10 +539,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     let mut files = Vec::new();
     let (mut chunks, mut docs_split) = (0u64, 0u64);
     for input in &inputs {
-        let mut stats = FileStats {
-            path: input.path.display().to_string(),
-            ..FileStats::default()
-        };
+        let mut stats = FileStats::new(&input.path);
         let mut reader = FileReader::open(input, &opts, raw.clone())?;
         // Text, raw JSONL line (None for plain text), line number.
         let mut batch: Vec<(String, Option<Vec<u8>>, u64)> = Vec::new();

@@ -452,13 +452,8 @@ fn read_docs(
             .name("tokenmill-read".into())
             .spawn_scoped(s, move || -> Result<ReadStats> {
                 let mut cleaner = clean.map(|c| Cleaner::new(c.clone()));
-                let mut files: Vec<FileStats> = inputs
-                    .iter()
-                    .map(|f| FileStats {
-                        path: f.path.display().to_string(),
-                        ..FileStats::default()
-                    })
-                    .collect();
+                let mut files: Vec<FileStats> =
+                    inputs.iter().map(|f| FileStats::new(&f.path)).collect();
                 let mut examples = Vec::new();
                 let new_batch = || DocBatch {
                     texts: Vec::new(),

@@ -97,6 +97,14 @@ pub struct FileStats {
 }
 
 impl FileStats {
+    /// Zero counts for the input file at `path`.
+    pub fn new(path: &Path) -> FileStats {
+        FileStats {
+            path: path.display().to_string(),
+            ..FileStats::default()
+        }
+    }
+
     /// Adds another file's counts (for totals).
     pub fn add(&mut self, o: &FileStats) {
         self.lines += o.lines;

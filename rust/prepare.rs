@@ -273,6 +273,32 @@ pub struct Summary {
     pub tokens_per_s: f64,
 }
 
+impl Summary {
+    /// Writes `manifest.json` into `out` (atomically, last: it marks the
+    /// dataset complete) and times the run from `started`, rates over
+    /// `text_bytes` and `tokens`.
+    pub fn finish(
+        out: &Path,
+        manifest: Manifest,
+        threads: usize,
+        started: Instant,
+        text_bytes: u64,
+        tokens: u64,
+    ) -> Result<Summary> {
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        write_atomic(&out.join("manifest.json"), &bytes)?;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(Summary {
+            output: out.display().to_string(),
+            threads,
+            seconds,
+            text_mb_per_s: text_bytes as f64 / 1e6 / seconds.max(1e-9),
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            manifest,
+        })
+    }
+}
+
 struct Doc {
     text: String,
     file: usize,
@@ -298,13 +324,7 @@ fn read_all(
         dedup: cfg.dedup == DedupMode::Exact,
         ..clean_options(cfg)
     });
-    let mut files: Vec<FileStats> = inputs
-        .iter()
-        .map(|f| FileStats {
-            path: f.path.display().to_string(),
-            ..FileStats::default()
-        })
-        .collect();
+    let mut files: Vec<FileStats> = inputs.iter().map(|f| FileStats::new(&f.path)).collect();
     let mut examples = Vec::new();
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
@@ -627,17 +647,15 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .expect("config serialises"),
         sft: None,
     };
-    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&out.join("manifest.json"), &bytes)?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Summary {
-        output: out.display().to_string(),
-        threads,
-        seconds,
-        text_mb_per_s: tokenized.counts.text_bytes as f64 / 1e6 / seconds.max(1e-9),
-        tokens_per_s: tokenized.counts.tokens as f64 / seconds.max(1e-9),
+    let counts = &tokenized.counts;
+    Summary::finish(
+        &out,
         manifest,
-    })
+        threads,
+        started,
+        counts.text_bytes,
+        counts.tokens,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

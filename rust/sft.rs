@@ -24,7 +24,7 @@ use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, F
 use crate::prepare::{resolve_threads, Summary, SPLITS};
 use crate::progress::{Counts, Progress};
 use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
-use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
+use crate::shard::{prepare_output_dir, remove_temp_files, Dtype, SplitWriter};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Records parsed and tokenized per batch.
@@ -142,13 +142,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let out = PathBuf::from(&cfg.output);
     prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
 
-    let mut files: Vec<FileStats> = inputs
-        .iter()
-        .map(|f| FileStats {
-            path: f.path.display().to_string(),
-            ..FileStats::default()
-        })
-        .collect();
+    let mut files: Vec<FileStats> = inputs.iter().map(|f| FileStats::new(&f.path)).collect();
     let mut writers: Vec<SplitWriter> = SPLITS
         .iter()
         .map(|s| SplitWriter::new(&out, s, dtype, cfg.shard_bytes).with_mask())
@@ -302,15 +296,6 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             "masked_tokens": masked_tokens,
         })),
     };
-    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&out.join("manifest.json"), &bytes)?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Summary {
-        output: out.display().to_string(),
-        threads,
-        seconds,
-        text_mb_per_s: manifest.totals.text_bytes as f64 / 1e6 / seconds.max(1e-9),
-        tokens_per_s: manifest.totals.tokens as f64 / seconds.max(1e-9),
-        manifest,
-    })
+    let (text_bytes, tokens) = (manifest.totals.text_bytes, manifest.totals.tokens);
+    Summary::finish(&out, manifest, threads, started, text_bytes, tokens)
 }
