@@ -595,7 +595,6 @@ def sft_cmd(config_file: str | None, **flags: Any) -> None:
         "adam_beta2": 0.999,
         "warmup_ratio": 0.03,
         "num_train_epochs": 3.0,
-        "load_best_model_at_end": False,
     }
     _run_training(config_file, defaults, flags, sft=True)
 
