@@ -36,12 +36,14 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use aho_corasick::AhoCorasick;
 use rustc_hash::FxHashMap;
+use serde::Deserialize;
 use serde_json::Value;
 use thread_local::ThreadLocal;
 use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::utils::SysRegex;
 use tokenizers::{
-    ModelWrapper, NormalizedString, Normalizer, OffsetReferential, OffsetType, Tokenizer,
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, Tokenizer,
 };
 use unicode_normalization_alignments::UnicodeNormalization;
 
@@ -1394,22 +1396,33 @@ pub struct FastBpe {
 }
 
 impl FastBpe {
-    /// Builds the fast encoder for `tokenizer` (already set up for how
-    /// special tokens are treated), or says why it cannot.
-    pub fn new(tokenizer: &Tokenizer, raw: &Value) -> std::result::Result<FastBpe, String> {
-        if !matches!(tokenizer.get_model(), ModelWrapper::BPE(_)) {
+    /// Builds the fast encoder from a parsed tokenizer.json, or says why it
+    /// cannot. It needs no `tokenizers` object (so it can be built while the
+    /// crate parses the same file): the normaliser, pre-tokenizer and added
+    /// tokens go through the crate's own serde types, read as the crate
+    /// reads them.
+    pub fn new(raw: &Value) -> std::result::Result<FastBpe, String> {
+        let model = &raw["model"];
+        // Files without a model "type" are told apart by their fields, as the
+        // crate does: of its models only BPE has merges.
+        let bpe = model["type"]
+            .as_str()
+            .map_or(model.get("merges").is_some(), |t| t == "BPE");
+        if !bpe {
             return Err("model is not BPE".into());
         }
-        let model = &raw["model"];
-        let normalizer = tokenizer.get_normalizer().cloned();
+        let normalizer = Option::<NormalizerWrapper>::deserialize(&raw["normalizer"])
+            .map_err(|e| format!("normalizer: {e}"))?;
         let norm_json = serde_json::to_value(&normalizer).map_err(|e| e.to_string())?;
         let mut steps = Vec::new();
         let norm = if norm_steps(&norm_json, &mut steps) {
             Norm::Steps(steps)
         } else {
-            Norm::Crate(normalizer.expect("a non-null normaliser"))
+            Norm::Crate(normalizer.clone().expect("a non-null normaliser"))
         };
-        let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()).map_err(|e| e.to_string())?;
+        let pre = Option::<PreTokenizerWrapper>::deserialize(&raw["pre_tokenizer"])
+            .map_err(|e| format!("pre_tokenizer: {e}"))?;
+        let pre = serde_json::to_value(&pre).map_err(|e| e.to_string())?;
         let words = words_of(&pre, model)?;
         // The character tables this tokenizer needs (tens of milliseconds,
         // once per process) are built while the model loads; the thread is
@@ -1430,14 +1443,16 @@ impl FastBpe {
         })?;
         // Every added token's text, and for `normalized` ones also their
         // normalised text, which is what the crate matches in normalised text.
+        let added: Vec<AddedToken> = match raw.get("added_tokens") {
+            Some(ts) if !ts.is_null() => {
+                Vec::<AddedToken>::deserialize(ts).map_err(|e| format!("added_tokens: {e}"))?
+            }
+            _ => Vec::new(),
+        };
         let mut contents: Vec<String> = Vec::new();
-        for t in tokenizer
-            .get_added_vocabulary()
-            .get_added_tokens_decoder()
-            .values()
-        {
+        for t in added {
             contents.push(t.content.clone());
-            if let (true, Some(n)) = (t.normalized, tokenizer.get_normalizer()) {
+            if let (true, Some(n)) = (t.normalized, &normalizer) {
                 let mut s = NormalizedString::from(t.content.as_str());
                 n.normalize(&mut s).map_err(|e| e.to_string())?;
                 contents.push(s.get().to_owned());

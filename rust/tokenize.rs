@@ -19,6 +19,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -60,6 +61,8 @@ pub struct LoadedTokenizer {
     pub adds_bos: bool,
     /// sha256 over the canonical vocab, merges, normaliser, pre-tokenizer and added tokens.
     pub fingerprint: String,
+    /// The fast engine for this tokenizer, or why it does not support it.
+    fast: std::result::Result<Arc<FastBpe>, String>,
     raw: Value,
 }
 
@@ -125,17 +128,31 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         path: json_path.clone(),
         message,
     };
-    // The `tokenizers` object and the JSON tree (for the fingerprint and the
-    // fast engine) are built from the text at the same time.
+    // The `tokenizers` object is built on one thread while the JSON tree is
+    // parsed on this one and then gives the fingerprint and the fast engine
+    // (both built from the tree alone), so that loading takes about as long
+    // as the crate's own parse.
     let (tokenizer, tree) = std::thread::scope(|s| {
-        let tree = s.spawn(|| {
-            let raw: serde_json::Result<Value> = serde_json::from_str(&text);
-            raw.map(|raw| (fingerprint(&raw), raw))
+        let tokenizer = s.spawn(|| parse_tokenizer(&text));
+        let tree = serde_json::from_str::<Value>(&text).map(|raw| {
+            let (fingerprint, fast) = std::thread::scope(|s| {
+                let fingerprint = s.spawn(|| fingerprint(&raw));
+                let fast = FastBpe::new(&raw).map(Arc::new);
+                (
+                    fingerprint.join().expect("fingerprinting does not panic"),
+                    fast,
+                )
+            });
+            (fingerprint, fast, raw)
         });
-        let tokenizer = parse_tokenizer(&text);
-        (tokenizer, tree.join().expect("JSON parsing does not panic"))
+        (
+            tokenizer
+                .join()
+                .expect("the tokenizers crate's parse does not panic"),
+            tree,
+        )
     });
-    let (fingerprint, raw) = tree.map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+    let (fingerprint, fast, raw) = tree.map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
     let tokenizer = tokenizer.map_err(|e| tok_err(e.to_string()))?;
 
     let vocab_size = tokenizer
@@ -205,6 +222,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         eos,
         pad,
         adds_bos,
+        fast,
         raw,
     })
 }
@@ -470,7 +488,7 @@ pub struct Encoder {
     /// The tokenizer for pieces after the first, where it differs (SentencePiece).
     rest: Option<Tokenizer>,
     /// The fast engine, when it is used.
-    fast: Option<FastBpe>,
+    fast: Option<Arc<FastBpe>>,
     /// Why the reference is used under `auto` (None when fast, or when asked for).
     pub reference_reason: Option<String>,
     /// Share of documents (by content hash) that the reference re-encodes
@@ -507,9 +525,9 @@ impl Encoder {
         tokenizer.set_encode_special_tokens(!parse_special);
         let (fast, reference_reason) = match backend {
             Backend::Reference => (None, None),
-            Backend::Auto | Backend::Fast => match FastBpe::new(&tokenizer, &loaded.raw) {
-                Ok(f) => (Some(f), None),
-                Err(reason) if backend == Backend::Auto => (None, Some(reason)),
+            Backend::Auto | Backend::Fast => match &loaded.fast {
+                Ok(f) => (Some(Arc::clone(f)), None),
+                Err(reason) if backend == Backend::Auto => (None, Some(reason.clone())),
                 Err(reason) => {
                     return Err(TokenmillError::Tokenizer {
                         path: loaded.json_path.clone(),
@@ -824,8 +842,7 @@ mod tests {
         // A fast engine built from a tokenizer that lacks the second merge
         // gives other ids for "abc" than the reference does.
         let other = tiny_byte_level(&["a b"]);
-        enc.fast =
-            Some(FastBpe::new(&parse_tokenizer(&other.to_string()).unwrap(), &other).unwrap());
+        enc.fast = Some(Arc::new(FastBpe::new(&other).unwrap()));
         assert!(enc.encode_many(&["xyz"]).is_ok()); // no merge involved: same ids
         let (i, err) = enc
             .encode_many(&["xyz", "abc"])
