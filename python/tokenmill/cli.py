@@ -55,44 +55,105 @@ def _size(value: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def _shard_output_options(threads: str) -> Callable[[F], F]:
-    """The options `prepare` and `prepare-sft` share: shard width and size,
-    threads, overwrite, progress."""
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """Applies click options in the order given (as if stacked in that order)."""
 
     def decorate(f: F) -> F:
-        for option in reversed(
-            [
-                click.option(
-                    "--dtype",
-                    type=click.Choice(["auto", "uint16", "uint32"]),
-                    default="auto",
-                    show_default=True,
-                ),
-                click.option(
-                    "--shard-size",
-                    type=_size,
-                    metavar="SIZE",
-                    default="1GiB",
-                    show_default=True,
-                    help="Size limit of one .bin file.",
-                ),
-                click.option(
-                    "--threads",
-                    type=int,
-                    default=0,
-                    show_default=True,
-                    help=f"{threads} (0: TOKENMILL_THREADS or all cores).",
-                ),
-                click.option(
-                    "--overwrite", is_flag=True, help="Replace an existing dataset in --output."
-                ),
-                click.option("--quiet", "-q", is_flag=True, help="No progress line."),
-            ]
-        ):
+        for option in reversed(options):
             f = option(f)
         return f
 
     return decorate
+
+
+# Options with the same meaning in several commands, defined once.
+_TOKENIZER = click.option(
+    "--tokenizer", "-t", required=True, help="tokenizer.json or a directory holding one."
+)
+_DATASET_OUTPUT = click.option(
+    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory."
+)
+_TEXT_FIELD = click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="Dotted path of the text in JSON records.",
+)
+_TXT_MODE = click.option(
+    "--txt-mode",
+    type=click.Choice(["line", "file"]),
+    default="line",
+    show_default=True,
+    help=".txt inputs: one document per line or per file.",
+)
+_MAX_LINE_BYTES = click.option(
+    "--max-line-bytes",
+    type=_size,
+    metavar="SIZE",
+    default="64MiB",
+    show_default=True,
+    help="Longer lines are skipped (line_too_long) without being held in memory.",
+)
+_TOKENIZER_BACKEND = click.option(
+    "--tokenizer-backend",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Encoder: tokenmill's fast engine where it supports the tokenizer (auto), "
+    "always (fast), or the tokenizers crate (reference).",
+)
+
+
+def _strict(unit: str) -> Callable[[F], F]:
+    return click.option(
+        "--strict", is_flag=True, help=f"Stop at the first bad {unit}, naming file and line."
+    )
+
+
+def _split_options(units: str) -> Callable[[F], F]:
+    """The val split of `prepare` and `prepare-sft`."""
+    return _options(
+        click.option(
+            "--val-fraction",
+            type=float,
+            default=0.01,
+            show_default=True,
+            help=f"Share of {units} (by content hash) in the val split.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the split hash."
+        ),
+    )
+
+
+def _shard_output_options(threads: str) -> Callable[[F], F]:
+    """The options `prepare` and `prepare-sft` share: shard width and size,
+    threads, overwrite, progress."""
+    return _options(
+        click.option(
+            "--dtype",
+            type=click.Choice(["auto", "uint16", "uint32"]),
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--shard-size",
+            type=_size,
+            metavar="SIZE",
+            default="1GiB",
+            show_default=True,
+            help="Size limit of one .bin file.",
+        ),
+        click.option(
+            "--threads",
+            type=int,
+            default=0,
+            show_default=True,
+            help=f"{threads} (0: TOKENMILL_THREADS or all cores).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress line."),
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,32 +165,12 @@ def main() -> None:
 
 @main.command("prepare")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--tokenizer", "-t", required=True, help="tokenizer.json or a directory holding one.")
-@click.option(
-    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory."
-)
-@click.option(
-    "--text-field",
-    default="text",
-    show_default=True,
-    help="Dotted path of the text in JSON records.",
-)
-@click.option(
-    "--txt-mode",
-    type=click.Choice(["line", "file"]),
-    default="line",
-    show_default=True,
-    help=".txt inputs: one document per line or per file.",
-)
-@click.option(
-    "--max-line-bytes",
-    type=_size,
-    metavar="SIZE",
-    default="64MiB",
-    show_default=True,
-    help="Longer lines are skipped (line_too_long) without being held in memory.",
-)
-@click.option("--strict", is_flag=True, help="Stop at the first bad line, naming file and line.")
+@_TOKENIZER
+@_DATASET_OUTPUT
+@_TEXT_FIELD
+@_TXT_MODE
+@_MAX_LINE_BYTES
+@_strict("line")
 @click.option("--min-chars", type=int, default=0, show_default=True, help="Drop shorter documents.")
 @click.option("--max-chars", type=int, default=None, help="Drop longer documents.")
 @click.option(
@@ -167,14 +208,7 @@ def main() -> None:
     help="--dedup minhash: check candidate pairs by exact Jaccard.",
 )
 @click.option("--max-docs", type=int, default=None, help="Stop after this many kept documents.")
-@click.option(
-    "--val-fraction",
-    type=float,
-    default=0.01,
-    show_default=True,
-    help="Share of documents (by content hash) in the val split.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split hash.")
+@_split_options("documents")
 @click.option(
     "--bos",
     type=click.Choice(["auto", "always", "never"]),
@@ -190,14 +224,7 @@ def main() -> None:
     is_flag=True,
     help="Parse special-token strings in the text as special tokens (default: plain text).",
 )
-@click.option(
-    "--tokenizer-backend",
-    type=click.Choice(["auto", "fast", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Encoder: tokenmill's fast engine where it supports the tokenizer (auto), "
-    "always (fast), or the tokenizers crate (reference).",
-)
+@_TOKENIZER_BACKEND
 @click.option(
     "--verify-fraction",
     type=float,
@@ -228,10 +255,8 @@ def prepare_cmd(
 
 @main.command("prepare-sft")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--tokenizer", "-t", required=True, help="tokenizer.json or a directory holding one.")
-@click.option(
-    "--output", "-o", required=True, type=click.Path(file_okay=False), help="Dataset directory."
-)
+@_TOKENIZER
+@_DATASET_OUTPUT
 @click.option(
     "--format",
     "format_",
@@ -257,30 +282,10 @@ def prepare_cmd(
     show_default=True,
     help="Longer conversations: cut after the last whole turn that fits, or skip.",
 )
-@click.option(
-    "--max-line-bytes",
-    type=_size,
-    metavar="SIZE",
-    default="64MiB",
-    show_default=True,
-    help="Longer lines are skipped (line_too_long) without being held in memory.",
-)
-@click.option("--strict", is_flag=True, help="Stop at the first bad record, naming file and line.")
-@click.option(
-    "--val-fraction",
-    type=float,
-    default=0.01,
-    show_default=True,
-    help="Share of conversations (by content hash) in the val split.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split hash.")
-@click.option(
-    "--tokenizer-backend",
-    type=click.Choice(["auto", "fast", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Encoder, as for prepare.",
-)
+@_MAX_LINE_BYTES
+@_strict("record")
+@_split_options("conversations")
+@_TOKENIZER_BACKEND
 @_shard_output_options("Worker threads")
 @_friendly_errors
 def prepare_sft_cmd(
@@ -311,52 +316,28 @@ def prepare_sft_cmd(
     )
 
 
-def _reader_options(f: F) -> F:
-    """The input options shared by dedup and chunk (as for prepare)."""
-    options = [
-        click.option(
-            "--text-field",
-            default="text",
-            show_default=True,
-            help="Dotted path of the text in JSON records.",
-        ),
-        click.option(
-            "--id-field",
-            default="id",
-            show_default=True,
-            help="Field quoted as the document id when a record has it.",
-        ),
-        click.option(
-            "--txt-mode",
-            type=click.Choice(["line", "file"]),
-            default="line",
-            show_default=True,
-            help=".txt inputs: one document per line or per file.",
-        ),
-        click.option(
-            "--max-line-bytes",
-            type=_size,
-            metavar="SIZE",
-            default="64MiB",
-            show_default=True,
-            help="Longer lines are skipped (line_too_long) without being held in memory.",
-        ),
-        click.option(
-            "--strict", is_flag=True, help="Stop at the first bad line, naming file and line."
-        ),
-        click.option(
-            "--threads",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Worker threads (0: TOKENMILL_THREADS or all cores).",
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace existing output files."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+_reader_options = _options(
+    _TEXT_FIELD,
+    click.option(
+        "--id-field",
+        default="id",
+        show_default=True,
+        help="Field quoted as the document id when a record has it.",
+    ),
+    _TXT_MODE,
+    _MAX_LINE_BYTES,
+    _strict("line"),
+    click.option(
+        "--threads",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Worker threads (0: TOKENMILL_THREADS or all cores).",
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+)
+"""The input options shared by dedup and chunk (as for prepare)."""
 
 
 @main.command("dedup")
@@ -448,8 +429,8 @@ def chunk_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
 )
 @click.option("--vocab-size", type=int, default=6144, show_default=True)
 @click.option("--min-frequency", type=int, default=2, show_default=True)
-@click.option("--text-field", default="text", show_default=True)
-@click.option("--txt-mode", type=click.Choice(["line", "file"]), default="line", show_default=True)
+@_TEXT_FIELD
+@_TXT_MODE
 @click.option("--max-docs", type=int, default=None, help="Train on at most this many documents.")
 @click.option("--model-max-length", type=int, default=2048, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
