@@ -475,11 +475,11 @@ impl ChatEncoder {
         max_length: Option<usize>,
         overflow: Overflow,
     ) -> ChatEncoder {
-        let added = loaded.tokenizer.get_added_tokens_decoder();
-        let end_of_turn = added
-            .into_iter()
+        let end_of_turn = loaded
+            .added
+            .iter()
             .filter(|(_, t)| t.special && END_OF_TURN.contains(&t.content.as_str()))
-            .map(|(id, _)| id)
+            .map(|(&id, _)| id)
             .chain(loaded.eos.as_ref().map(|t| t.id))
             .collect();
         ChatEncoder {

@@ -1384,6 +1384,16 @@ pub fn no_space_after_char<'a>(tokens: impl IntoIterator<Item = &'a String>) -> 
     })
 }
 
+/// The `added_tokens` of a tokenizer.json, read as the `tokenizers` crate reads them.
+pub fn added_tokens(raw: &Value) -> std::result::Result<Vec<AddedToken>, String> {
+    match raw.get("added_tokens") {
+        Some(tokens) if !tokens.is_null() => {
+            Vec::<AddedToken>::deserialize(tokens).map_err(|e| format!("added_tokens: {e}"))
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// The fast encoder of one tokenizer (see the module docs). Its methods
 /// take the `tokenizers` object it was built from, for the added-token split.
 pub struct FastBpe {
@@ -1443,14 +1453,8 @@ impl FastBpe {
         })?;
         // Every added token's text, and for `normalized` ones also their
         // normalised text, which is what the crate matches in normalised text.
-        let added: Vec<AddedToken> = match raw.get("added_tokens") {
-            Some(ts) if !ts.is_null() => {
-                Vec::<AddedToken>::deserialize(ts).map_err(|e| format!("added_tokens: {e}"))?
-            }
-            _ => Vec::new(),
-        };
         let mut contents: Vec<String> = Vec::new();
-        for t in added {
+        for t in added_tokens(raw)? {
             contents.push(t.content.clone());
             if let (true, Some(n)) = (t.normalized, &normalizer) {
                 let mut s = NormalizedString::from(t.content.as_str());
@@ -1478,10 +1482,12 @@ impl FastBpe {
     }
 
     /// Ids of `text` without BOS/EOS: equal to the crate's
-    /// `encode_fast(text, false)` on the same tokenizer.
-    pub fn encode(
+    /// `encode_fast(text, false)` on the same tokenizer. `tokenizer` gives
+    /// that tokenizer (set up for how special tokens are treated); it is
+    /// called only for a text that may hold an added token's string.
+    pub fn encode<'t>(
         &self,
-        tokenizer: &Tokenizer,
+        tokenizer: impl FnOnce() -> std::result::Result<&'t Tokenizer, String>,
         text: &str,
     ) -> std::result::Result<Vec<u32>, String> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
@@ -1495,6 +1501,7 @@ impl FastBpe {
                 return Ok(out);
             }
         }
+        let tokenizer = tokenizer()?;
         let pre = tokenizer
             .get_added_vocabulary()
             .extract_and_normalize(tokenizer.get_normalizer(), text);

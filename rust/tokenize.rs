@@ -16,15 +16,18 @@
 //! memory bounded, avoids the `tokenizers` crate's superlinear time on one
 //! huge SentencePiece "word", and lets one huge document use every thread.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokenizers::Tokenizer;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Encoding, PostProcessor, Token, Tokenizer};
 
 use crate::fast::{self, FastBpe};
 
@@ -48,7 +51,12 @@ pub struct SpecialToken {
 
 /// A loaded tokenizer with what the manifest needs to know about it.
 pub struct LoadedTokenizer {
-    pub tokenizer: Tokenizer,
+    /// The tokenizer.json text, for the `tokenizers` object.
+    text: Arc<str>,
+    /// The `tokenizers` object, when loading needed it (no fast engine).
+    parsed: Option<Tokenizer>,
+    /// The added tokens by id, as the `tokenizers` crate numbers them.
+    pub added: BTreeMap<u32, AddedToken>,
     /// The tokenizer.json actually read.
     pub json_path: PathBuf,
     /// Highest id (vocabulary and added tokens) + 1.
@@ -110,6 +118,122 @@ fn parse_tokenizer(json: &str) -> tokenizers::Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// [`parse_tokenizer`] for a reference built on first use, with special-token
+/// strings in text encoded as text (`Some(true)`), parsed (`Some(false)`) or
+/// as the crate does by default (`None`).
+fn parse_reference(
+    json: &str,
+    encode_special: Option<bool>,
+) -> std::result::Result<Tokenizer, String> {
+    let mut tokenizer = parse_tokenizer(json).map_err(|e| e.to_string())?;
+    if let Some(flag) = encode_special {
+        tokenizer.set_encode_special_tokens(flag);
+    }
+    Ok(tokenizer)
+}
+
+/// Where [`Vocab`] looks up the ids of texts that are not added tokens.
+enum Lookup<'a> {
+    /// The model's vocabulary in the JSON (BPE).
+    Json(&'a serde_json::Map<String, Value>),
+    Crate(&'a Tokenizer),
+}
+
+/// What loading needs from the vocabulary: the id of a token's text, the
+/// added tokens by id and the vocabulary size (highest id + 1), all as the
+/// `tokenizers` crate has them.
+struct Vocab<'a> {
+    lookup: Lookup<'a>,
+    /// Added tokens' ids by text ([`Lookup::Json`] only).
+    added_ids: HashMap<String, u32>,
+    added: BTreeMap<u32, AddedToken>,
+    size: u64,
+}
+
+impl<'a> Vocab<'a> {
+    fn of_crate(tokenizer: &'a Tokenizer) -> Vocab<'a> {
+        Vocab {
+            lookup: Lookup::Crate(tokenizer),
+            added_ids: HashMap::new(),
+            added: tokenizer.get_added_tokens_decoder().into_iter().collect(),
+            size: max_id_plus_one(tokenizer.get_vocab(true).into_values()),
+        }
+    }
+
+    /// A BPE tokenizer's vocabulary from its JSON. The crate numbers added
+    /// tokens itself when it reads a file (`AddedVocabulary::add_tokens`):
+    /// a text already known keeps its id, any other takes the next id from
+    /// the model's vocabulary size on; the file's `id` fields are not read.
+    fn of_bpe(
+        raw: &Value,
+        model: &'a serde_json::Map<String, Value>,
+    ) -> std::result::Result<Vocab<'a>, String> {
+        let model_id = |text: &str| model.get(text).and_then(Value::as_u64).map(|id| id as u32);
+        let mut added_ids = HashMap::new();
+        let mut added = BTreeMap::new();
+        let mut next = model.len() as u32;
+        for token in fast::added_tokens(raw)? {
+            if token.content.is_empty() {
+                continue;
+            }
+            let id = match added_ids
+                .get(&token.content)
+                .copied()
+                .or_else(|| model_id(&token.content))
+            {
+                Some(id) => id,
+                None => {
+                    next += 1;
+                    next - 1
+                }
+            };
+            added_ids.insert(token.content.clone(), id);
+            added.insert(id, token);
+        }
+        let ids = model
+            .values()
+            .filter_map(|v| v.as_u64().map(|id| id as u32));
+        let size = max_id_plus_one(ids.chain(added.keys().copied()));
+        Ok(Vocab {
+            lookup: Lookup::Json(model),
+            added_ids,
+            added,
+            size,
+        })
+    }
+
+    fn token_to_id(&self, text: &str) -> Option<u32> {
+        match self.lookup {
+            Lookup::Crate(tokenizer) => tokenizer.token_to_id(text),
+            Lookup::Json(model) => self
+                .added_ids
+                .get(text)
+                .copied()
+                .or_else(|| model.get(text).and_then(Value::as_u64).map(|id| id as u32)),
+        }
+    }
+}
+
+fn max_id_plus_one(ids: impl Iterator<Item = u32>) -> u64 {
+    ids.map(|id| u64::from(id) + 1).max().unwrap_or(0)
+}
+
+/// Whether the tokenizer's post-processor puts `bos` first when special
+/// tokens are added (as `encode(text, add_special_tokens=True)` does).
+fn post_processor_adds(raw: &Value, bos: u32) -> std::result::Result<bool, String> {
+    let Some(processor) = Option::<PostProcessorWrapper>::deserialize(&raw["post_processor"])
+        .map_err(|e| format!("post_processor: {e}"))?
+    else {
+        return Ok(false);
+    };
+    // One token with an id no token has.
+    let one = Encoding::from_tokens(vec![Token::new(u32::MAX, "a".into(), (0, 1))], 0);
+    let out = processor
+        .process(one, None, true)
+        .map_err(|e| e.to_string())?;
+    Ok(out.get_ids().first() == Some(&bos))
+}
+
 /// The token string of a config entry: `"</s>"` or `{"content": "</s>", ...}`.
 fn token_content(v: &Value) -> Option<String> {
     match v {
@@ -128,40 +252,25 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         path: json_path.clone(),
         message,
     };
-    // The `tokenizers` object is built on one thread while the JSON tree is
-    // parsed on this one and then gives the fingerprint and the fast engine
-    // (both built from the tree alone), so that loading takes about as long
-    // as the crate's own parse.
-    let (tokenizer, tree) = std::thread::scope(|s| {
-        let tokenizer = s.spawn(|| parse_tokenizer(&text));
-        let tree = serde_json::from_str::<Value>(&text).map(|raw| {
-            let (fingerprint, fast) = std::thread::scope(|s| {
-                let fingerprint = s.spawn(|| fingerprint(&raw));
-                let fast = FastBpe::new(&raw).map(Arc::new);
-                (
-                    fingerprint.join().expect("fingerprinting does not panic"),
-                    fast,
-                )
-            });
-            (fingerprint, fast, raw)
-        });
+    let raw: Value =
+        serde_json::from_str(&text).map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+    // The fingerprint and the fast engine need only the JSON tree. Where the
+    // fast engine takes the tokenizer, the `tokenizers` object is not built
+    // here (its parse is most of a load): ids of named tokens come from the
+    // JSON, numbered as the crate numbers them.
+    let (fingerprint, fast) = std::thread::scope(|s| {
+        let fingerprint = s.spawn(|| fingerprint(&raw));
+        let fast = FastBpe::new(&raw).map(Arc::new);
         (
-            tokenizer
-                .join()
-                .expect("the tokenizers crate's parse does not panic"),
-            tree,
+            fingerprint.join().expect("fingerprinting does not panic"),
+            fast,
         )
     });
-    let (fingerprint, fast, raw) = tree.map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
-    let tokenizer = tokenizer.map_err(|e| tok_err(e.to_string()))?;
-
-    let vocab_size = tokenizer
-        .get_vocab(true)
-        .values()
-        .map(|&id| u64::from(id) + 1)
-        .max()
-        .unwrap_or(0);
-
+    let mut parsed = None;
+    let vocab = match raw["model"]["vocab"].as_object().filter(|_| fast.is_ok()) {
+        Some(model) => Vocab::of_bpe(&raw, model).map_err(tok_err)?,
+        None => Vocab::of_crate(parsed.insert(parse_reference(&text, None).map_err(tok_err)?)),
+    };
     let config = match &config_path {
         Some(p) => Some(read_json(p)?.1),
         None => None,
@@ -184,7 +293,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
             None => fallbacks.iter().map(|s| s.to_string()).collect(),
         };
         candidates.into_iter().find_map(|token| {
-            tokenizer
+            vocab
                 .token_to_id(&token)
                 .map(|id| SpecialToken { token, id })
         })
@@ -203,21 +312,19 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     {
         Some(flag) => flag && bos.is_some(),
         None => match &bos {
-            Some(b) => {
-                let with = tokenizer
-                    .encode_fast("a", true)
-                    .map_err(|e| tok_err(e.to_string()))?;
-                with.get_ids().first() == Some(&b.id)
-            }
+            Some(b) => post_processor_adds(&raw, b.id).map_err(tok_err)?,
             None => false,
         },
     };
 
+    let Vocab { added, size, .. } = vocab;
     Ok(LoadedTokenizer {
         fingerprint,
-        tokenizer,
+        text: text.into(),
+        parsed,
+        added,
         json_path,
-        vocab_size,
+        vocab_size: size,
         bos,
         eos,
         pad,
@@ -484,7 +591,11 @@ pub struct EncodedBatch {
 
 /// Encodes documents with BOS/EOS as configured.
 pub struct Encoder {
-    tokenizer: Tokenizer,
+    /// The tokenizer.json text, for the reference.
+    text: Arc<str>,
+    parse_special: bool,
+    /// The `tokenizers` object, parsed on first use ([`Encoder::reference`]).
+    reference: OnceLock<std::result::Result<Tokenizer, String>>,
     /// The tokenizer for pieces after the first, where it differs (SentencePiece).
     rest: Option<Tokenizer>,
     /// The fast engine, when it is used.
@@ -521,8 +632,6 @@ impl Encoder {
                 "verify_fraction must be in [0, 1], got {verify_fraction}"
             )));
         }
-        let mut tokenizer = loaded.tokenizer.clone();
-        tokenizer.set_encode_special_tokens(!parse_special);
         let (fast, reference_reason) = match backend {
             Backend::Reference => (None, None),
             Backend::Auto | Backend::Fast => match &loaded.fast {
@@ -568,8 +677,16 @@ impl Encoder {
             (false, Some(_)) => CutRule::Space,
             (false, None) => CutRule::Never,
         };
-        Ok(Encoder {
-            tokenizer,
+        let reference = OnceLock::new();
+        if let Some(tokenizer) = &loaded.parsed {
+            let mut tokenizer = tokenizer.clone();
+            tokenizer.set_encode_special_tokens(!parse_special);
+            let _ = reference.set(Ok(tokenizer));
+        }
+        let encoder = Encoder {
+            text: Arc::clone(&loaded.text),
+            parse_special,
+            reference,
             rest,
             fast,
             reference_reason,
@@ -578,7 +695,24 @@ impl Encoder {
             bos,
             eos,
             rule,
-        })
+        };
+        if encoder.fast.is_none() {
+            encoder.reference()?;
+        }
+        Ok(encoder)
+    }
+
+    /// The `tokenizers` object for this encoder's settings, parsed on first
+    /// use: with the fast engine it is needed only for texts that hold an
+    /// added token's string and for the verification sample.
+    fn reference(&self) -> Result<&Tokenizer> {
+        self.reference
+            .get_or_init(|| parse_reference(&self.text, Some(!self.parse_special)))
+            .as_ref()
+            .map_err(|message| TokenmillError::Tokenizer {
+                path: self.json_path.clone(),
+                message: message.clone(),
+            })
     }
 
     /// `"fast"` or `"tokenizers"`: the engine that produces the ids.
@@ -648,7 +782,9 @@ impl Encoder {
             message,
         };
         if let Some(fast) = &self.fast {
-            let ids = fast.encode(&self.tokenizer, text).map_err(tok_err)?;
+            let ids = fast
+                .encode(|| self.reference().map_err(|e| e.to_string()), text)
+                .map_err(tok_err)?;
             if self.selected_for_check(text) {
                 let expected = self.encode_reference(text)?;
                 if ids != expected {
@@ -675,7 +811,7 @@ impl Encoder {
     fn reference_piece(&self, text: &str, first: bool) -> Result<Vec<u32>> {
         let tokenizer = match &self.rest {
             Some(rest) if !first => rest,
-            _ => &self.tokenizer,
+            _ => self.reference()?,
         };
         tokenizer
             .encode_fast(text, false)
@@ -856,6 +992,46 @@ mod tests {
         // Without the check the run goes on (and would write the wrong ids).
         enc.verify_fraction = 0.0;
         assert!(enc.encode_many(&["abc"]).is_ok());
+    }
+
+    #[test]
+    fn vocabulary_from_the_json_numbers_tokens_as_the_crate_does() {
+        let mut json = tiny_byte_level(&["a b", "ab c"]);
+        let token = |id: u32, content: &str, special: bool, normalized: bool| {
+            serde_json::json!({"id": id, "content": content, "special": special,
+                "single_word": false, "lstrip": false, "rstrip": false, "normalized": normalized})
+        };
+        // Ids in the file that the crate does not use: a text of the model's
+        // vocabulary, a repeated text with other flags, an empty text, ids
+        // out of order and one that collides with the model's.
+        json["added_tokens"] = serde_json::json!([
+            token(900, "<|im_end|>", true, false),
+            token(3, "ab", false, true),
+            token(258, "</s>", true, false),
+            token(7, "<|im_end|>", false, true),
+            token(259, "", true, false),
+            token(5, "<pad>", true, false),
+        ]);
+        json["post_processor"] = serde_json::json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<pad>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<pad>": {"id": "<pad>", "ids": [260], "tokens": ["<pad>"]}}});
+        let tokenizer = parse_tokenizer(&json.to_string()).unwrap();
+        let model = json["model"]["vocab"].as_object().unwrap();
+        let ours = Vocab::of_bpe(&json, model).unwrap();
+        let crate_ = Vocab::of_crate(&tokenizer);
+        assert_eq!(ours.size, crate_.size);
+        assert_eq!(ours.added, crate_.added);
+        for text in ["<|im_end|>", "ab", "</s>", "<pad>", "", "abc", "a", "none"] {
+            assert_eq!(ours.token_to_id(text), crate_.token_to_id(text), "{text}");
+        }
+        // The post-processor check agrees with encoding through the crate.
+        let first = tokenizer.encode_fast("a", true).unwrap().get_ids()[0];
+        assert_eq!(first, 260);
+        assert!(post_processor_adds(&json, 260).unwrap());
+        assert!(!post_processor_adds(&json, 258).unwrap());
+        json["post_processor"] = Value::Null;
+        assert!(!post_processor_adds(&json, 260).unwrap());
     }
 
     #[test]
