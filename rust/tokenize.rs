@@ -1,7 +1,8 @@
 //! Tokenize stage: loads a Hugging Face `tokenizer.json` (plus the
 //! `tokenizer_config.json` beside it for BOS/EOS/PAD), fingerprints it and
-//! encodes documents with the `tokenizers` crate, so ids equal the Python
-//! `tokenizers` library's for the same file.
+//! encodes documents with tokenmill's fast engine ([`crate::fast`]) where it
+//! supports the tokenizer, else with the `tokenizers` crate; either way ids
+//! equal the Python `tokenizers` library's for the same file.
 //!
 //! Special-token strings inside document text (`</s>`, `<|im_start|>`) are
 //! encoded as ordinary text unless `parse_special` is set, so data cannot
@@ -118,18 +119,9 @@ fn parse_tokenizer(json: &str) -> tokenizers::Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// [`parse_tokenizer`] for a reference built on first use, with special-token
-/// strings in text encoded as text (`Some(true)`), parsed (`Some(false)`) or
-/// as the crate does by default (`None`).
-fn parse_reference(
-    json: &str,
-    encode_special: Option<bool>,
-) -> std::result::Result<Tokenizer, String> {
-    let mut tokenizer = parse_tokenizer(json).map_err(|e| e.to_string())?;
-    if let Some(flag) = encode_special {
-        tokenizer.set_encode_special_tokens(flag);
-    }
-    Ok(tokenizer)
+/// The id of `text` in a model vocabulary of a tokenizer.json.
+fn json_id(model: &serde_json::Map<String, Value>, text: &str) -> Option<u32> {
+    model.get(text).and_then(Value::as_u64).map(|id| id as u32)
 }
 
 /// Where [`Vocab`] looks up the ids of texts that are not added tokens.
@@ -168,7 +160,6 @@ impl<'a> Vocab<'a> {
         raw: &Value,
         model: &'a serde_json::Map<String, Value>,
     ) -> std::result::Result<Vocab<'a>, String> {
-        let model_id = |text: &str| model.get(text).and_then(Value::as_u64).map(|id| id as u32);
         let mut added_ids = HashMap::new();
         let mut added = BTreeMap::new();
         let mut next = model.len() as u32;
@@ -179,7 +170,7 @@ impl<'a> Vocab<'a> {
             let id = match added_ids
                 .get(&token.content)
                 .copied()
-                .or_else(|| model_id(&token.content))
+                .or_else(|| json_id(model, &token.content))
             {
                 Some(id) => id,
                 None => {
@@ -209,7 +200,7 @@ impl<'a> Vocab<'a> {
                 .added_ids
                 .get(text)
                 .copied()
-                .or_else(|| model.get(text).and_then(Value::as_u64).map(|id| id as u32)),
+                .or_else(|| json_id(model, text)),
         }
     }
 }
@@ -269,7 +260,9 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     let mut parsed = None;
     let vocab = match raw["model"]["vocab"].as_object().filter(|_| fast.is_ok()) {
         Some(model) => Vocab::of_bpe(&raw, model).map_err(tok_err)?,
-        None => Vocab::of_crate(parsed.insert(parse_reference(&text, None).map_err(tok_err)?)),
+        None => Vocab::of_crate(
+            parsed.insert(parse_tokenizer(&text).map_err(|e| tok_err(e.to_string()))?),
+        ),
     };
     let config = match &config_path {
         Some(p) => Some(read_json(p)?.1),
@@ -707,7 +700,11 @@ impl Encoder {
     /// added token's string and for the verification sample.
     fn reference(&self) -> Result<&Tokenizer> {
         self.reference
-            .get_or_init(|| parse_reference(&self.text, Some(!self.parse_special)))
+            .get_or_init(|| {
+                let mut tokenizer = parse_tokenizer(&self.text).map_err(|e| e.to_string())?;
+                tokenizer.set_encode_special_tokens(!self.parse_special);
+                Ok(tokenizer)
+            })
             .as_ref()
             .map_err(|message| TokenmillError::Tokenizer {
                 path: self.json_path.clone(),
