@@ -1394,8 +1394,9 @@ pub fn added_tokens(raw: &Value) -> std::result::Result<Vec<AddedToken>, String>
     }
 }
 
-/// The fast encoder of one tokenizer (see the module docs). Its methods
-/// take the `tokenizers` object it was built from, for the added-token split.
+/// The fast encoder of one tokenizer (see the module docs). [`FastBpe::encode`]
+/// asks for the `tokenizers` object of the same file only for the
+/// added-token split.
 pub struct FastBpe {
     norm: Norm,
     words: Words,
@@ -1407,10 +1408,9 @@ pub struct FastBpe {
 
 impl FastBpe {
     /// Builds the fast encoder from a parsed tokenizer.json, or says why it
-    /// cannot. It needs no `tokenizers` object (so it can be built while the
-    /// crate parses the same file): the normaliser, pre-tokenizer and added
-    /// tokens go through the crate's own serde types, read as the crate
-    /// reads them.
+    /// cannot. It needs no `tokenizers` object (a load on the fast path builds
+    /// none): the normaliser, pre-tokenizer and added tokens go through the
+    /// crate's own serde types, read as the crate reads them.
     pub fn new(raw: &Value) -> std::result::Result<FastBpe, String> {
         let model = &raw["model"];
         // Files without a model "type" are told apart by their fields, as the

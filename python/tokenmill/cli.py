@@ -316,6 +316,7 @@ def prepare_sft_cmd(
     )
 
 
+# The input options shared by dedup and chunk (as for prepare).
 _reader_options = _options(
     _TEXT_FIELD,
     click.option(
@@ -337,7 +338,6 @@ _reader_options = _options(
     click.option("--overwrite", is_flag=True, help="Replace existing output files."),
     click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
 )
-"""The input options shared by dedup and chunk (as for prepare)."""
 
 
 @main.command("dedup")
