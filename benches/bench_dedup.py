@@ -47,7 +47,6 @@ import statistics
 import sys
 import time
 import unicodedata
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,26 +113,6 @@ def _chunks(texts: list[str], size: int = 200) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
-def _roots_from_candidates(n: int, candidates: Callable[[int], Any]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i in range(n):
-        for j in candidates(i):
-            a, b = find(i), find(int(j))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
-
-
 # ---------------------------------------------------------------- tools
 
 
@@ -184,6 +163,8 @@ def run_tokenmill(texts: list[str], files: list[Path]) -> dict[str, Any]:
 def run_datasketch(texts: list[str], pool: Any) -> dict[str, Any]:
     from datasketch import MinHash, MinHashLSH
 
+    from corpus import clusters_from_candidates
+
     pool.map(_datasketch_sigs, [texts[:2]] * THREADS)  # warm-up: imports in the workers
     t = time.perf_counter()
     sigs = np.concatenate(pool.map(_datasketch_sigs, _chunks(texts)))
@@ -193,7 +174,7 @@ def run_datasketch(texts: list[str], pool: Any) -> dict[str, Any]:
     with lsh.insertion_session() as session:
         for i, m in enumerate(mins):
             session.insert(i, m)
-    clusters = _roots_from_candidates(len(texts), lambda i: lsh.query(mins[i]))
+    clusters = clusters_from_candidates(len(texts), lambda i: lsh.query(mins[i]))
     return {
         "sig_seconds": sig_seconds,
         "e2e_seconds": time.perf_counter() - t,
@@ -204,6 +185,8 @@ def run_datasketch(texts: list[str], pool: Any) -> dict[str, Any]:
 
 def run_rensa(texts: list[str], pool: Any) -> dict[str, Any]:
     from rensa import RMinHash, RMinHashLSH
+
+    from corpus import clusters_from_candidates
 
     pool.map(_rensa_sigs, [texts[:2]] * THREADS)  # warm-up: imports in the workers
     t = time.perf_counter()
@@ -216,7 +199,7 @@ def run_rensa(texts: list[str], pool: Any) -> dict[str, Any]:
     lsh = RMinHashLSH(THRESHOLD, NUM_PERM, 8)  # its bands must divide num_perm
     lsh.insert_many(mins)
     candidates = lsh.query_all(mins)
-    clusters = _roots_from_candidates(len(texts), lambda i: candidates[i])
+    clusters = clusters_from_candidates(len(texts), lambda i: candidates[i])
     return {
         "sig_seconds": sig_seconds,
         "e2e_seconds": time.perf_counter() - t,

@@ -34,7 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import tokenmill  # noqa: E402
-from corpus import cluster_pairs, exact_pairs, planted_corpus  # noqa: E402
+from corpus import (  # noqa: E402
+    cluster_pairs,
+    clusters_from_candidates,
+    exact_pairs,
+    planted_corpus,
+)
 
 MASK = (1 << 64) - 1
 K, BANDS, ROWS, THRESHOLD = 128, 9, 13, 0.8
@@ -66,27 +71,13 @@ def xor_multiply(xs: np.ndarray, a: list[int], b: list[int]) -> np.ndarray:
 
 
 def lsh_clusters(sigs: np.ndarray) -> list[list[int]]:
-    parent = list(range(len(sigs)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    # Each document joins the first document of each of its band buckets.
+    firsts: list[list[int]] = []
     for j in range(BANDS):
         first: dict[bytes, int] = {}
-        for i in range(len(sigs)):
-            key = sigs[i, j * ROWS : (j + 1) * ROWS].tobytes()
-            if key in first:
-                ra, rb = find(first[key]), find(i)
-                parent[max(ra, rb)] = min(ra, rb)
-            else:
-                first[key] = i
-    groups: dict[int, list[int]] = {}
-    for i in range(len(sigs)):
-        groups.setdefault(find(i), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
+        keys = [sigs[i, j * ROWS : (j + 1) * ROWS].tobytes() for i in range(len(sigs))]
+        firsts.append([first.setdefault(k, i) for i, k in enumerate(keys)])
+    return clusters_from_candidates(len(sigs), lambda i: [f[i] for f in firsts])
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +298,29 @@ def exact_pairs(sets: list[set[Any]], threshold: float) -> dict[tuple[int, int],
         if sim >= threshold:
             out[(i, j)] = sim
     return out
+
+
+def clusters_from_candidates(n: int, candidates: Callable[[int], Iterable[int]]) -> list[list[int]]:
+    """Clusters (of two or more) of documents 0..n-1 joined with each of their
+    `candidates(i)`: union-find with the smallest index as root, as tokenmill
+    clusters."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i in range(n):
+        for j in candidates(i):
+            a, b = find(i), find(int(j))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def cluster_pairs(clusters: list[list[int]]) -> set[tuple[int, int]]:
