@@ -343,11 +343,7 @@ fn minhash<'py>(
             let mut borrowed = Ok(());
             let chunks = buf.chunks_mut(row * MINHASH_TASK_DOCS);
             for (out, texts) in chunks.zip(texts.chunks(MINHASH_TASK_DOCS)) {
-                match texts
-                    .iter()
-                    .map(|t| t.to_str())
-                    .collect::<PyResult<Vec<&str>>>()
-                {
+                match borrow_strs(texts) {
                     // The channel is unbounded, so sending never blocks with
                     // the GIL held; it fails only when every worker is gone
                     // (a panic, reported by the joins below).
