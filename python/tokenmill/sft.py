@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tokenmill.train import load_tokenizer
+    from tokenmill.train import atomic_dir, load_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not is_adapter_dir(adapter_dir):
@@ -122,13 +121,10 @@ def merge_adapter(
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
     tok_source = adapter_dir if (adapter_dir / "tokenizer.json").is_file() else Path(base)
-    load_tokenizer(tok_source).save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    with atomic_dir(dest) as tmp:
+        merged.save_pretrained(tmp)
+        load_tokenizer(tok_source).save_pretrained(tmp)
     return dest
 
 

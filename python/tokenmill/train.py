@@ -26,6 +26,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -34,7 +35,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -634,16 +635,24 @@ def _make_trainer(**kwargs: Any) -> Any:
     return StreamTrainer(**kwargs)
 
 
-def _copy_model(checkpoint_dir: Path, dest: Path) -> None:
-    """The model and tokenizer files of a checkpoint, as a plain HF directory."""
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """A fresh directory beside ``dest`` to fill; it replaces ``dest`` when the
+    block ends without an error (so ``dest`` is never half written)."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in checkpoint_dir.iterdir():
-        if f.is_file() and not TRAINER_FILES.match(f.name):
-            shutil.copy2(f, tmp / f.name)
+    yield tmp
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+
+
+def _copy_model(checkpoint_dir: Path, dest: Path) -> None:
+    """The model and tokenizer files of a checkpoint, as a plain HF directory."""
+    with atomic_dir(dest) as tmp:
+        for f in checkpoint_dir.iterdir():
+            if f.is_file() and not TRAINER_FILES.match(f.name):
+                shutil.copy2(f, tmp / f.name)
 
 
 def _write_run_manifest(
