@@ -25,8 +25,12 @@ number of cores, one EOS appended per document, no BOS, no dedup, no val split:
 
 Each tool runs in a fresh child process (``python bench_prepare.py _child ...``)
 that times its own pipeline (imports excluded) and counts tokens before any
-grouping. With ``--threads 1`` the child is pinned to one core (every thread
-of it, tokenmill's reader included), so "1" means one core. The parent
+grouping. No tool uses BLAS, so every child runs with
+``OPENBLAS_NUM_THREADS=1``: otherwise importing numpy (as tokenmill and most
+runners do just before their timer starts) starts OpenBLAS threads that spin
+on the other core for about 0.1 s of the timed run. With ``--threads 1`` the
+child is pinned to one core (every thread of it, tokenmill's reader
+included), so "1" means one core. The parent
 polls the child's process tree with psutil every 20 ms and reports the peak
 of the summed RSS (forked workers' shared pages are counted once per process,
 as ``ps`` would). Text MB/s uses the UTF-8 bytes of
@@ -426,6 +430,7 @@ def measure(tool: str, corpus: Path, tokdir: Path, threads: int) -> dict:
         RAYON_NUM_THREADS=str(threads),
         FASTOKENS_BPE_THREADS=str(threads),
         TOKENIZERS_PARALLELISM="true",
+        OPENBLAS_NUM_THREADS="1",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         HF_DATASETS_DISABLE_PROGRESS_BARS="1",

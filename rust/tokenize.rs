@@ -856,17 +856,26 @@ impl Encoder {
         }
         let encoded: Vec<Result<Vec<u32>>> = units
             .par_iter()
-            .map(|(i, r)| self.encode_piece(&texts[*i][r.clone()], r.start == 0))
+            .map(|(i, r)| {
+                let mut ids = self.encode_piece(&texts[*i][r.clone()], r.start == 0)?;
+                if r.start == 0 {
+                    ids.splice(..0, self.bos);
+                }
+                if r.end == texts[*i].len() {
+                    ids.extend(self.eos);
+                }
+                Ok(ids)
+            })
             .collect();
-        let mut out: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|_| self.bos.into_iter().collect())
-            .collect();
+        // A text's pieces are consecutive units: the first one's ids are
+        // kept (no copy for a text in one piece), the others appended.
+        let mut out: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
         for ((i, _), ids) in units.iter().zip(encoded) {
-            out[*i].extend(ids.map_err(|e| (*i, e))?);
-        }
-        if let Some(eos) = self.eos {
-            out.iter_mut().for_each(|ids| ids.push(eos));
+            let ids = ids.map_err(|e| (*i, e))?;
+            match out.get_mut(*i) {
+                Some(first) => first.extend(ids),
+                None => out.push(ids),
+            }
         }
         let verified = texts.iter().filter(|t| self.selected_for_check(t)).count() as u64;
         Ok(EncodedBatch {

@@ -124,20 +124,33 @@ def test_multi_megabyte_documents_keep_ids(
         assert got == reference(tok_dir).encode(doc, add_special_tokens=False).ids
 
 
-def test_long_document_through_prepare(tmp_path: Path, bpe_tok: Path, texts: list[str]) -> None:
+@pytest.mark.parametrize("name", ["bpe", "llama"])
+def test_long_document_through_prepare(
+    request: pytest.FixtureRequest, tmp_path: Path, texts: list[str], name: str
+) -> None:
+    tok_dir: Path = request.getfixturevalue(f"{name}_tok")
     doc = _long_document(texts, 800_000)
-    corpus = write_jsonl(tmp_path / "in.jsonl", [doc, "short one"])
+    corpus = write_jsonl(tmp_path / "in.jsonl", ["before", doc, "short one"])
     stats = tokenmill.prepare(
         corpus,
-        bpe_tok,
+        tok_dir,
         tmp_path / "out",
         val_fraction=0,
+        dedup="none",
+        bos="always" if name == "llama" else "never",
         progress=False,
         tokenizer_backend="reference",
     )
     assert stats.manifest["chunking"]["documents_in_pieces"] == 1
+    tok = stats.manifest["tokenizer"]
+    bos = [tok["bos_id"]] if name == "llama" else []
+    ref = reference(tok_dir)
     docs = tokenmill.open_shards(tmp_path / "out")
-    assert docs[0][:-1].tolist() == reference(bpe_tok).encode(doc, add_special_tokens=False).ids
+    for got, text in zip(docs, ["before", doc, "short one"], strict=True):
+        # BOS before the first piece, EOS after the last, nothing between pieces.
+        assert got.tolist() == bos + ref.encode(text, add_special_tokens=False).ids + [
+            tok["eos_id"]
+        ]
 
 
 texts_strategy = st.lists(
