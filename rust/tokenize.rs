@@ -858,11 +858,11 @@ impl Encoder {
             .par_iter()
             .map(|(i, r)| {
                 let mut ids = self.encode_piece(&texts[*i][r.clone()], r.start == 0)?;
-                if r.start == 0 {
-                    ids.splice(..0, self.bos);
+                if let Some(bos) = self.bos.filter(|_| r.start == 0) {
+                    ids.insert(0, bos);
                 }
-                if r.end == texts[*i].len() {
-                    ids.extend(self.eos);
+                if let Some(eos) = self.eos.filter(|_| r.end == texts[*i].len()) {
+                    ids.push(eos);
                 }
                 Ok(ids)
             })

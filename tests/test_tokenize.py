@@ -144,13 +144,12 @@ def test_long_document_through_prepare(
     assert stats.manifest["chunking"]["documents_in_pieces"] == 1
     tok = stats.manifest["tokenizer"]
     bos = [tok["bos_id"]] if name == "llama" else []
+    eos = [tok["eos_id"]]
     ref = reference(tok_dir)
     docs = tokenmill.open_shards(tmp_path / "out")
     for got, text in zip(docs, ["before", doc, "short one"], strict=True):
         # BOS before the first piece, EOS after the last, nothing between pieces.
-        assert got.tolist() == bos + ref.encode(text, add_special_tokens=False).ids + [
-            tok["eos_id"]
-        ]
+        assert got.tolist() == bos + ref.encode(text, add_special_tokens=False).ids + eos
 
 
 texts_strategy = st.lists(
