@@ -32,6 +32,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use aho_corasick::AhoCorasick;
@@ -60,8 +61,10 @@ pub const GPT2_PATTERN: &str =
 const SHORT_WORD_SYMBOLS: usize = 256;
 /// Words of at most this many bytes are cached.
 const CACHE_WORD_BYTES: usize = 128;
+// A cached word's length, and its ids (at most one per byte), fit 8 bits.
+const _: () = assert!(CACHE_WORD_BYTES < 256);
 /// The word cache is shared by the worker threads of one encoder, in this
-/// many shards, each behind its own lock (chosen by the word's hash).
+/// many shards (chosen by the word's hash); see [`WordCache`].
 const CACHE_SHARDS: usize = 16;
 /// Slots of one shard (a power of two); a shard holds at most half as many
 /// words and is emptied when that many are in it.
@@ -69,11 +72,11 @@ const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
 /// A shard is also emptied when its words' bytes or ids reach these sizes.
 const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
 const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
-/// The most bytes the word cache of one encoder holds (20 per slot plus the
+/// The most bytes the word cache of one encoder holds (16 per slot plus the
 /// two arenas, over all shards); each worker thread adds a hot cache of
 /// [`HOT_ENTRIES`] x 40 bytes.
 pub const CACHE_MAX_BYTES: usize =
-    CACHE_SHARDS * (SHARD_SLOTS * 20 + SHARD_KEY_BYTES + SHARD_IDS * 4);
+    CACHE_SHARDS * (SHARD_SLOTS * 16 + SHARD_KEY_BYTES + SHARD_IDS * 4);
 
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
@@ -628,7 +631,7 @@ struct Bpe {
     /// No two vocabulary strings share an id (see [`Bpe::merge_short`]).
     unique_ids: bool,
     /// Pre-token -> ids, shared by the worker threads.
-    cache: Vec<Mutex<WordCache>>,
+    cache: Vec<WordCache>,
     /// Byte-level: characters that start as one symbol, code point -> id.
     chars: FxHashMap<u32, u32>,
 }
@@ -749,19 +752,6 @@ struct Merge {
     new_id: u32,
 }
 
-/// A pre-token -> ids cache with a hard cap: open addressing over slots
-/// that point into two arenas, emptied when half the slots are used.
-#[derive(Default)]
-struct WordCache {
-    /// (hash, key offset, key length << 16 | ids length); hash 0 = empty.
-    slots: Vec<(u64, u32, u32)>,
-    /// Where each slot's ids start in `ids` (kept apart to keep slots at 16 bytes).
-    ids_at: Vec<u32>,
-    keys: Vec<u8>,
-    ids: Vec<u32>,
-    used: usize,
-}
-
 /// `a == b` for slices of equal length, without a call to `memcmp` for the
 /// short words that make up most of a cache.
 #[inline]
@@ -772,74 +762,188 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// One shard of the pre-token -> ids cache shared by an encoder's threads,
+/// with a hard cap: open addressing over slots that point into two arenas,
+/// emptied when half the slots are used.
+///
+/// Readers take no lock and write nothing, so a lookup does not pull a
+/// cache line over from the other core as taking a lock does (with a lock
+/// per shard, two threads used up to a sixth more CPU than two processes
+/// doing the same work). Writers take `fill`.
+/// A slot is published by storing its hash last (release); until the shard
+/// is emptied, a published slot and what it points to never change. A
+/// reader that raced with an emptying sees `generation` changed (it is odd
+/// while one runs) and treats its lookup as a miss. Everything shared is an
+/// atomic, so a racing read is never undefined behaviour, only discarded.
+#[derive(Default)]
+struct WordCache {
+    generation: AtomicU64,
+    /// Allocated on the first insert.
+    arenas: OnceLock<Arenas>,
+    fill: Mutex<Fill>,
+}
+
+/// A shard's memory. Words are stored in 8-byte little-endian chunks,
+/// zero-padded, each starting a chunk.
+struct Arenas {
+    /// Per slot: the word's hash (0 = empty), then where it lives ([`meta`]).
+    slots: Box<[[AtomicU64; 2]]>,
+    keys: Box<[AtomicU64]>,
+    ids: Box<[AtomicU32]>,
+}
+
+/// What a shard's writers have used of it.
+#[derive(Default)]
+struct Fill {
+    words: usize,
+    key_chunks: usize,
+    ids: usize,
+}
+
+/// Where a cached word lives: key chunk offset, ids offset, byte length and
+/// ids length, packed (24 + 24 + 8 + 8 bits).
+fn meta(key_at: usize, ids_at: usize, len: usize, n: usize) -> u64 {
+    ((key_at as u64) << 40) | ((ids_at as u64) << 16) | ((len as u64) << 8) | n as u64
+}
+
+fn unmeta(m: u64) -> (usize, usize, usize, usize) {
+    let f = |shift: u32, bits: u32| ((m >> shift) & ((1 << bits) - 1)) as usize;
+    (f(40, 24), f(16, 24), f(8, 8), f(0, 8))
+}
+
+/// The 8-byte chunks a word is stored in.
+fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    word.chunks(8).map(|c| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
+}
+
+fn zeroed<T>(n: usize, zero: impl Fn() -> T) -> Box<[T]> {
+    (0..n).map(|_| zero()).collect()
+}
+
+impl Arenas {
+    fn new() -> Arenas {
+        Arenas {
+            slots: zeroed(SHARD_SLOTS, || [AtomicU64::new(0), AtomicU64::new(0)]),
+            keys: zeroed(SHARD_KEY_BYTES / 8, || AtomicU64::new(0)),
+            ids: zeroed(SHARD_IDS, || AtomicU32::new(0)),
+        }
+    }
+
+    /// The slot holding `word`, or the empty slot where it would go, with
+    /// that slot's meta. Reads only; `None` where a racing write left
+    /// something out of range.
+    fn find(&self, word: &[u8], hash: u64) -> Option<(usize, u64)> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        for _ in 0..self.slots.len() {
+            let h = self.slots[i][0].load(Ordering::Acquire);
+            if h == 0 {
+                return Some((i, 0));
+            }
+            if h == hash {
+                let m = self.slots[i][1].load(Ordering::Relaxed);
+                let (key_at, _, len, _) = unmeta(m);
+                if len == word.len() {
+                    let stored = self.keys.get(key_at..key_at + len.div_ceil(8))?;
+                    if stored
+                        .iter()
+                        .zip(chunks(word))
+                        .all(|(s, c)| s.load(Ordering::Relaxed) == c)
+                    {
+                        return Some((i, m));
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+}
+
 impl WordCache {
     #[inline]
     fn hash(word: &[u8]) -> u64 {
         xxhash_rust::xxh3::xxh3_64(word) | 1
     }
 
-    /// The slot holding `word`, or the empty slot where it would go.
-    #[inline]
-    fn find(&self, word: &[u8], hash: u64) -> usize {
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            let (h, key_at, lens) = self.slots[i];
-            if h == 0
-                || (h == hash
-                    && (lens >> 16) as usize == word.len()
-                    && same_bytes(
-                        &self.keys[key_at as usize..key_at as usize + word.len()],
-                        word,
-                    ))
-            {
-                return i;
+    /// Appends the cached ids of `word` to `out`; false on a miss.
+    fn get(&self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
+        let Some(arenas) = self.arenas.get() else {
+            return false;
+        };
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation % 2 == 1 {
+            return false;
+        }
+        let start = out.len();
+        let found = match arenas.find(word, hash) {
+            Some((_, m)) if m != 0 => {
+                let (_, ids_at, _, n) = unmeta(m);
+                match arenas.ids.get(ids_at..ids_at + n) {
+                    Some(ids) => {
+                        out.extend(ids.iter().map(|id| id.load(Ordering::Relaxed)));
+                        true
+                    }
+                    None => false,
+                }
             }
-            i = (i + 1) & mask;
+            _ => false,
+        };
+        fence(Ordering::Acquire);
+        if self.generation.load(Ordering::Relaxed) != generation {
+            out.truncate(start);
+            return false;
         }
+        found
     }
 
-    #[inline]
-    fn get(&self, word: &[u8], hash: u64) -> Option<&[u32]> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let i = self.find(word, hash);
-        let (h, _, lens) = self.slots[i];
-        (h != 0).then(|| {
-            let at = self.ids_at[i] as usize;
-            &self.ids[at..at + (lens & 0xFFFF) as usize]
-        })
-    }
-
-    fn insert(&mut self, word: &[u8], hash: u64, ids: &[u32]) {
-        if self.slots.is_empty()
-            || self.used >= SHARD_SLOTS / 2
-            || self.keys.len() + word.len() > SHARD_KEY_BYTES
-            || self.ids.len() + ids.len() > SHARD_IDS
+    fn insert(&self, word: &[u8], hash: u64, ids: &[u32]) {
+        let arenas = self.arenas.get_or_init(Arenas::new);
+        let mut fill = self.fill.lock().unwrap_or_else(PoisonError::into_inner);
+        let key_chunks = word.len().div_ceil(8);
+        if fill.words >= SHARD_SLOTS / 2
+            || fill.key_chunks + key_chunks > arenas.keys.len()
+            || fill.ids + ids.len() > arenas.ids.len()
         {
-            self.slots.clear();
-            self.slots.resize(SHARD_SLOTS, (0, 0, 0));
-            self.ids_at.resize(SHARD_SLOTS, 0);
-            self.keys.clear();
-            self.keys.reserve_exact(SHARD_KEY_BYTES);
-            self.ids.clear();
-            self.ids.reserve_exact(SHARD_IDS);
-            self.used = 0;
+            // Readers that overlap this see the generation change.
+            let g = self.generation.load(Ordering::Relaxed);
+            self.generation.store(g + 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            for slot in arenas.slots.iter() {
+                slot[0].store(0, Ordering::Relaxed);
+            }
+            self.generation.store(g + 2, Ordering::Release);
+            *fill = Fill::default();
         }
-        let i = self.find(word, hash);
-        if self.slots[i].0 != 0 {
-            return;
+        let Some((i, 0)) = arenas.find(word, hash) else {
+            return; // already cached
+        };
+        // A reader that sees any of the stores below then also sees the
+        // generation of the last emptying (this thread may not have done it).
+        fence(Ordering::Release);
+        let (key_at, ids_at) = (fill.key_chunks, fill.ids);
+        for (slot, c) in arenas.keys[key_at..key_at + key_chunks]
+            .iter()
+            .zip(chunks(word))
+        {
+            slot.store(c, Ordering::Relaxed);
         }
-        self.slots[i] = (
-            hash,
-            self.keys.len() as u32,
-            ((word.len() as u32) << 16) | ids.len() as u32,
+        for (slot, &id) in arenas.ids[ids_at..ids_at + ids.len()].iter().zip(ids) {
+            slot.store(id, Ordering::Relaxed);
+        }
+        let slot = &arenas.slots[i];
+        slot[1].store(
+            meta(key_at, ids_at, word.len(), ids.len()),
+            Ordering::Relaxed,
         );
-        self.ids_at[i] = self.ids.len() as u32;
-        self.keys.extend_from_slice(word);
-        self.ids.extend_from_slice(ids);
-        self.used += 1;
+        slot[0].store(hash, Ordering::Release);
+        fill.words += 1;
+        fill.key_chunks += key_chunks;
+        fill.ids += ids.len();
     }
 }
 
@@ -997,7 +1101,7 @@ impl Bpe {
             byte_fallback: model["byte_fallback"] == true,
             ignore_merges: model["ignore_merges"] == true,
             unique_ids,
-            cache: (0..CACHE_SHARDS).map(|_| Mutex::default()).collect(),
+            cache: (0..CACHE_SHARDS).map(|_| WordCache::default()).collect(),
             chars: FxHashMap::default(),
         };
         if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
@@ -1336,18 +1440,14 @@ impl Bpe {
             }
         }
         let shard = &self.cache[(hash >> 60) as usize % CACHE_SHARDS];
-        if cacheable {
-            let cache = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(ids) = cache.get(word, hash) {
-                if hot && ids.len() <= HOT_IDS {
-                    Self::make_hot(&mut w.hot, word, hash, ids);
-                }
-                out.extend_from_slice(ids);
-                return;
+        let start = out.len();
+        if cacheable && shard.get(word, hash, out) {
+            if hot && out.len() - start <= HOT_IDS {
+                Self::make_hot(&mut w.hot, word, hash, &out[start..]);
             }
+            return;
         }
         self.init_symbols(word, w);
-        let start = out.len();
         if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
             self.merge_short(w, out);
         } else {
@@ -1358,8 +1458,7 @@ impl Bpe {
             Self::make_hot(&mut w.hot, word, hash, &out[start..]);
         }
         if cacheable {
-            let mut cache = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.insert(word, hash, &out[start..]);
+            shard.insert(word, hash, &out[start..]);
         }
     }
 }
