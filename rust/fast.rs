@@ -1714,6 +1714,55 @@ mod tests {
         out
     }
 
+    /// Threads that look words up while others insert them, through many
+    /// emptyings of the shard: a hit always gives that word's own ids.
+    #[test]
+    fn word_cache_hits_give_the_words_own_ids_under_concurrent_inserts() {
+        let cache = WordCache::default();
+        // Lengths 2..=129 bytes (129 is past CACHE_WORD_BYTES but the shard
+        // itself takes any word that fits); ids 1..=9 per word.
+        let word = |i: u32| format!("{i:x}:{}", "a".repeat((i % 120) as usize)).into_bytes();
+        let ids = |i: u32| (0..i % 9 + 1).map(|k| i * 16 + k).collect::<Vec<u32>>();
+        let words = 4 * SHARD_SLOTS as u32; // eight times what a shard holds
+        let (hits, inserts) = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3u32)
+                .map(|t| {
+                    let (cache, word, ids) = (&cache, &word, &ids);
+                    s.spawn(move || {
+                        let (mut hits, mut inserts, mut out) = (0, 0, Vec::new());
+                        for n in 0..words {
+                            // Each thread walks the words in its own order,
+                            // going back over recent ones so that some hit.
+                            let i = (n.wrapping_mul(2 * t + 1) / 2) % words;
+                            let w = word(i);
+                            let h = WordCache::hash(&w);
+                            out.clear();
+                            if cache.get(&w, h, &mut out) {
+                                assert_eq!(out, ids(i), "word {i}");
+                                hits += 1;
+                            } else {
+                                assert!(out.is_empty());
+                                cache.insert(&w, h, &ids(i));
+                                inserts += 1;
+                            }
+                        }
+                        (hits, inserts)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        });
+        assert!(hits > words as usize / 4, "{hits} hits");
+        assert!(
+            cache.generation.load(Ordering::Relaxed) >= 2 * 8,
+            "shard never emptied"
+        );
+        assert!(inserts > 0);
+    }
+
     const PATTERNS: [(SplitPattern, &str); 3] = [
         (SplitPattern::Gpt2, GPT2_PATTERN),
         (SplitPattern::Llama3, LLAMA3_PATTERN),
