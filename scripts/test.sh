@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# README command 2: set up, lint, and run the whole test suite (cargo test + pytest).
+# README command 2: set up, lint, run the whole test suite (cargo test + pytest), then check the
+# wheel as users get it (scripts/wheel_check.sh).
+#
+#   bash scripts/test.sh [PYTEST ARGS...]            in .venv, from requirements.lock
+#   bash scripts/test.sh --latest [PYTEST ARGS...]   the same in .venv-latest, from the newest
+#                                                    releases pyproject.toml allows
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-export PATH="$PWD/.venv/bin:$PATH"
+venv=.venv
+setup=()
+if [ "${1:-}" = --latest ]; then
+    venv=.venv-latest
+    setup=(--latest)
+    shift
+fi
+start=$SECONDS
+bash scripts/setup.sh "${setup[@]}"
+export PATH="$PWD/$venv/bin:$PATH"
 echo "== lint"
 cargo fmt --all --check
-cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --features python -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features python -- -D warnings
 ruff check python tests benches
 ruff format --check python tests benches
 echo "== stub check"
 python -m mypy.stubtest tokenmill._core
 echo "== cargo test"
-cargo test
+cargo test --locked
 echo "== pytest"
 python -m pytest "$@"
+echo "== wheel"
+bash scripts/wheel_check.sh "$venv"
+echo "== all checks passed in $((SECONDS - start)) s ($venv)"
