@@ -366,8 +366,10 @@ impl std::io::Write for HashWriter {
 /// sha256 over the canonical vocab, merges, model flags, normaliser,
 /// pre-tokenizer and added tokens (id, content, special): what decides the
 /// ids. Key order, merge notation and unrelated fields (decoder,
-/// truncation, added-token flags) do not change it, so a tokenizer re-saved
-/// by `save_pretrained` keeps its fingerprint.
+/// truncation, added-token flags) do not change it, and a model flag that
+/// is absent, null, false or "" is unset (transformers 5 saves a null
+/// `continuing_subword_prefix` as ""), so a tokenizer re-saved by
+/// `save_pretrained` keeps its fingerprint.
 pub fn fingerprint(raw: &Value) -> String {
     let model = &raw["model"];
     let merges = model["merges"]
@@ -395,6 +397,7 @@ pub fn fingerprint(raw: &Value) -> String {
     ] {
         match model.get(key) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
             Some(v) => {
                 model_flags.insert(key.to_owned(), v.clone());
             }
@@ -1053,6 +1056,13 @@ mod tests {
             "normalizer": null, "pre_tokenizer": null, "post_processor": {"type": "TemplateProcessing"}
         });
         assert_eq!(fingerprint(&a), fingerprint(&b));
+        // As transformers 5 re-saves a BPE without affixes.
+        let mut resaved = a.clone();
+        resaved["model"]["continuing_subword_prefix"] = serde_json::json!("");
+        resaved["model"]["end_of_word_suffix"] = serde_json::json!("");
+        assert_eq!(fingerprint(&a), fingerprint(&resaved));
+        resaved["model"]["continuing_subword_prefix"] = serde_json::json!("##");
+        assert_ne!(fingerprint(&a), fingerprint(&resaved));
         let mut c = b.clone();
         c["model"]["vocab"]["ab"] = serde_json::json!(4);
         assert_ne!(fingerprint(&a), fingerprint(&c));
