@@ -195,6 +195,18 @@ fn parse_alpaca(obj: &serde_json::Map<String, Value>) -> std::result::Result<Vec
     Ok(out)
 }
 
+/// What to change when most records were skipped for `reason` (a chat
+/// record reason, else a reader skip reason).
+pub fn record_hint(reason: &str) -> &'static str {
+    match reason {
+        "unknown_format" => {
+            "each record needs a messages (OpenAI), conversations (ShareGPT) or instruction (alpaca) field"
+        }
+        "too_long" => "raise max_length or pass overflow='truncate'",
+        other => crate::reader::skip_hint(other),
+    }
+}
+
 /// Parses one JSON line into a conversation: the messages in order, with
 /// `system` prepended when the record has no system message. Checks that
 /// the conversation ends with a non-empty assistant turn and that no

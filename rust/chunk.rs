@@ -27,7 +27,7 @@ use crate::manifest::FileStats;
 use crate::output::OutputFile;
 use crate::prepare::resolve_threads;
 use crate::progress::{Counts, Progress};
-use crate::reader::{expand_inputs, FileReader, Format, ReaderOptions, TxtMode};
+use crate::reader::{bad_line, expand_inputs, FileReader, Format, ReaderOptions, TxtMode};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Default `--max-chars` (the seed recipe's `split_text`).
@@ -268,7 +268,7 @@ pub fn split(text: &str, max: usize, overlap: usize, m: &dyn Measure) -> Result<
     }
     if overlap >= max {
         return Err(TokenmillError::Invalid(format!(
-            "overlap ({overlap}) must be smaller than the chunk limit ({max})"
+            "overlap={overlap} must be smaller than the chunk limit ({max})"
         )));
     }
     let mut out = Vec::new();
@@ -312,6 +312,8 @@ pub struct ChunkConfig {
     pub threads: usize,
     pub overwrite: bool,
     pub progress: bool,
+    /// Finish a run that read no document (else an error naming the likely cause).
+    pub allow_empty: bool,
 }
 
 impl Default for ChunkConfig {
@@ -331,6 +333,7 @@ impl Default for ChunkConfig {
             threads: 0,
             overwrite: false,
             progress: true,
+            allow_empty: false,
         }
     }
 }
@@ -374,7 +377,7 @@ impl Limit {
                 Ok(Limit::Tokens(n, Box::new(enc)))
             }
             (_, Some(_), None) => Err(TokenmillError::Invalid(
-                "max_tokens needs a tokenizer".into(),
+                "max_tokens needs tokenizer=PATH".into(),
             )),
             (c, None, _) => Ok(Limit::Chars(c.unwrap_or(DEFAULT_MAX_CHARS))),
         }
@@ -515,7 +518,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     let limit = Limit::new(cfg.max_chars, cfg.max_tokens, cfg.tokenizer.as_deref())?;
     if cfg.overlap >= limit.max() {
         return Err(TokenmillError::Invalid(format!(
-            "overlap ({}) must be smaller than the chunk limit ({})",
+            "overlap={} must be smaller than the chunk limit ({})",
             cfg.overlap,
             limit.max()
         )));
@@ -537,6 +540,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     let mut bar = Progress::new("chunk", cfg.progress, total_raw).without_tokens();
     let mut counts = Counts::default();
     let mut files = Vec::new();
+    let mut examples = Vec::new();
     let (mut chunks, mut docs_split) = (0u64, 0u64);
     for input in &inputs {
         let mut stats = FileStats::new(&input.path);
@@ -602,17 +606,15 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                         flush(&mut batch)?;
                     }
                 }
-                Err((reason, detail)) => {
-                    if cfg.strict {
-                        return Err(TokenmillError::BadLine {
-                            path: input.path.clone(),
-                            line: rec.line,
-                            reason: reason.name(),
-                            detail,
-                        });
-                    }
-                    *stats.skipped.entry(reason.name().into()).or_default() += 1;
-                }
+                Err((reason, detail)) => bad_line(
+                    cfg.strict,
+                    &input.path,
+                    rec.line,
+                    reason.name(),
+                    detail,
+                    &mut stats.skipped,
+                    &mut examples,
+                )?,
             }
         }
         flush(&mut batch)?;
@@ -621,6 +623,9 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     }
     counts.raw_bytes = raw.load(Ordering::Relaxed);
     bar.finish(counts);
+    let mut totals = FileStats::default();
+    files.iter().for_each(|f| totals.add(f));
+    totals.require_documents(cfg.allow_empty, &examples, crate::reader::skip_hint)?;
     out.finish()?;
     Ok(ChunkSummary {
         docs: files.iter().map(|f| f.docs).sum(),

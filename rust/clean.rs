@@ -36,6 +36,16 @@ impl FilterReason {
     }
 }
 
+/// What to change when most documents were dropped for `reason` (a
+/// [`FilterReason`] name, else a reader skip reason).
+pub fn filter_hint(reason: &str) -> &'static str {
+    match reason {
+        "too_short" => "lower min_chars",
+        "too_long" => "raise max_chars",
+        other => crate::reader::skip_hint(other),
+    }
+}
+
 /// Options of the clean stage.
 #[derive(Clone, Debug)]
 pub struct CleanOptions {

@@ -93,7 +93,7 @@ impl Lsh {
     pub fn new(o: &MinHashOptions) -> Result<Lsh> {
         if !(o.threshold > 0.0 && o.threshold <= 1.0) {
             return Err(TokenmillError::Invalid(format!(
-                "threshold must be in (0, 1], got {}",
+                "threshold={} must be in (0, 1]",
                 o.threshold
             )));
         }
@@ -108,7 +108,7 @@ impl Lsh {
         };
         if bands == 0 || rows == 0 || bands * rows > o.num_perm {
             return Err(TokenmillError::Invalid(format!(
-                "bands x rows = {bands} x {rows} must be at least 1 x 1 and at most num_perm = {}",
+                "bands={bands} x rows={rows} must be at least 1 x 1 and at most num_perm={}",
                 o.num_perm
             )));
         }
@@ -681,6 +681,8 @@ pub struct DedupConfig {
     pub threads: usize,
     pub overwrite: bool,
     pub progress: bool,
+    /// Finish a run that read no document (else an error naming the likely cause).
+    pub allow_empty: bool,
 }
 
 impl Default for DedupConfig {
@@ -698,6 +700,7 @@ impl Default for DedupConfig {
             threads: 0,
             overwrite: false,
             progress: true,
+            allow_empty: false,
         }
     }
 }
@@ -750,8 +753,8 @@ pub fn dedup_files(
         && inputs.iter().any(|f| f.format == Format::Text)
     {
         return Err(TokenmillError::Invalid(
-            "dedup cannot write whole-file .txt documents (--txt-mode file) as records; \
-             use --report without --output"
+            "txt_mode='file' makes whole .txt files the documents, which dedup cannot write \
+             back as records; give only report=PATH"
                 .into(),
         ));
     }
@@ -759,7 +762,7 @@ pub fn dedup_files(
         let p = Path::new(path);
         if p.exists() && !cfg.overwrite {
             return Err(TokenmillError::Invalid(format!(
-                "{path} already exists; pass --overwrite (overwrite=True) to replace it"
+                "{path} already exists; pass overwrite=True to replace it"
             )));
         }
         if inputs
@@ -782,6 +785,9 @@ pub fn dedup_files(
         cfg.progress,
         interrupted,
     )?;
+    let mut totals = FileStats::default();
+    fc.read.files.iter().for_each(|f| totals.add(f));
+    totals.require_documents(cfg.allow_empty, &fc.read.examples, crate::reader::skip_hint)?;
     let write_started = Instant::now();
     let removed_per_file = fc.removed_lines(inputs.len());
     if cfg.output.is_some() || cfg.report.is_some() {

@@ -27,6 +27,16 @@ pub enum TokenmillError {
     Corrupt { path: PathBuf, message: String },
     /// The user interrupted the run (Ctrl-C); nothing partial looks complete.
     Interrupted,
+    /// A run kept no document and `allow_empty` was not given: nothing was
+    /// finished. Names the commonest reason lines gave none, what to change
+    /// for it, and the first bad line quoted.
+    NoDocuments {
+        lines: u64,
+        /// The commonest reason: its name, its count and what to change
+        /// for it ("" when nothing general can be said).
+        reason: Option<(String, u64, &'static str)>,
+        example: Option<String>,
+    },
 }
 
 /// Result alias used across the crate.
@@ -64,15 +74,41 @@ impl fmt::Display for TokenmillError {
             TokenmillError::Invalid(message) => f.write_str(message),
             TokenmillError::OutputExists(path) => write!(
                 f,
-                "{} already holds a dataset (manifest.json); pass --overwrite (overwrite=True) to replace it",
+                "{} already holds a dataset (manifest.json); pass overwrite=True to replace it",
                 path.display()
             ),
             TokenmillError::Corrupt { path, message } => {
                 write!(f, "{}: {}", path.display(), message)
             }
             TokenmillError::Interrupted => f.write_str("interrupted"),
+            TokenmillError::NoDocuments {
+                lines,
+                reason,
+                example,
+            } => {
+                if *lines == 0 {
+                    f.write_str("no documents kept: the inputs hold no lines")?;
+                } else {
+                    write!(f, "no documents kept from {}", counted(*lines, "line"))?;
+                }
+                match reason {
+                    Some((name, n, "")) => write!(f, " ({n} {name})")?,
+                    Some((name, n, hint)) => write!(f, " ({n} {name}): {hint}")?,
+                    None => {}
+                }
+                f.write_str("; pass allow_empty=True to accept an empty result")?;
+                if let Some(e) = example {
+                    write!(f, "\n  e.g. {e}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// `n` and `noun`, plural unless `n` is 1: "1 line", "2 lines".
+fn counted(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 impl std::error::Error for TokenmillError {

@@ -105,6 +105,31 @@ impl FileStats {
         }
     }
 
+    /// Refuses a run that kept no document (`self` holds its totals) unless
+    /// `allow_empty`, so that nothing is finished: the error names the
+    /// commonest reason lines gave none, what `hint` says to change for it,
+    /// and the first of `examples`.
+    pub fn require_documents(
+        &self,
+        allow_empty: bool,
+        examples: &[String],
+        hint: fn(&str) -> &'static str,
+    ) -> Result<()> {
+        if self.docs > 0 || allow_empty {
+            return Ok(());
+        }
+        let commonest = self
+            .skipped
+            .iter()
+            .chain(&self.filtered)
+            .max_by_key(|(_, n)| **n);
+        Err(TokenmillError::NoDocuments {
+            lines: self.lines,
+            reason: commonest.map(|(name, n)| (name.clone(), *n, hint(name))),
+            example: examples.first().cloned(),
+        })
+    }
+
     /// Adds another file's counts (for totals).
     pub fn add(&mut self, o: &FileStats) {
         self.lines += o.lines;
@@ -168,5 +193,46 @@ impl Manifest {
             });
         }
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_documents_names_its_commonest_reason() {
+        let mut totals = FileStats {
+            lines: 5,
+            ..FileStats::default()
+        };
+        totals.skipped.insert("malformed_json".into(), 1);
+        totals.skipped.insert("missing_field".into(), 3);
+        totals.filtered.insert("too_short".into(), 1);
+        let examples = vec!["a.jsonl:1: malformed_json (x)".to_string()];
+        let hint = |r: &str| {
+            if r == "missing_field" {
+                "check text_field"
+            } else {
+                ""
+            }
+        };
+        assert!(totals.require_documents(true, &examples, hint).is_ok());
+        let err = totals
+            .require_documents(false, &examples, hint)
+            .unwrap_err();
+        assert!(matches!(err, TokenmillError::NoDocuments { .. }));
+        assert_eq!(
+            err.to_string(),
+            "no documents kept from 5 lines (3 missing_field): check text_field; \
+             pass allow_empty=True to accept an empty result\n  e.g. a.jsonl:1: malformed_json (x)"
+        );
+        let empty = FileStats::default();
+        assert_eq!(
+            empty.require_documents(false, &[], hint).unwrap_err().to_string(),
+            "no documents kept: the inputs hold no lines; pass allow_empty=True to accept an empty result"
+        );
+        totals.docs = 1;
+        assert!(totals.require_documents(false, &examples, hint).is_ok());
     }
 }

@@ -69,7 +69,7 @@ impl Shingling {
     pub fn parse(spec: &str, default_n: usize) -> Result<Shingling> {
         let bad = || {
             TokenmillError::Invalid(format!(
-                "shingle must be auto, word or char, optionally with :N (word:5), got {spec:?}"
+                "shingle={spec:?} must be auto, word or char, optionally with :N (word:5)"
             ))
         };
         let (kind, n) = match spec.split_once(':') {
@@ -84,7 +84,7 @@ impl Shingling {
         };
         if n == 0 || n > 64 {
             return Err(TokenmillError::Invalid(format!(
-                "shingle size must be in 1..=64, got {n}"
+                "shingle={spec:?}: the shingle size must be in 1..=64, not {n}"
             )));
         }
         Ok(Shingling { kind, n })
@@ -657,7 +657,7 @@ impl MinHasher {
     pub fn new(num_perm: usize, shingling: Shingling, seed: u64) -> Result<MinHasher> {
         if !(1..=4096).contains(&num_perm) {
             return Err(TokenmillError::Invalid(format!(
-                "num_perm must be in 1..=4096, got {num_perm}"
+                "num_perm={num_perm} must be in 1..=4096"
             )));
         }
         let mut state = seed;

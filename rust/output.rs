@@ -44,7 +44,7 @@ impl OutputFile {
     pub fn create(path: &Path, overwrite: bool) -> Result<OutputFile> {
         if path.exists() && !overwrite {
             return Err(TokenmillError::Invalid(format!(
-                "{} already exists; pass --overwrite (overwrite=True) to replace it",
+                "{} already exists; pass overwrite=True to replace it",
                 path.display()
             )));
         }

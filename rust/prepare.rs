@@ -137,6 +137,8 @@ pub struct PrepareConfig {
     pub overwrite: bool,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Finish a run that kept no document (else an error naming the likely cause).
+    pub allow_empty: bool,
 }
 
 impl Default for PrepareConfig {
@@ -169,6 +171,7 @@ impl Default for PrepareConfig {
             threads: 0,
             overwrite: false,
             progress: true,
+            allow_empty: false,
         }
     }
 }
@@ -205,7 +208,11 @@ fn find_near_duplicates(
         verify: cfg.dedup_verify,
         ..MinHashOptions::default()
     };
-    let lsh = Lsh::new(&mh)?;
+    // The MinHash options are named dedup_* here; their messages start with the name.
+    let lsh = Lsh::new(&mh).map_err(|e| match e {
+        TokenmillError::Invalid(m) => TokenmillError::Invalid(format!("dedup_{m}")),
+        e => e,
+    })?;
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads)?;
     let clean = CleanOptions {
@@ -431,7 +438,7 @@ fn setup(cfg: &PrepareConfig) -> Result<Setup> {
             .map(|t| t.id),
         BosMode::Always => Some(loaded.bos.as_ref().map(|t| t.id).ok_or_else(|| {
             TokenmillError::Invalid(format!(
-                "bos=always but {} defines no BOS token",
+                "bos='always' but {} defines no BOS token",
                 loaded.json_path.display()
             ))
         })?),
@@ -439,7 +446,7 @@ fn setup(cfg: &PrepareConfig) -> Result<Setup> {
     let eos = if cfg.eos {
         Some(loaded.eos.as_ref().map(|t| t.id).ok_or_else(|| {
             TokenmillError::Invalid(format!(
-                "{} defines no EOS token (set eos_token in tokenizer_config.json) or turn EOS off",
+                "{} defines no EOS token: set eos_token in its tokenizer_config.json or pass eos=False",
                 loaded.json_path.display()
             ))
         })?)
@@ -647,6 +654,11 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .expect("config serialises"),
         sft: None,
     };
+    manifest.totals.require_documents(
+        cfg.allow_empty,
+        &manifest.skipped_examples,
+        crate::clean::filter_hint,
+    )?;
     let counts = &tokenized.counts;
     Summary::finish(
         &out,

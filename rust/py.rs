@@ -47,6 +47,12 @@ create_exception!(
 );
 create_exception!(
     _core,
+    NoDocumentsError,
+    TokenmillError,
+    "A run kept no document, so nothing was finished (allow_empty=True accepts that)."
+);
+create_exception!(
+    _core,
     CorruptDatasetError,
     TokenmillError,
     "A dataset on disk does not match its manifest or format."
@@ -67,6 +73,7 @@ fn to_py(e: CoreError) -> PyErr {
         CoreError::OutputExists(_) => PyFileExistsError::new_err(msg),
         CoreError::Corrupt { .. } => CorruptDatasetError::new_err(msg),
         CoreError::Interrupted => PyKeyboardInterrupt::new_err(msg),
+        CoreError::NoDocuments { .. } => NoDocumentsError::new_err(msg),
     }
 }
 
@@ -585,6 +592,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BadLineError", py.get_type::<BadLineError>())?;
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("CorruptDatasetError", py.get_type::<CorruptDatasetError>())?;
+    m.add("NoDocumentsError", py.get_type::<NoDocumentsError>())?;
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_sft, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;

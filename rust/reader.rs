@@ -88,6 +88,25 @@ impl SkipReason {
     }
 }
 
+/// What to change when most lines were skipped for `reason` ("" when
+/// nothing general can be said); options are named as the Python API names them.
+pub fn skip_hint(reason: &str) -> &'static str {
+    match reason {
+        "missing_field" => {
+            "check text_field, and that each line holds one JSON object (JSON Lines; a file \
+             holding one JSON array is not)"
+        }
+        "not_a_string" => "check text_field (the dotted path of the text in each record)",
+        "malformed_json" => {
+            "each line must hold one JSON object (JSON Lines; a file holding one JSON array \
+             written over several lines is not)"
+        }
+        "invalid_utf8" => "the inputs must be UTF-8 text",
+        "line_too_long" => "raise max_line_bytes",
+        _ => "",
+    }
+}
+
 /// Bad lines quoted (`file:line: reason (detail)`) in manifests and summaries.
 pub const MAX_EXAMPLES: usize = 10;
 
@@ -137,7 +156,8 @@ impl ReaderOptions {
         let text_field: Vec<String> = text_field.split('.').map(str::to_owned).collect();
         if text_field.iter().any(String::is_empty) {
             return Err(TokenmillError::Invalid(format!(
-                "text field {text_field:?} has an empty path component"
+                "text_field={:?} has an empty path component",
+                text_field.join(".")
             )));
         }
         if max_line_bytes == 0 {

@@ -62,6 +62,8 @@ pub struct SftConfig {
     pub overwrite: bool,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Finish a run that kept no conversation (else an error naming the likely cause).
+    pub allow_empty: bool,
 }
 
 impl Default for SftConfig {
@@ -85,6 +87,7 @@ impl Default for SftConfig {
             threads: 0,
             overwrite: false,
             progress: true,
+            allow_empty: false,
         }
     }
 }
@@ -296,6 +299,11 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             "masked_tokens": masked_tokens,
         })),
     };
+    manifest.totals.require_documents(
+        cfg.allow_empty,
+        &manifest.skipped_examples,
+        crate::chat::record_hint,
+    )?;
     let (text_bytes, tokens) = (manifest.totals.text_bytes, manifest.totals.tokens);
     Summary::finish(&out, manifest, threads, started, text_bytes, tokens)
 }

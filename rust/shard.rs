@@ -61,10 +61,10 @@ impl Dtype {
             "uint32" => Ok(Dtype::U32),
             "uint16" if fits16 => Ok(Dtype::U16),
             "uint16" => Err(TokenmillError::Invalid(format!(
-                "dtype uint16 cannot hold this tokenizer's ids: vocab size {vocab_size} (with added tokens) > 65536; use uint32 or auto"
+                "dtype='uint16' cannot hold this tokenizer's ids: vocab size {vocab_size} (with added tokens) > 65536; use uint32 or auto"
             ))),
             other => Err(TokenmillError::Invalid(format!(
-                "unknown dtype {other:?}; expected auto, uint16 or uint32"
+                "dtype={other:?} is not auto, uint16 or uint32"
             ))),
         }
     }

@@ -129,7 +129,7 @@ def test_bos_eos_switches(tmp_path: Path, llama_tok: Path) -> None:
 
 def test_uint16_refused_for_large_vocab(tmp_path: Path, large_tok: Path) -> None:
     corpus = write_jsonl(tmp_path / "in.jsonl", ["text"])
-    with pytest.raises(ValueError, match=r"uint16 cannot hold .* 70001"):
+    with pytest.raises(ValueError, match=r"dtype='uint16' cannot hold .* 70001"):
         tokenmill.prepare(corpus, large_tok, tmp_path / "o", dtype="uint16", progress=False)
     stats = tokenmill.prepare(corpus, large_tok, tmp_path / "o", progress=False)
     assert stats.dtype == "uint32"

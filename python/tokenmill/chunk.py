@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from tokenmill import _core
+from tokenmill._text import counted
 from tokenmill.shards import PathLike, _as_list
 
 
@@ -139,12 +140,13 @@ class ChunkStats:
         return "\n".join(
             [
                 f"output       {self.output}",
-                f"chunks       {self.chunks:,} from {self.docs:,} documents "
-                f"({self.docs_split:,} split), at most {self.max} {self.unit}, "
+                f"chunks       {self.chunks:,} from {counted(self.docs, 'document')} "
+                f"({self.docs_split:,} split), at most "
+                f"{counted(self.max, self.unit.removesuffix('s'))}, "
                 f"overlap {self.overlap}",
                 "skipped      "
                 + (", ".join(f"{k}={v:,}" for k, v in sorted(skipped.items())) or "none"),
-                f"speed        {self.seconds:.2f} s on {self.threads} thread(s)",
+                f"speed        {self.seconds:.2f} s on {counted(self.threads, 'thread')}",
             ]
         )
 
@@ -165,6 +167,7 @@ def chunk_files(
     threads: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> ChunkStats:
     """Writes the chunks of every document of ``inputs`` to ``output`` as
     JSON lines, in input order: each is the source record (every field, in
@@ -172,7 +175,9 @@ def chunk_files(
     ``chunk_index``; ``source_id`` is the record's ``id_field`` when it has
     one, else ``"file:line"``. Plain-text inputs give ``{"text", "source_id",
     "chunk_index"}``. The output is compressed as its name says and written
-    atomically."""
+    atomically. A run that reads no document raises `NoDocumentsError`
+    (naming the commonest reason lines gave none) and writes nothing, unless
+    ``allow_empty``."""
     config = {
         "inputs": _as_list(inputs),
         "output": os.fspath(output),
@@ -188,6 +193,7 @@ def chunk_files(
         "threads": threads,
         "overwrite": overwrite,
         "progress": progress,
+        "allow_empty": allow_empty,
     }
     s = json.loads(_core.chunk_files(json.dumps(config)))
     return ChunkStats(**s)

@@ -1,4 +1,9 @@
-"""The ``tokenmill`` command line: a click group over the Python API."""
+"""The ``tokenmill`` command line: a click group over the Python API.
+
+Each option's click name is the API parameter it sets (``--shard-size``
+sets ``shard_bytes``), so errors raised below, which name parameters as the
+API does, are shown with this command's flags (`_in_flags`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from typing import Any, TypeVar
 import click
 
 from tokenmill import _core
+from tokenmill._text import counted
 from tokenmill.chunk import chunk_files
+from tokenmill.config import PRESETS
 from tokenmill.dedup import dedup
 from tokenmill.demo import run_demo
 from tokenmill.shards import format_inspect, inspect, prepare, prepare_sft, verify
@@ -21,24 +28,72 @@ from tokenmill.tokenizer import train_tokenizer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The optional extras: the modules each brings (pyproject.toml).
+_EXTRAS = {
+    **dict.fromkeys(
+        ("torch", "transformers", "accelerate", "safetensors", "matplotlib", "tensorboard"),
+        "train",
+    ),
+    **dict.fromkeys(("peft", "galore_torch", "bitsandbytes"), "train,sft"),
+}
+
+# A parameter as messages below the CLI name it: `name=value`, or a bare
+# snake_case name; not inside a word, a path, quotes or a flag.
+_PARAMETER = re.compile(
+    r"(?<![\w./'\"-])"
+    r"(?P<name>[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z][a-z0-9]*(?==))"
+    r"(?:=(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;)]+))?"
+    r"(?![\w/-]|\.\w)"
+)
+
+
+def _in_flags(message: str, command: click.Command) -> str:
+    """``message`` with the parameters it names written as ``command``'s
+    flags: ``name=True`` as ``--flag``, ``name=False`` as ``--no-flag``,
+    ``name=value`` as ``--flag value`` and a bare ``name`` as ``--flag``.
+    Names the command has no option for are left as they are."""
+    options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+
+    def flag(m: re.Match[str]) -> str:
+        option = options.get(m["name"])
+        if option is None:
+            return m[0]
+        name = next(o for o in option.opts if o.startswith("--"))
+        value = (m["value"] or "True").strip("'\"")
+        if value == "True":
+            return name
+        if value == "False":
+            return option.secondary_opts[0] if option.secondary_opts else f"no {name}"
+        return f"{name} {value}"
+
+    return _PARAMETER.sub(flag, message)
+
 
 def _friendly_errors(f: F) -> F:
-    """Known failures print one line (file:line where relevant), no traceback."""
+    """Known failures print one line (file:line where relevant) naming this
+    command's flags, no traceback; a missing optional extra names the pip
+    command that installs it."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
         try:
             return f(*args, **kwargs)
         except ModuleNotFoundError as e:
-            if e.name not in ("torch", "transformers", "accelerate", "matplotlib", "tensorboard"):
+            module = (e.name or "").split(".")[0]
+            extra = _EXTRAS.get(module)
+            if extra is None:
                 raise
             click.echo(
-                f"error: {e.name} is not installed; training needs: pip install 'tokenmill[train]'",
+                f"error: {ctx.info_name} needs {module}, which is not installed: "
+                f"pip install 'tokenmill[{extra}]'",
                 err=True,
             )
             sys.exit(2)
         except (_core.TokenmillError, OSError, ValueError, KeyError, RuntimeError) as e:
-            click.echo(f"error: {e}", err=True)
+            # A KeyError's str() is the repr of its key; the message is the key.
+            message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            click.echo(f"error: {_in_flags(message, ctx.command)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; no dataset was finished (no manifest.json written)", err=True)
@@ -65,6 +120,9 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
 
     return decorate
 
+
+# Counts, seeds and thread numbers: never negative (the data core reads them unsigned).
+_COUNT = click.IntRange(min=0)
 
 # Options with the same meaning in several commands, defined once.
 _TOKENIZER = click.option(
@@ -104,6 +162,21 @@ _TOKENIZER_BACKEND = click.option(
 )
 
 
+_THREADS = click.option(
+    "--threads",
+    type=_COUNT,
+    default=0,
+    show_default=True,
+    help="Worker threads (0: TOKENMILL_THREADS or all cores).",
+)
+_ALLOW_EMPTY = click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Finish a run that keeps no document (else it is an error naming the likely "
+    "cause, and nothing is written).",
+)
+
+
 def _strict(unit: str) -> Callable[[F], F]:
     return click.option(
         "--strict", is_flag=True, help=f"Stop at the first bad {unit}, naming file and line."
@@ -121,14 +194,14 @@ def _split_options(units: str) -> Callable[[F], F]:
             help=f"Share of {units} (by content hash) in the val split.",
         ),
         click.option(
-            "--seed", type=int, default=0, show_default=True, help="Seed of the split hash."
+            "--seed", type=_COUNT, default=0, show_default=True, help="Seed of the split hash."
         ),
     )
 
 
 def _shard_output_options(threads: str) -> Callable[[F], F]:
     """The options `prepare` and `prepare-sft` share: shard width and size,
-    threads, overwrite, progress."""
+    threads, overwrite, progress, empty runs."""
     return _options(
         click.option(
             "--dtype",
@@ -138,6 +211,7 @@ def _shard_output_options(threads: str) -> Callable[[F], F]:
         ),
         click.option(
             "--shard-size",
+            "shard_bytes",
             type=_size,
             metavar="SIZE",
             default="1GiB",
@@ -146,13 +220,14 @@ def _shard_output_options(threads: str) -> Callable[[F], F]:
         ),
         click.option(
             "--threads",
-            type=int,
+            type=_COUNT,
             default=0,
             show_default=True,
             help=f"{threads} (0: TOKENMILL_THREADS or all cores).",
         ),
         click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --output."),
         click.option("--quiet", "-q", is_flag=True, help="No progress line."),
+        _ALLOW_EMPTY,
     )
 
 
@@ -171,8 +246,10 @@ def main() -> None:
 @_TXT_MODE
 @_MAX_LINE_BYTES
 @_strict("line")
-@click.option("--min-chars", type=int, default=0, show_default=True, help="Drop shorter documents.")
-@click.option("--max-chars", type=int, default=None, help="Drop longer documents.")
+@click.option(
+    "--min-chars", type=_COUNT, default=0, show_default=True, help="Drop shorter documents."
+)
+@click.option("--max-chars", type=_COUNT, default=None, help="Drop longer documents.")
 @click.option(
     "--dedup",
     type=click.Choice(["exact", "minhash", "none"]),
@@ -191,7 +268,7 @@ def main() -> None:
 )
 @click.option(
     "--dedup-num-perm",
-    type=int,
+    type=_COUNT,
     default=128,
     show_default=True,
     help="--dedup minhash: permutations per signature.",
@@ -207,7 +284,7 @@ def main() -> None:
     is_flag=True,
     help="--dedup minhash: check candidate pairs by exact Jaccard.",
 )
-@click.option("--max-docs", type=int, default=None, help="Stop after this many kept documents.")
+@click.option("--max-docs", type=_COUNT, default=None, help="Stop after this many kept documents.")
 @_split_options("documents")
 @click.option(
     "--bos",
@@ -237,19 +314,12 @@ def main() -> None:
 @_shard_output_options("Tokenizer threads")
 @_friendly_errors
 def prepare_cmd(
-    inputs: tuple[str, ...],
-    tokenizer: str,
-    output: str,
-    shard_size: int,
-    quiet: bool,
-    **options: Any,
+    inputs: tuple[str, ...], tokenizer: str, output: str, quiet: bool, **options: Any
 ) -> None:
     """Tokenize INPUTS (files, directories, globs of .jsonl/.json/.txt[.gz|.zst]) into shards."""
     if options.pop("no_dedup"):
         options["dedup"] = "none"
-    stats = prepare(
-        list(inputs), tokenizer, output, shard_bytes=shard_size, progress=not quiet, **options
-    )
+    stats = prepare(list(inputs), tokenizer, output, progress=not quiet, **options)
     click.echo(stats.summary())
 
 
@@ -259,7 +329,6 @@ def prepare_cmd(
 @_DATASET_OUTPUT
 @click.option(
     "--format",
-    "format_",
     type=click.Choice(["auto", "messages", "sharegpt", "alpaca"]),
     default="auto",
     show_default=True,
@@ -274,7 +343,7 @@ def prepare_cmd(
     show_default=True,
     help="Assistant turns trained on (mask 1).",
 )
-@click.option("--max-length", type=int, default=None, help="Longest conversation in tokens.")
+@click.option("--max-length", type=_COUNT, default=None, help="Longest conversation in tokens.")
 @click.option(
     "--overflow",
     type=click.Choice(["truncate", "drop"]),
@@ -289,25 +358,11 @@ def prepare_cmd(
 @_shard_output_options("Worker threads")
 @_friendly_errors
 def prepare_sft_cmd(
-    inputs: tuple[str, ...],
-    tokenizer: str,
-    output: str,
-    format_: str,
-    shard_size: int,
-    quiet: bool,
-    **options: Any,
+    inputs: tuple[str, ...], tokenizer: str, output: str, quiet: bool, **options: Any
 ) -> None:
     """Render chat INPUTS (.jsonl[.gz|.zst]) with the tokenizer's chat template into
     SFT shards with loss masks (1 on assistant replies)."""
-    stats = prepare_sft(
-        list(inputs),
-        tokenizer,
-        output,
-        format=format_,
-        shard_bytes=shard_size,
-        progress=not quiet,
-        **options,
-    )
+    stats = prepare_sft(list(inputs), tokenizer, output, progress=not quiet, **options)
     click.echo(stats.summary())
     sft = stats.manifest.get("sft") or {}
     click.echo(
@@ -328,15 +383,10 @@ _reader_options = _options(
     _TXT_MODE,
     _MAX_LINE_BYTES,
     _strict("line"),
-    click.option(
-        "--threads",
-        type=int,
-        default=0,
-        show_default=True,
-        help="Worker threads (0: TOKENMILL_THREADS or all cores).",
-    ),
+    _THREADS,
     click.option("--overwrite", is_flag=True, help="Replace existing output files."),
     click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+    _ALLOW_EMPTY,
 )
 
 
@@ -360,9 +410,11 @@ _reader_options = _options(
     show_default=True,
     help="Jaccard similarity at or above which documents are near-duplicates.",
 )
-@click.option("--num-perm", type=int, default=128, show_default=True, help="Permutations.")
-@click.option("--bands", type=int, default=None, help="LSH bands (default: from the threshold).")
-@click.option("--rows", type=int, default=None, help="Rows per band (default: from the threshold).")
+@click.option("--num-perm", type=_COUNT, default=128, show_default=True, help="Permutations.")
+@click.option("--bands", type=_COUNT, default=None, help="LSH bands (default: from the threshold).")
+@click.option(
+    "--rows", type=_COUNT, default=None, help="Rows per band (default: from the threshold)."
+)
 @click.option(
     "--shingle",
     default="auto",
@@ -370,9 +422,13 @@ _reader_options = _options(
     help="auto (characters for CJK documents, else words), word or char, optionally :N.",
 )
 @click.option(
-    "--ngram", type=int, default=5, show_default=True, help="Shingle size when --shingle has no :N."
+    "--ngram",
+    type=_COUNT,
+    default=5,
+    show_default=True,
+    help="Shingle size when --shingle has no :N.",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the hashes.")
+@click.option("--seed", type=_COUNT, default=1, show_default=True, help="Seed of the hashes.")
 @click.option(
     "--verify",
     is_flag=True,
@@ -427,12 +483,15 @@ def chunk_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
 @click.option(
     "--output", "-o", required=True, type=click.Path(file_okay=False), help="Tokenizer directory."
 )
-@click.option("--vocab-size", type=int, default=6144, show_default=True)
-@click.option("--min-frequency", type=int, default=2, show_default=True)
+@click.option("--vocab-size", type=_COUNT, default=6144, show_default=True)
+@click.option("--min-frequency", type=_COUNT, default=2, show_default=True)
 @_TEXT_FIELD
 @_TXT_MODE
-@click.option("--max-docs", type=int, default=None, help="Train on at most this many documents.")
-@click.option("--model-max-length", type=int, default=2048, show_default=True)
+@click.option("--max-docs", type=_COUNT, default=None, help="Train on at most this many documents.")
+@click.option("--model-max-length", type=_COUNT, default=2048, show_default=True)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a tokenizer already in --output (tokenizer.json)."
+)
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly_errors
 def train_tokenizer_cmd(inputs: tuple[str, ...], output: str, quiet: bool, **options: Any) -> None:
@@ -453,17 +512,17 @@ def inspect_cmd(dataset: str, as_json: bool) -> None:
 
 @main.command("verify")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--threads", type=int, default=0, show_default=True)
+@_THREADS
 @_friendly_errors
 def verify_cmd(dataset: str, threads: int) -> None:
     """Check checksums, .idx offsets and that every id is below the vocab size."""
     report = verify(dataset, threads)
     for e in report.errors:
         click.echo(f"FAIL {e}", err=True)
-    status = "ok" if report.ok else f"FAILED ({len(report.errors)} problem(s))"
+    status = "ok" if report.ok else f"FAILED ({counted(len(report.errors), 'problem')})"
     click.echo(
-        f"verify {dataset}: {status}: {report.shards} shards, {report.docs:,} docs, "
-        f"{report.tokens:,} tokens"
+        f"verify {dataset}: {status}: {counted(report.shards, 'shard')}, "
+        f"{counted(report.docs, 'doc')}, {counted(report.tokens, 'token')}"
     )
     if not report.ok:
         sys.exit(1)
@@ -536,9 +595,10 @@ def _end_process_group() -> None:
 @main.command("pretrain")
 @click.option(
     "--preset",
+    type=click.Choice(list(PRESETS)),
     default="llama-tiny",
     show_default=True,
-    help="Model preset: llama-micro, llama-tiny (happy-llm), llama-small, llama-base.",
+    help="Model preset (llama-tiny is happy-llm's model).",
 )
 @_training_options
 @_friendly_errors
@@ -603,8 +663,14 @@ def merge_lora_cmd(adapter: str, out: str, base: str | None) -> None:
 @click.option(
     "--packing", type=click.Choice(["concat", "doc", "pad"]), default="concat", show_default=True
 )
-@click.option("--per-device-eval-batch-size", "batch_size", type=int, default=8, show_default=True)
-@click.option("--max-eval-samples", type=int, default=None, help="Use only the first N blocks.")
+@click.option(
+    "--per-device-eval-batch-size",
+    "batch_size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+)
+@click.option("--max-eval-samples", type=_COUNT, default=None, help="Use only the first N blocks.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_friendly_errors
 def eval_cmd(model: str, data: str, as_json: bool, **options: Any) -> None:
@@ -628,9 +694,9 @@ def eval_cmd(model: str, data: str, as_json: bool, **options: Any) -> None:
 @click.option("--num-samples", type=int, default=1, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="0: greedy.")
-@click.option("--top-k", type=int, default=300, show_default=True)
+@click.option("--top-k", type=_COUNT, default=300, show_default=True)
 @click.option("--top-p", type=float, default=None)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=_COUNT, default=42, show_default=True)
 @click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template (a user turn).")
 @click.option("--system", default=None, help="System message for --chat.")
 @_friendly_errors
@@ -646,24 +712,30 @@ def generate_cmd(model: str, prompt: str, **options: Any) -> None:
 
 @main.command("demo")
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--vocab-size", type=int, default=6144, show_default=True)
+@click.option("--vocab-size", type=int, default=4096, show_default=True)
 @click.option(
     "--corpus-mb",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=16.0,
     show_default=True,
     help="Size budget of the embedded corpus.",
 )
-@click.option("--threads", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--train-steps",
-    type=int,
-    default=100,
+    type=click.IntRange(min=0),
+    default=1000,
     show_default=True,
-    help="Pretraining steps on CPU after the data steps (0: data only).",
+    help="Pretraining steps on the CPU after the data steps (0: data only).",
 )
-@click.option("--preset", default="llama-tiny", show_default=True, help="Model preset to pretrain.")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="llama-micro",
+    show_default=True,
+    help="Model preset to pretrain.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_friendly_errors
 def demo_cmd(
     out: str,
@@ -675,7 +747,7 @@ def demo_cmd(
     quiet: bool,
 ) -> None:
     """Run the whole flow on a corpus built from the Python standard library (no downloads):
-    tokenizer, shards, a short tiny-LLaMA pretraining run, samples."""
+    tokenizer, shards, about three CPU minutes of pretraining, perplexity and samples."""
     run_demo(
         Path(out),
         vocab_size=vocab_size,

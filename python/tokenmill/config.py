@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from tokenmill._text import counted
 
 # GaLore preset: the values of the Hugging Face Trainer documentation's
 # galore_adamw example, the ones SFT scripts usually copy: projection rank
@@ -69,6 +69,9 @@ class TrainConfig:
     logging_steps: int = _f(10, "Log train loss every N steps.")
     eval_strategy: Literal["no", "steps", "epoch"] = _f("steps", "When to evaluate.")
     eval_steps: int = _f(200, "Evaluate every N steps (eval_strategy=steps).")
+    eval_on_start: bool = _f(
+        False, "Evaluate once before the first step (the starting loss in logs and loss.png)."
+    )
     save_strategy: Literal["no", "steps", "epoch"] = _f(
         "steps", "When to save checkpoints (steps: every save_steps)."
     )
@@ -127,6 +130,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
         if self.block_size is not None and self.block_size < 2:
@@ -141,7 +146,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.qlora and self.load_in_8bit:
-            raise ValueError("choose one of qlora (4-bit) and load_in_8bit")
+            raise ValueError("choose one of qlora=True (4-bit) and load_in_8bit=True")
         if self.qlora or self.load_in_8bit:
             self.lora = True  # quantized weights cannot be trained themselves
         if self.lora_rank < 1:
@@ -150,23 +155,31 @@ class TrainConfig:
             self.lora_alpha = 2 * self.lora_rank
         if self.optim.startswith("galore"):
             if self.lora:
-                raise ValueError("GaLore trains the full weights; drop lora (or the galore optim)")
+                raise ValueError(
+                    f"optim={self.optim!r} (GaLore) trains the full weights; it cannot be "
+                    "combined with LoRA adapters (lora=True, qlora=True or load_in_8bit=True)"
+                )
             self.optim_args = self.optim_args or GALORE_ARGS
             self.optim_target_modules = self.optim_target_modules or ",".join(GALORE_TARGETS)
         if self.save_steps is None:
             self.save_steps = self.eval_steps
         if self.load_best_model_at_end:
             if self.eval_strategy == "no":
-                raise ValueError("load_best_model_at_end needs evaluation (eval_strategy)")
+                raise ValueError(
+                    "load_best_model_at_end needs evaluation (eval_strategy other than 'no')"
+                )
             if self.save_strategy != self.eval_strategy or (
                 self.save_strategy == "steps" and self.save_steps % self.eval_steps
             ):
                 raise ValueError(
                     "load_best_model_at_end needs checkpoints where evaluations happen: "
-                    "same save/eval strategy and save_steps a multiple of eval_steps"
+                    "the same save_strategy and eval_strategy, and save_steps a multiple "
+                    "of eval_steps"
                 )
 
     def to_yaml(self) -> str:
+        import yaml
+
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False, allow_unicode=True)
 
 
@@ -185,6 +198,8 @@ def load_config(
     path: str | Path | None, defaults: dict[str, Any], overrides: dict[str, Any]
 ) -> TrainConfig:
     """Command defaults, then the config file (YAML or JSON), then flags."""
+    import yaml
+
     values: dict[str, Any] = dict(defaults)
     if path is not None:
         text = Path(path).read_text(encoding="utf-8")
@@ -194,7 +209,9 @@ def load_config(
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(loaded) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
+            raise ValueError(
+                f"{path}: {counted(len(unknown), 'unknown option')}: {', '.join(unknown)}"
+            )
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     if isinstance(values.get("mix"), tuple):

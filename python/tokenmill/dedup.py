@@ -12,12 +12,14 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
+from tokenmill._text import counted
 from tokenmill.shards import PathLike, _as_list
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Shingle = Literal["auto", "word", "char"] | str
 
@@ -51,6 +53,8 @@ def minhash(
             words otherwise), ``word`` or ``char``, optionally ``word:N``.
         threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
     """
+    import numpy as np
+
     texts = list(texts)
     raw = _core.minhash(texts, num_perm, shingle, ngram, seed, threads)
     return np.frombuffer(raw, dtype="<u4").reshape(len(texts), num_perm)
@@ -77,6 +81,8 @@ class DedupResult:
     @property
     def kept(self) -> np.ndarray:
         """Boolean mask of the kept documents."""
+        import numpy as np
+
         mask: np.ndarray = self.roots == np.arange(len(self.roots), dtype=self.roots.dtype)
         return mask
 
@@ -88,6 +94,8 @@ class DedupResult:
     def clusters(self) -> list[list[int]]:
         """Clusters of two or more documents, each in input order (kept first),
         ordered by their kept document."""
+        import numpy as np
+
         order = np.argsort(self.roots, kind="stable")
         roots = self.roots[order]
         starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
@@ -102,12 +110,13 @@ class DedupResult:
             for k, v in f["skipped"].items():
                 skipped[k] = skipped.get(k, 0) + v
         lines = [
-            f"read         {s['docs']:,} documents ({s['text_bytes'] / 1e6:,.1f} MB of text) "
-            f"from {len(s['inputs'])} file(s)",
-            f"kept         {s['kept']:,}, removed {s['removed']:,} near-duplicates "
-            f"in {s['clusters']:,} clusters",
-            f"minhash      threshold {s['threshold']}, {s['num_perm']} permutations, "
-            f"{s['bands']} bands x {s['rows']} rows, shingles {s['shingle']}, seed {s['seed']}",
+            f"read         {counted(s['docs'], 'document')} ({s['text_bytes'] / 1e6:,.1f} MB "
+            f"of text) from {counted(len(s['inputs']), 'file')}",
+            f"kept         {s['kept']:,}, removed {counted(s['removed'], 'near-duplicate')} "
+            f"in {counted(s['clusters'], 'cluster')}",
+            f"minhash      threshold {s['threshold']}, {counted(s['num_perm'], 'permutation')}, "
+            f"{counted(s['bands'], 'band')} x {counted(s['rows'], 'row')}, "
+            f"shingles {s['shingle']}, seed {s['seed']}",
             f"pairs        {self.candidate_pairs:,} candidate"
             + (
                 f", {self.verified_pairs:,} verified, {self.rejected_pairs:,} under the threshold"
@@ -125,7 +134,7 @@ class DedupResult:
         lines.append(
             f"speed        {s['seconds']:.2f} s ({s['signature_seconds']:.2f} signatures, "
             f"{s['cluster_seconds']:.2f} clustering, {s['write_seconds']:.2f} writing), "
-            f"{s['text_mb_per_s']:.1f} MB/s on {s['threads']} thread(s); "
+            f"{s['text_mb_per_s']:.1f} MB/s on {counted(s['threads'], 'thread')}; "
             f"~{s['bytes_per_doc']} bytes of RAM per document"
         )
         return "\n".join(lines)
@@ -175,6 +184,7 @@ def dedup(
     threads: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> DedupResult:
     """Finds near-duplicates with MinHash LSH and keeps the first of each cluster.
 
@@ -199,7 +209,12 @@ def dedup(
         threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
         overwrite: replace existing ``output``/``report`` files.
         progress: progress lines on stderr.
+        allow_empty: finish a file run that reads no document; otherwise it
+            raises `NoDocumentsError` naming the commonest reason lines gave
+            none, and writes neither ``output`` nor ``report``.
     """
+    import numpy as np
+
     opts = _options(threshold, num_perm, bands, rows, shingle, ngram, seed, verify)
     if (inputs is None) == (texts is None):
         raise ValueError("give either inputs (files) or texts, not both")
@@ -229,6 +244,7 @@ def dedup(
         "threads": threads,
         "overwrite": overwrite,
         "progress": progress,
+        "allow_empty": allow_empty,
     }
     raw, summary_json = _core.dedup_files(json.dumps(config))
     summary = json.loads(summary_json)

@@ -51,7 +51,7 @@ def generate(
     model.eval()
     if chat:
         if not tokenizer.chat_template:
-            raise ValueError(f"{model_dir}: the tokenizer has no chat template for --chat")
+            raise ValueError(f"{model_dir}: the tokenizer has no chat template for chat=True")
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": prompt})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

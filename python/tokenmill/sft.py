@@ -20,8 +20,12 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,28 @@ import torch
 from tokenmill.config import TrainConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+# transformers' Trainer imports peft when it is installed, and peft imports
+# bitsandbytes, whose CPU backend logs at import time, on CPUs with
+# AVX512-BF16, that it cannot load a 4-bit matmul kernel from the optional
+# `kernels` package. tokenmill never runs 4-bit layers on a CPU (QLoRA
+# needs CUDA) and the import is not ours to defer, so that one record is
+# dropped; this module is imported before any Trainer or peft import.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+    lambda record: not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+)
+
+
+@contextlib.contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """Around peft building a ``PeftModel``: peft 0.21 reads the model's
+    ``is_gradient_checkpointing``, which transformers 5 deprecated, so every
+    adapter load printed a FutureWarning meant for peft's authors."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -41,16 +67,18 @@ def quantization_config(cfg: TrainConfig) -> Any:
     compute) or ``load_in_8bit``; None when neither is asked for."""
     if not (cfg.qlora or cfg.load_in_8bit):
         return None
-    flag = "--qlora" if cfg.qlora else "--load-in-8bit"
+    option = "qlora=True" if cfg.qlora else "load_in_8bit=True"
     if not torch.cuda.is_available():
         raise ValueError(
-            f"{flag} needs a CUDA GPU (bitsandbytes quantises on the GPU); on this machine "
-            "use --lora for adapters over the full-precision model"
+            f"{option} needs a CUDA GPU (bitsandbytes quantises on the GPU); on this machine "
+            "pass lora=True for adapters over the full-precision model"
         )
     try:
         import bitsandbytes  # noqa: F401
-    except ImportError as e:
-        raise ImportError(f"{flag} needs bitsandbytes: pip install 'tokenmill[sft]'") from e
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"{option} needs bitsandbytes: pip install 'tokenmill[train,sft]'", name=e.name
+        ) from e
     from transformers import BitsAndBytesConfig
 
     if cfg.load_in_8bit:
@@ -87,7 +115,8 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    with _peft_wrapping():
+        model = get_peft_model(model, lora)
     if int(os.environ.get("RANK", "0")) == 0:
         trainable, total = model.get_nb_trainable_parameters()
         print(
@@ -116,10 +145,11 @@ def merge_adapter(
     if not base or not Path(base).is_dir():
         raise FileNotFoundError(
             f"the base model of {adapter_dir} ({base!r}) is not a local directory; give it "
-            "with --base"
+            "as base=DIR"
         )
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    with _peft_wrapping():
+        merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     dest = Path(dest)
     tok_source = adapter_dir if (adapter_dir / "tokenizer.json").is_file() else Path(base)
     with atomic_dir(dest) as tmp:
@@ -136,5 +166,7 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype) -> Any:
     if is_adapter_dir(path):
         from peft import AutoPeftModelForCausalLM
 
-        return AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+        with _peft_wrapping():
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return model.merge_and_unload()
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

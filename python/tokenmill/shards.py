@@ -5,7 +5,8 @@ Format v1 (docs/shard-format.md): ``SPLIT/NNNNN.bin`` holds little-endian
 token ids (uint16 when the vocabulary fits, else uint32), ``SPLIT/NNNNN.idx``
 little-endian uint64 document start offsets (docs + 1 entries). Reading is a
 ``numpy.memmap`` of each file, so opening a 100 GB dataset costs no RAM and
-every document is a zero-copy view.
+every document is a zero-copy view. numpy is imported where it is used,
+so ``import tokenmill`` (and the CLI's start-up) does not pay for it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
+from tokenmill._text import counted
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PathLike = str | os.PathLike[str]
 
@@ -91,22 +94,26 @@ class PrepareStats:
         """A one-screen, human-readable report."""
         lines = [
             f"dataset      {self.output}",
-            f"read         {self.lines:,} lines, kept {self.docs:,} documents "
+            f"read         {counted(self.lines, 'line')}, kept {counted(self.docs, 'document')} "
             f"({self.text_bytes / 1e6:,.1f} MB of text)",
             f"tokens       {self.tokens:,} ({self.dtype})",
             f"tokenizer    {_backend_line(self.manifest['tokenizer'])}",
         ]
         for name, s in self.splits.items():
-            lines.append(f"  {name:<10} {s.tokens:,} tokens, {s.docs:,} docs, {s.shards} shard(s)")
+            lines.append(f"  {name:<10} {_split_sizes(s.tokens, s.docs, s.shards)}")
         skipped = ", ".join(f"{k}={v:,}" for k, v in sorted(self.skipped.items())) or "none"
         filtered = ", ".join(f"{k}={v:,}" for k, v in sorted(self.filtered.items())) or "none"
         lines += [f"skipped      {skipped}", f"filtered     {filtered}"]
         lines += [f"  e.g. {e}" for e in self.skipped_examples[:3]]
         lines.append(
             f"speed        {self.seconds:.2f} s, {self.text_mb_per_s:.2f} MB/s of text, "
-            f"{self.tokens_per_s:,.0f} tokens/s on {self.threads} thread(s)"
+            f"{self.tokens_per_s:,.0f} tokens/s on {counted(self.threads, 'thread')}"
         )
         return "\n".join(lines)
+
+
+def _split_sizes(tokens: int, docs: int, shards: int) -> str:
+    return f"{counted(tokens, 'token')}, {counted(docs, 'doc')}, {counted(shards, 'shard')}"
 
 
 def prepare(
@@ -138,6 +145,7 @@ def prepare(
     threads: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> PrepareStats:
     """Turns JSONL/text files into token shards in ``output``.
 
@@ -180,6 +188,9 @@ def prepare(
         threads: tokenizer threads (0: ``TOKENMILL_THREADS`` or all cores).
         overwrite: replace an existing dataset in ``output``.
         progress: draw a progress line on stderr.
+        allow_empty: finish a run that keeps no document; otherwise it raises
+            `NoDocumentsError` naming the commonest reason lines gave none,
+            and writes no manifest.
     """
     config = {
         "inputs": _as_list(inputs),
@@ -209,6 +220,7 @@ def prepare(
         "threads": threads,
         "overwrite": overwrite,
         "progress": progress,
+        "allow_empty": allow_empty,
     }
     summary = json.loads(_core.prepare(json.dumps(config)))
     return PrepareStats._from_summary(summary)
@@ -234,6 +246,7 @@ def prepare_sft(
     threads: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> PrepareStats:
     """Turns chat JSONL into SFT shards (manifest kind ``sft``) in ``output``.
 
@@ -269,6 +282,7 @@ def prepare_sft(
         threads: worker threads (0: ``TOKENMILL_THREADS`` or all cores).
         overwrite: replace an existing dataset in ``output``.
         progress: draw a progress line on stderr.
+        allow_empty: as for `prepare` (no conversation kept).
     """
     config = {
         "inputs": _as_list(inputs),
@@ -289,6 +303,7 @@ def prepare_sft(
         "threads": threads,
         "overwrite": overwrite,
         "progress": progress,
+        "allow_empty": allow_empty,
     }
     summary = json.loads(_core.prepare_sft(json.dumps(config)))
     return PrepareStats._from_summary(summary)
@@ -319,6 +334,8 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
 
 
 def _memmap(path: Path, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    import numpy as np
+
     if count == 0:
         return np.zeros(0, dtype=dtype)
     arr = np.memmap(path, dtype=dtype, mode="r")
@@ -338,6 +355,8 @@ class ShardSet:
     """
 
     def __init__(self, path: PathLike, split: str = "train") -> None:
+        import numpy as np
+
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if split not in self.manifest["splits"]:
@@ -397,6 +416,8 @@ class ShardSet:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"document {i} out of range for {n} documents")
+        import numpy as np
+
         s = int(np.searchsorted(self._doc_starts, i, side="right")) - 1
         return s, i - int(self._doc_starts[s])
 
@@ -417,6 +438,8 @@ class ShardSet:
 
     def doc_lengths(self) -> np.ndarray:
         """Length in tokens of every document, as one int64 array."""
+        import numpy as np
+
         if not self._offsets:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([np.diff(o.astype(np.int64)) for o in self._offsets])
@@ -455,6 +478,8 @@ def verify(path: PathLike, threads: int = 0) -> VerifyReport:
 def inspect(path: PathLike) -> dict[str, Any]:
     """Summary of a dataset: sizes per split, tokenizer, skipped lines by
     reason, and the document length distribution (tokens)."""
+    import numpy as np
+
     m = read_manifest(path)
     out: dict[str, Any] = {
         "path": str(path),
@@ -495,6 +520,8 @@ def inspect(path: PathLike) -> dict[str, Any]:
 
 def _log2_histogram(lengths: np.ndarray) -> list[tuple[int, int, int]]:
     """(low, high, count) buckets [2^k, 2^(k+1)) of document lengths."""
+    import numpy as np
+
     buckets = np.floor(np.log2(np.maximum(lengths, 1))).astype(np.int64)
     counts = np.bincount(buckets)
     return [(1 << k, (1 << (k + 1)) - 1, int(c)) for k, c in enumerate(counts) if c]
@@ -510,7 +537,7 @@ def format_inspect(info: dict[str, Any]) -> str:
         f"fingerprint {tok['fingerprint'][:12]})",
         f"dtype      {info['dtype']}  bos_added={info['bos_added']} eos_added={info['eos_added']}"
         f"  kind={info.get('kind', 'pretrain')}",
-        f"inputs     {t['lines']:,} lines read, {t['docs']:,} docs kept",
+        f"inputs     {counted(t['lines'], 'line')} read, {counted(t['docs'], 'doc')} kept",
         "skipped    "
         + (", ".join(f"{k}={v:,}" for k, v in sorted(t["skipped"].items())) or "none"),
         "filtered   "
@@ -524,9 +551,7 @@ def format_inspect(info: dict[str, Any]) -> str:
             f"truncated: {sft['truncated']:,}"
         )
     for name, s in info["splits"].items():
-        lines.append(
-            f"split {name}: {s['tokens']:,} tokens, {s['docs']:,} docs, {s['shards']} shard(s)"
-        )
+        lines.append(f"split {name}: {_split_sizes(s['tokens'], s['docs'], s['shards'])}")
         if "trained_tokens" in s:
             share = s["trained_tokens"] / max(s["tokens"], 1)
             lines.append(f"  trained on (mask 1): {s['trained_tokens']:,} tokens ({share:.1%})")

@@ -45,6 +45,7 @@ def train_tokenizer(
     txt_mode: str = "line",
     max_docs: int | None = None,
     model_max_length: int = 2048,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Trains a byte-level BPE tokenizer and writes a transformers-loadable
@@ -54,7 +55,15 @@ def train_tokenizer(
     ``<|im_start|>`` is BOS and ``<|im_end|>`` is EOS and PAD, as in the
     happy-llm chapter, so a model pretrained on these shards stops at the end
     of a ChatML turn without retraining its embeddings.
+
+    An ``output`` that already holds a tokenizer.json is refused unless
+    ``overwrite``; then only the files written here are replaced.
     """
+    out = Path(output)
+    if (out / "tokenizer.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a tokenizer (tokenizer.json); pass overwrite=True to replace it"
+        )
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
@@ -96,7 +105,6 @@ def train_tokenizer(
         if tok.token_to_id(t) != i:
             raise RuntimeError(f"special token {t} did not get id {i}")
 
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(os.fspath(out / "tokenizer.json"))
     special = {

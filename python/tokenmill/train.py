@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill import _core, attention
+from tokenmill._text import counted
 from tokenmill.config import PRESETS, TrainConfig
 from tokenmill.data import IGNORE_INDEX, PackedDataset, Source, TrainStream, collate
 from tokenmill.sft import add_lora, is_adapter_dir, load_causal_lm, merge_adapter
@@ -271,9 +273,7 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
                 f"{cfg.model} has {vocab} embeddings, the shards' tokenizer "
                 f"{manifest['tokenizer']['vocab_size']} tokens"
             )
-        return model
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"unknown preset {cfg.preset!r}; presets: {', '.join(PRESETS)}")
+        return _name_tied_weights(model)
     tok = manifest["tokenizer"]
     config = transformers.LlamaConfig(
         vocab_size=tok["vocab_size"],
@@ -285,7 +285,21 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
         **PRESETS[cfg.preset],
     )
     torch.manual_seed(cfg.seed)
-    return transformers.LlamaForCausalLM._from_config(config, **kwargs)
+    return _name_tied_weights(transformers.LlamaForCausalLM._from_config(config, **kwargs))
+
+
+def _name_tied_weights(model: Any) -> Any:
+    """Lists the model's tied weights (the LM head of tied-embedding models)
+    in ``_keys_to_ignore_on_save`` too. Trainer reloads checkpoints (resume,
+    best model) non-strictly and re-ties the weights when the missing keys
+    are exactly those; otherwise it warns ``missing keys ['lm_head.weight']``.
+    Tied weights are never saved, so they are always missing, but
+    transformers 5 lists them only in ``all_tied_weights_keys``, which
+    Trainer does not read. Saving drops them either way."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if tied:
+        model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | set(tied)
+    return model
 
 
 # ---- data ----
@@ -301,10 +315,10 @@ def parse_sources(cfg: TrainConfig) -> list[tuple[str, float | None]]:
         else:
             out.append((spec, None))
     if not out[0][0]:
-        raise ValueError("no training data: give --data DIR")
+        raise ValueError("no training data: give data=DIR")
     for path, weight in out[1:]:
         if weight is None:
-            raise ValueError(f"--mix {path}: give a weight, as DIR:WEIGHT")
+            raise ValueError(f"mix={path!r} has no weight: give DIR:WEIGHT")
     return out
 
 
@@ -315,7 +329,7 @@ def resolve_weights(specs: list[tuple[str, float | None]]) -> list[float]:
     first = specs[0][1]
     if first is None:
         if mixed >= 1:
-            raise ValueError(f"--mix weights sum to {mixed:g}; give --data DIR:WEIGHT too")
+            raise ValueError(f"the mix weights sum to {mixed:g}; give data=DIR:WEIGHT too")
         first = 1.0 - mixed
     weights = [first] + [w for _, w in specs[1:] if w is not None]
     if any(w <= 0 for w in weights):
@@ -379,25 +393,30 @@ def _precision(cfg: TrainConfig) -> tuple[bool, bool]:
     return bf16, fp16
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def train(cfg: TrainConfig, callbacks: Sequence[Any] = (), console: bool = True) -> dict[str, Any]:
     """Runs one training job (pretrain when ``cfg.model`` is None, else CPT)
     and returns the final metrics; see docs/recipes.md for the outputs.
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects;
+    ``console=False`` prints nothing (no plan, progress bar or log lines),
+    for callers that show progress their own way."""
     from transformers.integrations import TensorBoardCallback
 
     if not cfg.output_dir:
-        raise ValueError("no output directory: give --output-dir / --out")
+        raise ValueError("no run directory: give output_dir=DIR")
     out = Path(cfg.output_dir)
     rank, world = _world()
     specs = parse_sources(cfg)
     weights = resolve_weights(specs)
     manifest = read_manifest(specs[0][0])
     if (cfg.lora or cfg.optim.startswith("galore")) and not cfg.model:
-        raise ValueError("LoRA and GaLore fine-tune a model: give --model DIR")
+        raise ValueError("LoRA and GaLore fine-tune a model: give model=DIR")
+    if cfg.optim.startswith("galore"):
+        # Before anything loads; Trainer would raise a bare ImportError later.
+        import galore_torch  # noqa: F401
     for path, _ in specs[1:]:
         other = read_manifest(path)["tokenizer"]["fingerprint"]
         if other != manifest["tokenizer"]["fingerprint"]:
-            raise ValueError(f"--mix {path} was tokenized with another tokenizer than {cfg.data}")
+            raise ValueError(f"mix={path!r} was tokenized with another tokenizer than {cfg.data}")
     block = cfg.block_size or (
         PRESETS[cfg.preset]["max_position_embeddings"] if not cfg.model else 1024
     )
@@ -436,7 +455,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         model = add_lora(model, cfg)
 
     bf16, fp16 = _precision(cfg)
-    args = _training_arguments(cfg, max_steps, steps_per_epoch, eval_set is not None, bf16, fp16)
+    args = _training_arguments(
+        cfg, model, max_steps, steps_per_epoch, eval_set is not None, bf16, fp16, console
+    )
     if args.world_size != world:
         raise RuntimeError(
             f"{world} processes were launched but Trainer sees a world of {args.world_size}; "
@@ -463,6 +484,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         processing_class=tokenizer,
     )
     trainer.add_callback(_run_callback(stream, out))
+    if not console:  # without a progress bar Trainer prints every log dict instead
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     for callback in callbacks:
         trainer.add_callback(callback)
     if trainer.is_world_process_zero():
@@ -472,7 +497,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         board.logging_dir = str(out / "logs")
         trainer.add_callback(board)
         _write_run_manifest(out, cfg, sources, eval_set, model, max_steps, chunked, bf16, fp16)
-        _announce(cfg, sources, model, max_steps, global_batch, block, resume, chunked)
+        if console:
+            _announce(cfg, sources, model, max_steps, global_batch, block, resume, chunked)
 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -510,7 +536,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
 
 def _training_arguments(
-    cfg: TrainConfig, max_steps: int, steps_per_epoch: int, has_eval: bool, bf16: bool, fp16: bool
+    cfg: TrainConfig,
+    model: Any,
+    max_steps: int,
+    steps_per_epoch: int,
+    has_eval: bool,
+    bf16: bool,
+    fp16: bool,
+    console: bool = True,
 ) -> Any:
     """Trainer's arguments from the config: epochs already turned into
     steps, per-epoch evaluation/saving into every ``steps_per_epoch``."""
@@ -543,8 +576,10 @@ def _training_arguments(
         warmup_steps=round(cfg.warmup_ratio * max_steps),
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
+        disable_tqdm=not console,
         eval_strategy=eval_strategy,
         eval_steps=eval_steps,
+        eval_on_start=cfg.eval_on_start and has_eval,
         save_strategy=save_strategy,
         save_steps=save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -565,6 +600,12 @@ def _training_arguments(
         fsdp_config=cfg.fsdp_config,
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # DDP looks for parameters a step left unused only where some can
+        # be: mixture-of-experts layers (an expert may get no token). In a
+        # dense model the search is a graph walk per step, and a warning.
+        ddp_find_unused_parameters=any(
+            getattr(model.config, k, None) for k in ("num_experts", "num_local_experts")
+        ),
         report_to="none",
         ignore_data_skip=True,  # the stream resumes by position instead
         prediction_loss_only=True,
@@ -597,6 +638,16 @@ def _make_trainer(**kwargs: Any) -> Any:
         # Counted on the device and read only when logging (no sync per step).
         _seen: torch.Tensor | int = 0
         _trained: torch.Tensor | int = 0
+
+        @staticmethod
+        def get_optimizer_cls_and_kwargs(args: Any, model: Any = None) -> tuple[Any, Any]:
+            # galore-torch's AdamW (HF's old AdamW, which GaLore builds on)
+            # warns on construction that it is deprecated unless told
+            # no_deprecation_warning; Trainer passes no way to tell it.
+            cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+            if "no_deprecation_warning" in inspect.signature(cls).parameters:
+                kwargs["no_deprecation_warning"] = True
+            return cls, kwargs
 
         def get_train_dataloader(self) -> DataLoader[Any]:
             # Not passed through accelerate's prepare: the stream already gives
@@ -716,16 +767,20 @@ def _announce(
 ) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"model        {cfg.model or cfg.preset}: {params / 1e6:,.2f}M parameters")
-    unit = "documents of up to" if cfg.packing == "pad" else "blocks of"
     for s in sources:
         d = s.dataset
+        samples = (
+            f"{counted(len(d), 'document')} of up to"
+            if cfg.packing == "pad"
+            else f"{counted(len(d), 'block')} of"
+        )
         print(
             f"data         {d.shards.path} ({d.mode}, weight {s.weight:g}): "
-            f"{len(d):,} {unit} {block} tokens"
+            f"{samples} {block} tokens"
         )
     print(
-        f"plan         {max_steps:,} steps x {global_batch} samples of up to {block} tokens; "
-        "loss " + ("chunked" if chunked else "the model's own")
+        f"plan         {counted(max_steps, 'step')} x {counted(global_batch, 'sample')} "
+        f"of up to {block} tokens; loss " + ("chunked" if chunked else "the model's own")
     )
     if resume:
         print(f"resume       from {resume}")
