@@ -100,8 +100,7 @@ def build_qwen_models(root: Path, texts: list[str]) -> None:
     import torch
     import transformers
 
-    from corpus import build_qwen_style
-    from test_sft_data import QWEN25_TEMPLATE
+    from corpus import build_qwen_style, qwen25_tokenizer_config
 
     tok_dir = build_qwen_style(root / "qwen-tokenizer", texts)
     vocab = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
@@ -115,16 +114,7 @@ def build_qwen_models(root: Path, texts: list[str]) -> None:
         out = root / name
         out.mkdir(parents=True)
         shutil.copy(tok_dir / "tokenizer.json", out / "tokenizer.json")
-        config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": None,
-            "eos_token": eos,
-            "pad_token": "<|endoftext|>",
-            "add_bos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "model_max_length": 32768,
-            "chat_template": QWEN25_TEMPLATE,
-        }
+        config = qwen25_tokenizer_config(eos)
         (out / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
         torch.manual_seed(0)
         model = transformers.Qwen2ForCausalLM(
