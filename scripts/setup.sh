@@ -43,5 +43,5 @@ if [ "$(cat "$venv/.installed-pins" 2>/dev/null)" != "$stamp" ]; then
 fi
 run env VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
     "$venv/bin/maturin" develop --release --locked
-echo "setup: $venv ready ($("$venv/bin/tokenmill" --version), $(grep -c '==' "$pins") pinned" \
-    "packages from $pins) in $((SECONDS - start)) s; log: $log"
+echo "setup: $venv ready ($("$venv/bin/tokenmill" --version); $(grep -c "==" "$pins") pins" \
+    "from $pins) in $((SECONDS - start)) s; log: $log"
