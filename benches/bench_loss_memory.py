@@ -30,7 +30,7 @@ def child(mode: str, vocab: int, batch: int, block: int, hidden: int) -> None:
     import torch
     import transformers
 
-    from tokenmill.train import enable_chunked_loss
+    from tokenmill.loss import enable_chunked_loss
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(

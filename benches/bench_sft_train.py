@@ -134,7 +134,7 @@ def main() -> None:
 
     import tokenmill
     from tokenmill.config import PRESETS
-    from tokenmill.train import load_tokenizer
+    from tokenmill.models import load_tokenizer
 
     work = Path(a.work)
     shutil.rmtree(work, ignore_errors=True)

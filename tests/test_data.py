@@ -14,7 +14,7 @@ import tokenmill
 from numerics import assert_close_scaled
 from tokenmill import _core
 from tokenmill.data import IGNORE_INDEX, PackedDataset, Source, TrainStream, collate
-from tokenmill.train import chunked_cross_entropy, enable_chunked_loss
+from tokenmill.loss import chunked_cross_entropy, enable_chunked_loss
 
 
 @pytest.fixture(scope="module")

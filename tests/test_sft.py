@@ -20,7 +20,10 @@ from test_sft_data import conversations, write_records
 from tokenmill.cli import main
 from tokenmill.config import GALORE_TARGETS, load_config
 from tokenmill.data import IGNORE_INDEX, PackedDataset, collate
-from tokenmill.train import chunked_cross_entropy, evaluate, load_tokenizer, train
+from tokenmill.evaluate import evaluate
+from tokenmill.loss import chunked_cross_entropy
+from tokenmill.models import load_tokenizer
+from tokenmill.train import train
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from numerics import assert_close_scaled
 from tokenmill.cli import main
 from tokenmill.config import load_config
 from tokenmill.generate import generate
-from tokenmill.train import check_tokenizer, train
+from tokenmill.models import check_tokenizer
+from tokenmill.train import train
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from test_data import tiny_llama
+from tokenmill.adapters import add_lora
 from tokenmill.config import TrainConfig
-from tokenmill.sft import add_lora
-from tokenmill.train import _make_trainer, _training_arguments, build_model
+from tokenmill.models import build_model
+from tokenmill.train import _make_trainer, _training_arguments
 
 
 class Records(logging.Handler):
@@ -93,7 +94,7 @@ def test_importing_bitsandbytes_after_tokenmill_logs_nothing() -> None:
     if importlib.util.find_spec("kernels") is not None:
         pytest.skip("with `kernels` installed bitsandbytes has nothing to log")
     done = subprocess.run(
-        [sys.executable, "-c", "import tokenmill.sft, bitsandbytes"],
+        [sys.executable, "-c", "import tokenmill.adapters, bitsandbytes"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -648,7 +648,7 @@ def sft_cmd(config_file: str | None, **flags: Any) -> None:
 def merge_lora_cmd(adapter: str, out: str, base: str | None) -> None:
     """Merge a LoRA adapter (final_adapter/ or a checkpoint) into its base model
     and save a plain Hugging Face model directory with the tokenizer."""
-    from tokenmill.sft import merge_adapter
+    from tokenmill.adapters import merge_adapter
 
     click.echo(f"merged into {merge_adapter(adapter, out, base)}")
 
@@ -675,7 +675,7 @@ def merge_lora_cmd(adapter: str, out: str, base: str | None) -> None:
 @_friendly_errors
 def eval_cmd(model: str, data: str, as_json: bool, **options: Any) -> None:
     """Token-weighted loss and perplexity of a model on a split of shards."""
-    from tokenmill.train import evaluate
+    from tokenmill.evaluate import evaluate
 
     r = evaluate(model, data, **options)
     if as_json:

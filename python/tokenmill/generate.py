@@ -37,8 +37,8 @@ def generate(
     """
     import transformers
 
-    from tokenmill.sft import load_causal_lm
-    from tokenmill.train import load_tokenizer
+    from tokenmill.adapters import load_causal_lm
+    from tokenmill.models import load_tokenizer
 
     if num_samples < 1 or max_new_tokens < 1:
         raise ValueError("num_samples and max_new_tokens must be at least 1")

@@ -1,5 +1,5 @@
-"""Supervised fine-tuning pieces: LoRA / QLoRA adapters (``peft``), merging
-them into plain Hugging Face models, and loading either kind of directory.
+"""Adapters: LoRA / QLoRA / 8-bit LoRA (``peft``), merging them into plain
+Hugging Face models, and loading either kind of directory.
 
 The SFT run itself is `tokenmill.train.train` over ``prepare-sft`` shards
 (``tokenmill sft``): same Trainer, stream, chunked loss and outputs as
@@ -32,6 +32,8 @@ from typing import Any
 import torch
 
 from tokenmill.config import TrainConfig
+from tokenmill.models import load_tokenizer
+from tokenmill.rundir import atomic_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -134,8 +136,6 @@ def merge_adapter(
     the tokenizer in ``dest``, atomically (a temporary directory renamed)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from tokenmill.train import atomic_dir, load_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not is_adapter_dir(adapter_dir):
