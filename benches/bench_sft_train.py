@@ -94,7 +94,6 @@ def child(
 
     cfg = load_config(
         None,
-        {},
         dict(
             data=shards,
             model=model,

@@ -130,7 +130,6 @@ def child_tokenmill(a: argparse.Namespace, shards: str, steps: int) -> None:
     result: dict[str, Any] = {"tool": name}
     cfg = load_config(
         None,
-        {},
         dict(
             data=shards,
             output_dir=a.work + f"/tm_run_{result['tool']}",

@@ -93,8 +93,8 @@ def test_parameter_names_become_the_commands_flags() -> None:
         "pass --no-eos or --dtype uint32; --shard-size; --seed 3; /a/shard_bytes.txt; no_such_name"
     )
     # Training flags are the config fields; --output-dir is the long name of --out.
-    pretrain = main.commands["pretrain"]
-    assert _in_flags("give output_dir=DIR and lora=True", pretrain) == (
+    cpt = main.commands["cpt"]
+    assert _in_flags("give output_dir=DIR and lora=True", cpt) == (
         "give --output-dir DIR and --lora"
     )
 
@@ -102,10 +102,10 @@ def test_parameter_names_become_the_commands_flags() -> None:
 def test_an_unknown_preset_lists_the_presets(tmp_path: Path) -> None:
     code, output = run_cli("pretrain", "--preset", "llama-huge", "--data", tmp_path, "--out", "x")
     assert code == 2
-    assert "'llama-huge' is not one of" in output
+    assert "error: --preset llama-huge is not one of" in output
     assert all(name in output for name in PRESETS)
     with pytest.raises(ValueError, match=r"preset='llama-huge' is not one of llama-micro, "):
-        load_config(None, {"preset": "llama-huge"}, {})
+        load_config(None, {"preset": "llama-huge"})
 
 
 def test_a_run_that_keeps_no_document_is_an_error_unless_allowed(

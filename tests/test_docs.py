@@ -21,6 +21,7 @@ What a block's language tag means:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -94,7 +95,9 @@ SCALE["sft"] = SCALE["pretrain"].replace("--block-size 32", "--block-size 1024")
 #                         scripts/test.sh checks it in a clean venv): every
 #                         flag used is in `maturin SUBCOMMAND --help`
 # tensorboard --logdir X  a server: X holds TensorBoard event files
-# torchrun ... N          runs with 2 processes (CPU: gloo) and the SCALE flags
+# torchrun ... N          runs with 2 processes (CPU: gloo) and the SCALE flags;
+#                         --fsdp without CUDA and --deepspeed without deepspeed
+#                         must stop with their documented errors
 # --qlora, --load-in-8bit CUDA only: without CUDA they run and must stop with
 #                         the documented "needs a CUDA GPU" error
 # python benches/*.py     minutes to hours, and the `bench` extra: every --flag
@@ -129,13 +132,15 @@ tokenmill() {
     *) command tokenmill "$@" ;;
     esac
 }
-_without_cuda() {
-    local out status=0
+_without_cuda() { _stops "needs a CUDA GPU" "$@"; }
+_stops() {
+    local expected=$1 out status=0
+    shift
     out=$(_standin tokenmill "$@" 2>&1) || status=$?
-    if [ "$status" != 2 ] || [[ "$out" != *"needs a CUDA GPU"* ]]; then
-        echo "$out"; echo "stand-in: expected the no-CUDA error (exit 2)" >&2; return 1
+    if [ "$status" != 2 ] || [[ "$out" != *"$expected"* ]]; then
+        echo "$out"; echo "stand-in: expected the error '$expected' (exit 2)" >&2; return 1
     fi
-    echo "[stand-in] tokenmill $1 ... stopped without CUDA as documented" >&2
+    echo "[stand-in] tokenmill $1 ... stopped as documented: $expected" >&2
 }
 .venv/bin/tokenmill() { tokenmill "$@"; }
 python() {
@@ -166,7 +171,13 @@ torchrun() {
     local program=$3
     shift 3
     local scale="TM_SCALE_$1"
-    command torchrun --nproc_per_node 2 "$program" "$@" ${!scale}
+    if [ "$TM_CUDA" = 0 ] && [[ " $* " =~ \ --fsdp\  ]]; then
+        _stops "fsdp needs CUDA GPUs" "$@"
+    elif [ "$TM_DEEPSPEED" = 0 ] && [[ " $* " =~ \ --deepspeed\  ]]; then
+        _stops "pip install 'tokenmill[train,deepspeed]'" "$@"
+    else
+        command torchrun --nproc_per_node 2 "$program" "$@" ${!scale}
+    fi
 }
 taskset() { [ "$1" = -c ] && shift 2; "$@"; }
 python3() {
@@ -496,6 +507,7 @@ def run_page(name: str, inputs: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch
         "TM_HELPER": str(HELPER),
         "TM_SOCKET": str(server.path),
         "TM_CUDA": "1" if torch.cuda.is_available() else "0",
+        "TM_DEEPSPEED": "1" if importlib.util.find_spec("deepspeed") else "0",
         **{f"TM_SCALE_{k}": v for k, v in SCALE.items()},
     }
     try:

@@ -74,7 +74,7 @@ def sft(data: Path, model: Path, out: Path, **overrides: Any) -> dict[str, Any]:
         eval_steps=1000,
     )
     options.update(overrides)
-    return train(load_config(None, {}, options))
+    return train(load_config(None, options))
 
 
 def test_padded_and_packed_loss_equal_the_per_conversation_loss(sft_shards: Path) -> None:
@@ -142,7 +142,8 @@ def test_sft_cli_trains_keeps_the_best_model_and_chats(
     r = runner.invoke(
         main,
         ["sft", "--model", str(base_model), "--data", str(sft_shards), "--out", str(out),
-         "--max-steps", "24", "--eval-steps", "8", "--learning-rate", "3e-3",
+         "--max-steps", "24", "--eval-strategy", "steps", "--eval-steps", "8",
+         "--learning-rate", "3e-3",
          "--per-device-train-batch-size", "4", "--logging-steps", "4", "--block-size", "512"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -153,10 +154,11 @@ def test_sft_cli_trains_keeps_the_best_model_and_chats(
     assert "packing: pad" in resolved and "learning_rate: 0.003" in resolved
     best = out / "best_model"
     assert (best / "tokenizer.json").is_file() and (best / "model.safetensors").is_file()
-    state = out / metrics["best_model_checkpoint"] / "trainer_state.json"
+    state = out / "checkpoint-24" / "trainer_state.json"
     history = json.loads(state.read_text())
-    evals = [h["eval_loss"] for h in history["log_history"] if "eval_loss" in h]
-    assert metrics["best_eval_loss"] == pytest.approx(min(evals))
+    evals = {h["step"]: h["eval_loss"] for h in history["log_history"] if "eval_loss" in h}
+    assert metrics["best_eval_loss"] == pytest.approx(min(evals.values()))
+    assert evals[metrics["best_model_step"]] == metrics["best_eval_loss"]
     before = evaluate(base_model, sft_shards, packing="pad", block_size=512)
     after = evaluate(best, sft_shards, packing="pad", block_size=512)
     assert before["tokens"] == after["tokens"] > 0
@@ -199,7 +201,7 @@ def test_lora_trains_adapters_only_and_merges_exactly(
     trainable = manifest["model"]["trainable_parameters"]
     assert 0 < trainable < manifest["model"]["parameters"] / 4
     assert manifest["adapters"] == "lora"
-    assert metrics["best_model_checkpoint"]
+    assert metrics["best_model_step"] in (6, 12)
     # Adapters on every linear layer but the head: q,k,v,o,gate,up,down x 2 layers.
     adapter_cfg = json.loads((out / "final_adapter" / "adapter_config.json").read_text())
     kinds = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -226,10 +228,10 @@ def test_lora_trains_adapters_only_and_merges_exactly(
                        merged_state["model.embed_tokens.weight"])  # fmt: skip
     assert not torch.equal(base_state["model.layers.0.self_attn.q_proj.weight"],
                            merged_state["model.layers.0.self_attn.q_proj.weight"])  # fmt: skip
-    # merge-lora on a checkpoint gives what the run wrote as best_model.
+    # merge-lora on the best adapter gives what the run wrote as best_model.
     r = CliRunner().invoke(
         main,
-        ["merge-lora", str(out / metrics["best_model_checkpoint"]), "--out",
+        ["merge-lora", str(out / "best_adapter"), "--out",
          str(tmp_path / "merged"), "--base", str(base_model)],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -257,7 +259,7 @@ def test_galore_optimizer_projects_the_target_layers(
             ]
 
     out = tmp_path / "galore"
-    cfg = load_config(None, {}, dict(
+    cfg = load_config(None, dict(
         data=str(sft_shards), model=str(base_model), output_dir=str(out), packing="doc",
         block_size=512, per_device_train_batch_size=2, max_steps=3, eval_strategy="no",
         optim="galore_adamw", learning_rate=1e-3, warmup_ratio=0.0,
@@ -282,5 +284,5 @@ def test_qlora_without_cuda_is_a_clear_error(
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         sft(sft_shards, base_model, tmp_path / "q", qlora=True, max_steps=1)
     with pytest.raises(ValueError, match="choose one"):
-        load_config(None, {}, dict(qlora=True, load_in_8bit=True))
+        load_config(None, dict(qlora=True, load_in_8bit=True))
     assert not (tmp_path / "q" / "manifest.json").exists()

@@ -50,7 +50,7 @@ def run(shards: Path, out: Path, **overrides: Any) -> dict[str, Any]:
         warmup_ratio=0.0,
     )
     options.update(overrides)
-    return train(load_config(None, {}, options))
+    return train(load_config(None, options))
 
 
 def logged_losses(out: Path, ckpt: str) -> dict[int, float]:
@@ -196,14 +196,14 @@ def test_tokenizer_mismatch_is_refused(
     assert not (tmp_path / "cpt" / "final_model").exists()
 
 
-def test_cpt_of_a_qwen2_checkpoint(shards: Path, tmp_path: Path, bpe_tok: Path) -> None:
-    """A local Qwen2 directory (random init, the shards' tokenizer saved
-    beside it, embeddings padded past the vocabulary as Qwen's are) trains,
-    with the chunked loss, and its eval loss goes down."""
+@pytest.fixture(scope="module")
+def qwen2_dir(tmp_path_factory: pytest.TempPathFactory, bpe_tok: Path) -> Path:
+    """A local Qwen2 directory: random init, the shards' tokenizer saved
+    beside it, embeddings padded past the vocabulary as Qwen's are."""
     import transformers
 
     tok = transformers.AutoTokenizer.from_pretrained(bpe_tok)
-    model_dir = tmp_path / "qwen2"
+    model_dir = tmp_path_factory.mktemp("qwen2")
     config = transformers.Qwen2Config(
         vocab_size=len(tok) + 64,
         hidden_size=64,
@@ -217,16 +217,128 @@ def test_cpt_of_a_qwen2_checkpoint(shards: Path, tmp_path: Path, bpe_tok: Path) 
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_cpt_of_a_qwen2_checkpoint(shards: Path, tmp_path: Path, qwen2_dir: Path) -> None:
+    """A Qwen2 checkpoint trains, with the chunked loss, and its eval loss goes down."""
+    import transformers
+
     metrics = run(
-        shards, tmp_path / "cpt", model=str(model_dir), max_steps=40, eval_steps=40,
+        shards, tmp_path / "cpt", model=str(qwen2_dir), max_steps=40, eval_steps=40,
         learning_rate=3e-3, packing="doc",
     )  # fmt: skip
     manifest = json.loads((tmp_path / "cpt" / "manifest.json").read_text())
-    assert manifest["model"]["architecture"] == "Qwen2ForCausalLM" and manifest["chunked_loss"]
+    assert manifest["model"]["architecture"] == "Qwen2ForCausalLM"
+    assert manifest["loss"] == "chunked"
     losses = logged_losses(tmp_path / "cpt", "checkpoint-40")
     assert metrics["eval_loss"] < losses[1] - 0.5
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cpt" / "final_model")
     assert type(loaded).__name__ == "Qwen2ForCausalLM"
+
+
+def test_a_finished_run_trains_nothing_when_run_again(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    first = run(shards, out, max_steps=3, eval_steps=3)
+    assert first["global_step"] == 3
+    capsys.readouterr()
+    again = run(shards, out, max_steps=3, eval_steps=3)
+    assert again["already_finished"] and again["steps_this_run"] == 0
+    assert again["global_step"] == 3 and again["eval_loss"] == first["eval_loss"]
+    assert "reached step 3 of 3" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    # Stopped after its last checkpoint but before final_model/: the rerun makes it.
+    shutil.rmtree(out / "final_model")
+    run(shards, out, max_steps=3, eval_steps=3)
+    assert (out / "final_model" / "model.safetensors").is_file()
+    assert not (out / "final_model" / "optimizer.pt").exists()
+
+
+def test_best_model_holds_the_lowest_eval_loss_on_seed_002s_schedule(
+    shards: Path, tmp_path: Path
+) -> None:
+    """Seed 002: evaluate and save every epoch, keep one checkpoint, no
+    load_best_model_at_end. best_model/ is the lowest-eval_loss weights
+    anyway, even when a later epoch is worse."""
+    from tokenmill.evaluate import evaluate
+
+    out = tmp_path / "run"
+    metrics = run(
+        shards, out, max_train_samples=24, num_train_epochs=5, eval_strategy="epoch",
+        save_strategy="epoch", save_total_limit=1, learning_rate=2e-2,
+    )  # fmt: skip
+    assert metrics["global_step"] == 30
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-30"]
+    history = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())
+    evals = {h["step"]: h["eval_loss"] for h in history["log_history"] if "eval_loss" in h}
+    assert sorted(evals) == [6, 12, 18, 24, 30]
+    best_step = min(evals, key=evals.__getitem__)
+    assert metrics["best_model_step"] == best_step
+    assert metrics["best_eval_loss"] == evals[best_step]
+    again = evaluate(out / "best_model", shards, block_size=64, max_eval_samples=16)
+    assert again["loss"] == pytest.approx(evals[best_step], rel=1e-5)
+
+
+def test_bf16_weights_train_and_are_saved_in_bf16(shards: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    metrics = run(shards, out, max_steps=4, eval_steps=4, torch_dtype="bfloat16")
+    assert 0 < metrics["eval_loss"] < 20
+    saved = load_file(str(out / "final_model" / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    config = json.loads((out / "final_model" / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == {"weights": "bfloat16", "autocast": None}
+
+
+def test_shards_without_a_val_split_hold_out_the_end_of_train(
+    tmp_path: Path, bpe_tok: Path, texts: list[str]
+) -> None:
+    from corpus import write_jsonl
+
+    data = tmp_path / "shards"
+    tokenmill.prepare(write_jsonl(tmp_path / "c.jsonl", texts[:300]), bpe_tok, data,
+                      val_fraction=0.0, progress=False)  # fmt: skip
+    metrics = run(data, tmp_path / "run", max_steps=2, eval_steps=2, eval_holdout=8)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["eval_held_out_of_train"] == 8 and manifest["eval"]["first_block"] > 0
+    assert metrics["best_model_step"] == 2 and (tmp_path / "run" / "best_model").is_dir()
+    off = run(data, tmp_path / "off", max_steps=2, eval_holdout=0)
+    assert "eval_loss" not in off and not (tmp_path / "off" / "best_model").exists()
+
+
+def test_block_size_past_the_models_positions_is_refused(
+    shards: Path, tmp_path: Path, qwen2_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match="block_size=512 is longer than the 256 positions"):
+        run(shards, tmp_path / "run", model=str(qwen2_dir), block_size=512, max_steps=1)
+
+
+def test_a_model_is_found_by_hub_id_in_the_cache(
+    shards: Path, tmp_path: Path, qwen2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model org/name`` reads the user's Hugging Face cache (offline here)."""
+    import huggingface_hub.constants
+
+    from tokenmill.models import resolve_model
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--local--tiny-qwen2"
+    shutil.copytree(qwen2_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert resolve_model("local/tiny-qwen2") == repo / "snapshots" / "0123abcd"
+    metrics = run(shards, tmp_path / "run", model="local/tiny-qwen2", max_steps=1,
+                  eval_strategy="no")  # fmt: skip
+    assert metrics["global_step"] == 1
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor a hub model"):
+        resolve_model("local/absent")
 
 
 def test_cli_pretrain_cpt_eval_generate(shards: Path, tmp_path: Path) -> None:
@@ -349,6 +461,60 @@ def test_torchrun_two_processes_read_disjoint_data(shards: Path, tmp_path: Path)
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
     state = json.loads((out / "checkpoint-4" / "tokenmill_data.json").read_text())
     assert state["world_size"] == 2 and state["position"] == 16
+
+
+def _torchrun(nproc: int, *args: str, env: dict[str, str] | None = None) -> None:
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(_free_port()),
+        str(Path(sys.executable).parent / "tokenmill"),
+        *args,
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_shards_the_parameters_and_trains_like_one_process(
+    shards: Path, tmp_path: Path, qwen2_dir: Path
+) -> None:
+    """Continued pretraining of a checkpoint by two CPU processes under
+    ZeRO-3: each holds half the weights (the model is loaded partitioned),
+    and they log the losses of one process training on the same global
+    batches, within float noise."""
+    pytest.importorskip("deepspeed")
+    if shutil.which("ninja") is None:
+        pytest.skip("DeepSpeed's CPU accelerator compiles an op with ninja, not on PATH")
+    common = [
+        "cpt", "--model", str(qwen2_dir), "--data", str(shards), "--block-size", "64",
+        "--max-steps", "6", "--logging-steps", "1", "--eval-steps", "6",
+        "--max-eval-samples", "8", "--learning-rate", "3e-3", "--warmup-ratio", "0",
+    ]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    _torchrun(1, *common, "--out", str(one), "--per-device-train-batch-size", "8")
+    extensions = {"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    _torchrun(2, *common, "--out", str(two), "--per-device-train-batch-size", "4",
+              "--deepspeed", "zero3", env=extensions)  # fmt: skip
+    held = [
+        json.loads((run / "manifest.json").read_text())["model"]["parameter_bytes_on_rank_0"]
+        for run in (one, two)
+    ]
+    assert 0.45 < held[1] / held[0] < 0.55, held
+    a, b = logged_losses(one, "checkpoint-6"), logged_losses(two, "checkpoint-6")
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    assert_close_scaled(
+        torch.tensor([b[k] for k in sorted(b)]), torch.tensor([a[k] for k in sorted(a)]),
+        rel=1e-5, what="ZeRO-3 losses vs one process",
+    )  # fmt: skip
+    # final_model/ holds the consolidated weights, loadable as a plain model.
+    import transformers
+
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(two / "final_model")
+    assert sum(p.numel() for p in loaded.parameters()) * 4 == held[0]
 
 
 def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

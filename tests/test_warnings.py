@@ -18,7 +18,7 @@ import pytest
 from test_data import tiny_llama
 from tokenmill.adapters import add_lora
 from tokenmill.config import TrainConfig
-from tokenmill.models import build_model
+from tokenmill.models import build_model, uses_experts
 from tokenmill.train import _make_trainer, _training_arguments
 
 
@@ -78,9 +78,14 @@ def test_the_galore_optimizer_is_built_without_a_deprecation_warning(tmp_path: P
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], caught
 
 
-def test_ddp_does_not_search_a_dense_model_for_unused_parameters(tmp_path: Path) -> None:
+def test_ddp_searches_for_unused_parameters_only_in_mixtures_of_experts(tmp_path: Path) -> None:
+    import transformers
+
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=1)
-    args = _training_arguments(cfg, tiny_llama(300), 1, 1, False, False, False)
+    dense = uses_experts(tiny_llama(300).config)
+    moe = uses_experts(transformers.MixtralConfig(num_local_experts=4))
+    assert (dense, moe) == (False, True)
+    args = _training_arguments(cfg, dense, 1, 1, False, False, False)
     assert args.ddp_find_unused_parameters is False
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from tokenmill.config import TrainConfig
-from tokenmill.models import load_tokenizer
+from tokenmill.models import load_tokenizer, resolve_model
 from tokenmill.rundir import atomic_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -94,7 +93,7 @@ def quantization_config(cfg: TrainConfig) -> Any:
     )
 
 
-def add_lora(model: Any, cfg: TrainConfig) -> Any:
+def add_lora(model: Any, cfg: TrainConfig, console: bool = True) -> Any:
     """Wraps ``model`` in LoRA adapters (peft), prints the trainable share,
     and returns the ``PeftModel``. Quantised models are first prepared for
     k-bit training (norms in fp32, input gradients on)."""
@@ -119,7 +118,7 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
     )
     with _peft_wrapping():
         model = get_peft_model(model, lora)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if console:
         trainable, total = model.get_nb_trainable_parameters()
         print(
             f"lora         rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, targets {targets}: "
@@ -129,11 +128,15 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
 
 
 def merge_adapter(
-    adapter_dir: str | Path, dest: str | Path, base: str | Path | None = None
+    adapter_dir: str | Path,
+    dest: str | Path,
+    base: str | Path | None = None,
+    dtype: torch.dtype | str = "auto",
 ) -> Path:
     """Merges the LoRA adapter in ``adapter_dir`` into its base model (``base``,
-    default: the path the adapter records) and saves a plain HF model with
-    the tokenizer in ``dest``, atomically (a temporary directory renamed)."""
+    default: the path the adapter records), loaded in ``dtype`` (auto: the
+    base checkpoint's), and saves a plain HF model with the tokenizer in
+    ``dest``, atomically (a temporary directory renamed)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -142,12 +145,9 @@ def merge_adapter(
         raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter ({ADAPTER_CONFIG})")
     if base is None:
         base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
-    if not base or not Path(base).is_dir():
-        raise FileNotFoundError(
-            f"the base model of {adapter_dir} ({base!r}) is not a local directory; give it "
-            "as base=DIR"
-        )
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    if not base:
+        raise FileNotFoundError(f"{adapter_dir} names no base model; give it as base=DIR")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(str(base)), dtype=dtype)
     with _peft_wrapping():
         merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     dest = Path(dest)

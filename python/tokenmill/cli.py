@@ -35,6 +35,7 @@ _EXTRAS = {
         "train",
     ),
     **dict.fromkeys(("peft", "galore_torch", "bitsandbytes"), "train,sft"),
+    "deepspeed": "train,deepspeed",
 }
 
 # A parameter as messages below the CLI name it: `name=value`, or a bare
@@ -528,48 +529,74 @@ def verify_cmd(dataset: str, threads: int) -> None:
         sys.exit(1)
 
 
-def _training_options(f: F) -> F:
-    """One flag per `TrainConfig` field, named as the field with dashes; a
-    flag left out keeps the config file's (or the default) value."""
+def _training_options(command: str) -> Callable[[F], F]:
+    """One flag per `TrainConfig` field of ``command``, named as the field
+    with dashes, its help showing ``command``'s own default; a flag left
+    out keeps the config file's (or the default) value."""
     from types import UnionType
     from typing import Literal, Union, get_args, get_origin
 
-    from tokenmill.config import fields_for_cli
+    from tokenmill.config import ADAPTER_DEFAULTS, fields_for_cli
 
-    for name, hint, default, help in reversed(fields_for_cli()):
-        flag = "--" + name.replace("_", "-")
-        decls = [flag, "--out", name] if name == "output_dir" else [flag, name]
-        optional = get_origin(hint) in (Union, UnionType)
-        base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
-        shown = f"{help} [default: {default}]" if default not in (None, []) else help
-        if name == "packing":  # bare --packing packs whole documents (doc)
-            choice = click.Choice(get_args(base))
-            f = click.option(*decls, type=choice, is_flag=False, flag_value="doc", help=shown)(f)
-        elif get_origin(base) is Literal:
-            f = click.option(*decls, type=click.Choice(get_args(base)), help=shown)(f)
-        elif base is bool:
-            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=shown)(f)
-        elif get_origin(base) is list:
-            f = click.option(*decls, multiple=True, metavar="DIR:WEIGHT", help=shown)(f)
-        else:
-            f = click.option(*decls, type=base, help=shown)(f)
-    return click.option(
-        "--config",
-        "config_file",
-        type=click.Path(exists=True, dir_okay=False),
-        help="YAML or JSON file of these options (flags override it).",
-    )(f)
+    def decorate(f: F) -> F:
+        for name, hint, default, help in reversed(fields_for_cli(command)):
+            flag = "--" + name.replace("_", "-")
+            decls = [flag, "--out", name] if name == "output_dir" else [flag, name]
+            optional = get_origin(hint) in (Union, UnionType)
+            base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+            shown = f"{default:g}" if isinstance(default, float) else default
+            if name in ADAPTER_DEFAULTS and command != "pretrain":
+                shown = f"{shown}; {ADAPTER_DEFAULTS[name]:g} with --lora/--qlora/--load-in-8bit"
+            if default not in (None, [], {}):
+                help = f"{help} [default: {shown}]"
+            if name == "packing":  # bare --packing packs whole documents (doc)
+                choice = click.Choice(get_args(base))
+                f = click.option(*decls, type=choice, is_flag=False, flag_value="doc", help=help)(f)
+            elif name == "trainer_args":
+                f = click.option(
+                    "--trainer-arg", name, multiple=True, metavar="KEY=VALUE", help=help
+                )(f)
+            elif get_origin(base) is Literal:
+                f = click.option(*decls, type=click.Choice(get_args(base)), help=help)(f)
+            elif base is bool:
+                f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help)(f)
+            elif get_origin(base) is list:
+                f = click.option(*decls, multiple=True, metavar="DIR:WEIGHT", help=help)(f)
+            else:
+                f = click.option(*decls, type=base, help=help)(f)
+        return click.option(
+            "--config",
+            "config_file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="YAML or JSON file of these options (flags override it); seed 001's "
+            "sectioned layout loads as it is.",
+        )(f)
+
+    return decorate
 
 
-def _run_training(
-    config_file: str | None, defaults: dict[str, Any], flags: dict[str, Any], sft: bool = False
-) -> None:
-    from tokenmill.config import load_config
+def _run_training(command: str, config_file: str | None, flags: dict[str, Any]) -> None:
+    import warnings
+
+    from tokenmill.config import ConfigWarning, load_config
     from tokenmill.shards import read_manifest
     from tokenmill.train import parse_sources, train
 
-    cfg = load_config(config_file, defaults, flags)
-    if sft:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg = load_config(config_file, flags, command)
+    rank = _rank()
+    for w in caught:
+        if rank == 0:
+            click.echo(
+                f"warning: {_in_flags(str(w.message), click.get_current_context().command)}",
+                err=True,
+            )
+    if command != "pretrain" and not cfg.model:
+        raise click.UsageError(
+            f"{command} needs --model (a local Hugging Face directory or a hub id in your cache)"
+        )
+    if command == "sft":
         data = parse_sources(cfg)[0][0]
         if read_manifest(data).get("kind") != "sft":
             raise click.UsageError(
@@ -578,7 +605,14 @@ def _run_training(
             )
     metrics = train(cfg)
     _end_process_group()
-    click.echo(json.dumps(metrics, indent=2))
+    if rank == 0:
+        click.echo(json.dumps(metrics, indent=2))
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _end_process_group() -> None:
@@ -593,51 +627,30 @@ def _end_process_group() -> None:
 
 
 @main.command("pretrain")
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default="llama-tiny",
-    show_default=True,
-    help="Model preset (llama-tiny is happy-llm's model).",
-)
-@_training_options
+@_training_options("pretrain")
 @_friendly_errors
-def pretrain_cmd(config_file: str | None, preset: str, **flags: Any) -> None:
+def pretrain_cmd(config_file: str | None, **flags: Any) -> None:
     """Pretrain a LLaMA preset from scratch on shards (vocab from their tokenizer)."""
-    if flags.get("model"):
-        raise click.UsageError("pretrain starts from scratch; use `tokenmill cpt --model DIR`")
-    _run_training(config_file, {"preset": preset}, flags)
+    _run_training("pretrain", config_file, flags)
 
 
 @main.command("cpt")
-@_training_options
+@_training_options("cpt")
 @_friendly_errors
 def cpt_cmd(config_file: str | None, **flags: Any) -> None:
-    """Continue pretraining a local HF causal LM (--model) on shards of its tokenizer."""
-    if not flags.get("model"):
-        raise click.UsageError("cpt needs --model DIR (a local Hugging Face model directory)")
-    _run_training(config_file, {"learning_rate": 2e-5, "warmup_ratio": 0.01}, flags)
+    """Continue pretraining a Hugging Face causal LM (--model) on shards of its
+    tokenizer (seed 001's defaults: lr 5e-5, cosine, 5% warmup)."""
+    _run_training("cpt", config_file, flags)
 
 
 @main.command("sft")
-@_training_options
+@_training_options("sft")
 @_friendly_errors
 def sft_cmd(config_file: str | None, **flags: Any) -> None:
-    """Fine-tune a local HF causal LM (--model) on `prepare-sft` shards: loss on
+    """Fine-tune a Hugging Face causal LM (--model) on `prepare-sft` shards: loss on
     assistant replies only, padded batches or --packing, optional --lora /
-    --qlora adapters or --optim galore_adamw."""
-    if not flags.get("model"):
-        raise click.UsageError("sft needs --model DIR (a local Hugging Face model directory)")
-    adapters = flags.get("lora") or flags.get("qlora") or flags.get("load_in_8bit")
-    defaults = {
-        "packing": "pad",
-        "learning_rate": 2e-4 if adapters else 2e-5,
-        "weight_decay": 0.0,
-        "adam_beta2": 0.999,
-        "warmup_ratio": 0.03,
-        "num_train_epochs": 3.0,
-    }
-    _run_training(config_file, defaults, flags, sft=True)
+    --qlora adapters or --optim galore_adamw (--recipe galore-seed002)."""
+    _run_training("sft", config_file, flags)
 
 
 @main.command("merge-lora")

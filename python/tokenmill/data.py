@@ -34,6 +34,7 @@ position is a single number, so resuming a run is O(1) and exact.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         tok = self.shards.manifest["tokenizer"]
         candidates = (pad_id, tok.get("pad_id"), tok.get("eos_id"), 0)
         self.pad_id: int = next(c for c in candidates if c is not None)
+        self._first = 0  # first block served (a held-out tail starts later)
         sizes = [len(b) for b in self._bins]
         # Global token position of each shard's first token.
         self._shard_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
@@ -139,15 +141,39 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         """Keeps only the first ``max_blocks`` blocks (max_train_samples)."""
         self._blocks = min(self._blocks, max_blocks)
 
+    def hold_out(self, count: int) -> PackedDataset:
+        """Removes the last ``count`` blocks from this dataset and returns
+        them as a dataset of their own (an eval set for shards without a
+        val split); the two never share a block."""
+        if not 0 < count < self._blocks:
+            raise ValueError(f"cannot hold out {count} of {self._blocks} blocks")
+        held = copy.copy(self)
+        self._blocks -= count
+        held._first = self._first + self._blocks
+        held._blocks = count
+        return held
+
+    def documents_cut(self) -> tuple[int, int]:
+        """``(documents longer than block_size, documents)`` among those this
+        dataset serves: ``pad`` truncates them, ``doc`` splits them into
+        pieces; ``concat`` cuts the stream anywhere by design (0, 0)."""
+        if self.mode == "concat":
+            return 0, 0
+        lengths = self.shards.doc_lengths()
+        if self.mode == "pad":
+            lengths = lengths[self._first : self._first + self._blocks]
+        return int((lengths > self.block_size).sum()), len(lengths)
+
     @property
     def num_tokens(self) -> int:
         """Tokens served per pass (padding excluded)."""
         if self.mode == "concat":
             return self._blocks * self.block_size
         if self.mode == "pad":
-            lengths = self.shards.doc_lengths()[: self._blocks]
+            lengths = self.shards.doc_lengths()[self._first : self._first + self._blocks]
             return int(np.minimum(lengths, self.block_size).sum())
-        return int(self._pieces[:, 2].sum())
+        rows = self._block_starts[[self._first, self._first + self._blocks]]
+        return int(self._pieces[rows[0] : rows[1], 2].sum())
 
     def _span(self, arrays: list[np.ndarray], start: int, stop: int) -> np.ndarray:
         """Items ``[start, stop)`` of per-shard ``arrays`` as one stream, across
@@ -175,6 +201,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self._blocks:
             raise IndexError(f"block {i} out of range for {self._blocks} blocks")
+        i += self._first
         if self.mode == "concat":
             start = i * self.block_size
             ids = self.tokens(start, start + self.block_size).astype(np.int64)
@@ -230,6 +257,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         (``doc`` mode only; for tests and inspection)."""
         if self.mode != "doc":
             raise ValueError("documents_of needs mode='doc'")
+        i += self._first
         rows = self._pieces[self._block_starts[i] : self._block_starts[i + 1]]
         return [(int(d), int(s), int(n)) for d, s, n in rows]
 
@@ -243,6 +271,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
             "mode": self.mode,
             "block_size": self.block_size,
             "blocks": self._blocks,
+            "first_block": self._first,
             "tokenizer": tok["fingerprint"],
         }
 

@@ -209,7 +209,6 @@ def pretrain_and_sample(
     run = out / "run"
     cfg = load_config(
         None,
-        {},
         dict(
             DEMO_TRAINING,
             data=str(out / "shards"),

@@ -114,7 +114,17 @@ def enable_chunked_loss(model: Any, chunk_tokens: int | None = None) -> bool:
     head = model.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear):
         return False
-    chunk = chunk_tokens or default_chunk_tokens(head.weight.shape[0])
+    # Under DeepSpeed ZeRO-3 the weight is a partition (shape [0]); ds_shape
+    # is its real one. The loss runs inside the model's top-level forward,
+    # where ZeRO-3 gathers a parameter read outside its own module: it is
+    # registered as such, so the gather does not depend on DeepSpeed
+    # noticing the read.
+    vocab = getattr(head.weight, "ds_shape", head.weight.shape)[0]
+    chunk = chunk_tokens or default_chunk_tokens(vocab)
+    if hasattr(head.weight, "ds_shape"):
+        from deepspeed.zero import register_external_parameter
+
+        register_external_parameter(model, head.weight)
     if any(
         getattr(config, k, None) not in (None, 1.0)
         for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")

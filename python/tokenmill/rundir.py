@@ -73,13 +73,17 @@ def write_run_manifest(
     eval_set: PackedDataset | None,
     model: Any,
     max_steps: int,
-    chunked: bool,
-    bf16: bool,
-    fp16: bool,
+    loss: str,
+    args: Any,
     world_size: int,
+    held_out: int,
 ) -> None:
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    # What this process holds: a partition under DeepSpeed ZeRO-3.
+    local = sum(getattr(p, "ds_tensor", p).numel() * p.element_size() for p in model.parameters())
+    trainable = sum(
+        getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad
+    )
     write_json(
         out / "manifest.json",
         {
@@ -92,6 +96,7 @@ def write_run_manifest(
                 "architecture": type(model).__name__,
                 "parameters": params,
                 "trainable_parameters": trainable,
+                "parameter_bytes_on_rank_0": local,
                 "config": model.config.to_dict(),
             },
             "data": [
@@ -99,8 +104,9 @@ def write_run_manifest(
                 for s in sources
             ],
             "eval": eval_set.fingerprint if eval_set else None,
+            "eval_held_out_of_train": held_out,
             "max_steps": max_steps,
-            "chunked_loss": chunked,
+            "loss": loss,
             "adapters": "qlora"
             if cfg.qlora
             else "lora-8bit"
@@ -109,7 +115,17 @@ def write_run_manifest(
             if cfg.lora
             else None,
             "optimizer": {"name": cfg.optim, "args": cfg.optim_args},
-            "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
+            "precision": {
+                "weights": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "autocast": "bf16" if args.bf16 else "fp16" if args.fp16 else None,
+            },
+            "engine": "deepspeed"
+            if args.deepspeed
+            else "fsdp"
+            if args.fsdp
+            else "ddp"
+            if world_size > 1
+            else "single process",
             "world_size": world_size,
             "config": asdict(cfg),
         },
@@ -141,3 +157,27 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+BEST = "tokenmill_best.json"
+
+
+def read_best(best_dir: Path) -> dict[str, Any] | None:
+    """``{"step", "eval_loss"}`` of the model in ``best_dir``, if one is there."""
+    try:
+        return dict(json.loads((best_dir / BEST).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def save_best(trainer: Any, best_dir: Path, tokenizer: Any, step: int, loss: float) -> None:
+    """Saves the model being trained as ``best_dir`` (with its tokenizer and
+    `BEST`), replacing the previous one only once complete. Every rank
+    calls it: Trainer gathers sharded weights to rank 0, which writes."""
+    tmp = best_dir.with_name(best_dir.name + ".tmp")
+    trainer.save_model(str(tmp))
+    if trainer.args.process_index == 0:
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / BEST, {"step": step, "eval_loss": loss})
+        shutil.rmtree(best_dir, ignore_errors=True)
+        os.replace(tmp, best_dir)
