@@ -457,6 +457,9 @@ def _training_arguments(
     eval_strategy, eval_steps = in_steps(cfg.eval_strategy if has_eval else "no", cfg.eval_steps)
     best_at_end = cfg.load_best_model_at_end and has_eval
     save_strategy, save_steps = in_steps(cfg.save_strategy, cfg.save_steps or cfg.eval_steps)
+    # Checked (and deepspeed imported) before anything below changes the
+    # process's accelerate state.
+    deepspeed = deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None
     extra: dict[str, Any] = {}
     cpu = not torch.cuda.is_available()
     if cpu and cfg.fsdp:
@@ -517,7 +520,7 @@ def _training_arguments(
         optim_target_modules=cfg.optim_target_modules.split(",")
         if cfg.optim_target_modules
         else None,
-        deepspeed=deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None,
+        deepspeed=deepspeed,
         fsdp=cfg.fsdp or "",
         fsdp_config=cfg.fsdp_config,
         dataloader_num_workers=cfg.dataloader_num_workers,
