@@ -176,6 +176,15 @@ def test_chunked_loss_and_gradients_equal_the_models_own(shards: Path) -> None:
     n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     half = mine(**batch, num_items_in_batch=2 * n).loss
     assert half.item() == pytest.approx(ref_loss.item() / 2, rel=1e-5)
+    # A step with no trained token (SFT conversations cut before any reply):
+    # loss 0 and zero gradients, not 0/0 = NaN in every weight.
+    mine.zero_grad()
+    batch["labels"][:] = IGNORE_INDEX
+    for items in (torch.tensor(0), 0, None):
+        empty = mine(**batch, num_items_in_batch=items).loss
+        assert empty.item() == 0.0
+    empty.backward()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in mine.parameters())
 
 
 @pytest.mark.parametrize("mode", ["concat", "doc"])

@@ -32,7 +32,15 @@ def test_ctrl_c_stops_without_manifest(tmp_path: Path, bpe_tok: Path, texts: lis
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "tokenmill.cli", "prepare", str(big), "-t", str(bpe_tok), "-o",
            str(out), "--shard-size", "64KiB", "--threads", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # Default SIGINT handling in the child even when the tests themselves were
+    # started in the background (`cmd &`), which makes a shell ignore SIGINT
+    # in everything it starts: the child would then never see the Ctrl-C.
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not list(out.glob("train/00001.bin")) and time.monotonic() < deadline:
         time.sleep(0.01)

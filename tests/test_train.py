@@ -237,6 +237,29 @@ def test_cpt_of_a_qwen2_checkpoint(shards: Path, tmp_path: Path, qwen2_dir: Path
     assert type(loaded).__name__ == "Qwen2ForCausalLM"
 
 
+def test_seed_001s_config_file_drives_cpt(shards: Path, tmp_path: Path, qwen2_dir: Path) -> None:
+    """Seed 001's cpt_config.json as it is (bf16 weights, device_map auto,
+    flash attention asked for, data-preparation keys), with the model, data
+    and a CPU-sized run given as flags."""
+    from test_run_config import SEED_001
+
+    config = tmp_path / "cpt_config.json"
+    config.write_text(json.dumps(SEED_001, indent=2))
+    r = CliRunner().invoke(
+        main,
+        ["cpt", "--config", str(config), "--model", str(qwen2_dir), "--data", str(shards),
+         "--out", str(tmp_path / "cpt"), "--max-steps", "2", "--block-size", "64",
+         "--max-eval-samples", "8", "--dataloader-num-workers", "0"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "warning: " in r.output and "--min-chars" in r.output
+    resolved = (tmp_path / "cpt" / "config.resolved.yaml").read_text()
+    assert "torch_dtype: bfloat16" in resolved and "learning_rate: 5.0e-05" in resolved
+    assert "gradient_accumulation_steps: 8" in resolved and "ddp_timeout: 7200" in resolved
+    saved = json.loads((tmp_path / "cpt" / "final_model" / "config.json").read_text())
+    assert saved.get("dtype", saved.get("torch_dtype")) == "bfloat16"
+
+
 def test_a_finished_run_trains_nothing_when_run_again(
     shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,17 +501,19 @@ def _torchrun(nproc: int, *args: str, env: dict[str, str] | None = None) -> None
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
-@pytest.mark.slow
 def test_deepspeed_zero3_shards_the_parameters_and_trains_like_one_process(
     shards: Path, tmp_path: Path, qwen2_dir: Path
 ) -> None:
     """Continued pretraining of a checkpoint by two CPU processes under
     ZeRO-3: each holds half the weights (the model is loaded partitioned),
-    and they log the losses of one process training on the same global
-    batches, within float noise."""
-    pytest.importorskip("deepspeed")
-    if shutil.which("ninja") is None:
-        pytest.skip("DeepSpeed's CPU accelerator compiles an op with ninja, not on PATH")
+    and with the chunked loss they log the losses of one process training
+    on the same global batches, within float noise."""
+    pytest.importorskip("deepspeed")  # in the dev extra on Linux
+    # DeepSpeed's CPU accelerator compiles its communication op with g++ and
+    # ninja (the dev extra installs ninja beside this Python) at first use.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    if shutil.which("ninja", path=path) is None or shutil.which("g++", path=path) is None:
+        pytest.skip("DeepSpeed's CPU accelerator needs ninja and g++ on PATH")
     common = [
         "cpt", "--model", str(qwen2_dir), "--data", str(shards), "--block-size", "64",
         "--max-steps", "6", "--logging-steps", "1", "--eval-steps", "6",
@@ -496,7 +521,7 @@ def test_deepspeed_zero3_shards_the_parameters_and_trains_like_one_process(
     ]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     _torchrun(1, *common, "--out", str(one), "--per-device-train-batch-size", "8")
-    extensions = {"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    extensions = {"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "PATH": path}
     _torchrun(2, *common, "--out", str(two), "--per-device-train-batch-size", "4",
               "--deepspeed", "zero3", env=extensions)  # fmt: skip
     held = [
@@ -504,6 +529,9 @@ def test_deepspeed_zero3_shards_the_parameters_and_trains_like_one_process(
         for run in (one, two)
     ]
     assert 0.45 < held[1] / held[0] < 0.55, held
+    # The chunked loss reads the LM head inside the model's forward, where
+    # ZeRO-3 gathers it.
+    assert json.loads((two / "manifest.json").read_text())["loss"] == "chunked"
     a, b = logged_losses(one, "checkpoint-6"), logged_losses(two, "checkpoint-6")
     assert sorted(a) == sorted(b) == list(range(1, 7))
     assert_close_scaled(

@@ -122,7 +122,7 @@ def enable_chunked_loss(model: Any, chunk_tokens: int | None = None) -> bool:
     vocab = getattr(head.weight, "ds_shape", head.weight.shape)[0]
     chunk = chunk_tokens or default_chunk_tokens(vocab)
     if hasattr(head.weight, "ds_shape"):
-        from deepspeed.zero import register_external_parameter
+        from deepspeed.runtime.zero import register_external_parameter
 
         register_external_parameter(model, head.weight)
     if any(
@@ -160,7 +160,14 @@ def enable_chunked_loss(model: Any, chunk_tokens: int | None = None) -> bool:
             **kwargs,
         )
         total, count = chunked_cross_entropy(out.last_hidden_state, head, labels, chunk)
-        denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
+        # A step whose samples hold no trained token (SFT conversations cut
+        # before any reply) has a zero count: its loss is 0, not 0/0.
+        if num_items_in_batch is None:
+            denominator: torch.Tensor | int = max(count, 1)
+        elif isinstance(num_items_in_batch, torch.Tensor):
+            denominator = num_items_in_batch.clamp(min=1)
+        else:
+            denominator = max(num_items_in_batch, 1)
         return CausalLMOutputWithPast(loss=total / denominator)
 
     model.forward = forward

@@ -164,6 +164,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = (), console: bool = True)
     out = Path(cfg.output_dir)
     rank, world = _world()
     console = console and rank == 0
+    if rank != 0:  # one set of loading and saving bars, rank 0's
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     specs = parse_sources(cfg)
     weights = resolve_weights(specs)
     manifest = read_manifest(specs[0][0])
@@ -228,17 +232,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = (), console: bool = True)
     model = build_model(
         cfg, manifest, config if cfg.model else None, quantization_config(cfg), _device_map(cfg)
     )
-    chunked, loss_note = False, "off (chunked_loss=False)"
+    loss_note = "the model's own (chunked_loss=False)"
     if cfg.chunked_loss:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled():
-            # ZeRO-3 keeps lm_head.weight partitioned outside the head's own
-            # forward; the model's loss reads it where DeepSpeed gathers it.
-            loss_note = "the model's own (DeepSpeed ZeRO-3 partitions the LM head)"
-        else:
-            chunked = enable_chunked_loss(model, cfg.loss_chunk_tokens)
-            loss_note = "chunked" if chunked else "the model's own (it transforms its logits)"
+        chunked = enable_chunked_loss(model, cfg.loss_chunk_tokens)
+        loss_note = "chunked" if chunked else "the model's own (it transforms its logits)"
     if cfg.lora:
         model = add_lora(model, cfg, console)
 
@@ -468,6 +465,11 @@ def _training_arguments(
             "Trainer would train plain DDP without saying so; on CPU use deepspeed=zero3"
         )
     if cpu and cfg.deepspeed:
+        if bf16:
+            raise ValueError(
+                "bf16=true with deepspeed needs a GPU: DeepSpeed on CPU trains with fp32 "
+                "autocast off here (torch_dtype=bfloat16 gives bf16 weights)"
+            )
         # accelerate gives DeepSpeed no process group on CPU (it counts one
         # process while DeepSpeed sees the world): make a gloo one and tell
         # Trainer's accelerator to use it.
@@ -477,10 +479,13 @@ def _training_arguments(
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
         PartialState(backend="gloo")
         extra["accelerator_config"] = {"use_configured_state": True}
-    elif cpu and _world()[1] > 1:
-        # CPU DDP: without use_cpu accelerate sets up no process group at all
-        # and every rank would train alone.
-        extra.update(use_cpu=True, ddp_backend="gloo")
+    elif cpu:
+        # use_cpu: Trainer's bf16 autocast on a CPU needs it, and for CPU DDP
+        # accelerate sets up no process group without it (every rank would
+        # train alone).
+        extra["use_cpu"] = True
+        if _world()[1] > 1:
+            extra["ddp_backend"] = "gloo"
     if cfg.gradient_checkpointing:  # named activation_checkpointing since transformers 5.x
         names = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
         new = "activation_checkpointing"
@@ -681,8 +686,15 @@ def _announce(
     resume: Path | None,
     loss: str,
 ) -> None:
-    params = sum(p.numel() for p in model.parameters())
-    print(f"model        {cfg.model or cfg.preset}: {params / 1e6:,.2f}M parameters")
+    params = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    total = sum(n for n, _ in params)
+    trainable = sum(n for n, grad in params if grad)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    share = "" if trainable == total else f", {trainable / 1e6:,.2f}M trainable"
+    print(
+        f"model        {cfg.model or cfg.preset}: {total / 1e6:,.2f}M parameters{share}, "
+        f"weights in {dtype} (--torch-dtype {cfg.torch_dtype})"
+    )
     for s in sources:
         d = s.dataset
         samples = (
