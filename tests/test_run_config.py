@@ -150,3 +150,22 @@ def test_help_shows_each_commands_own_defaults(command: str) -> None:
     if command != "pretrain":
         assert "0.0002 with --lora/--qlora/--load-in-8bit" in text
     assert set(COMMAND_DEFAULTS) == {"pretrain", "cpt", "sft"}
+
+
+def test_sharded_engines_configs_are_checked_before_training(tmp_path: Path) -> None:
+    """DeepSpeed ZeRO-3 and FSDP must save consolidated weights, or
+    final_model/ would hold none."""
+    from tokenmill.train import deepspeed_config, fsdp_config
+
+    assert fsdp_config(None) == {"state_dict_type": "FULL_STATE_DICT"}
+    sharded = tmp_path / "fsdp.json"
+    sharded.write_text('{"state_dict_type": "SHARDED_STATE_DICT"}')
+    with pytest.raises(ValueError, match="SHARDED_STATE_DICT"):
+        fsdp_config(str(sharded))
+    pytest.importorskip("deepspeed")
+    zero3 = deepspeed_config("zero3")["zero_optimization"]
+    assert zero3["stage"] == 3 and zero3["stage3_gather_16bit_weights_on_model_save"]
+    partitions_only = tmp_path / "ds.json"
+    partitions_only.write_text('{"zero_optimization": {"stage": 3}}')
+    with pytest.raises(ValueError, match="stage3_gather_16bit_weights_on_model_save"):
+        deepspeed_config(str(partitions_only))

@@ -359,9 +359,13 @@ class TrainConfig:
                 )
 
     def to_yaml(self) -> str:
+        """Every option as used (a run from a model has no preset)."""
         import yaml
 
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False, allow_unicode=True)
+        values = dataclasses.asdict(self)
+        if self.model:
+            del values["preset"]
+        return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
 
 
 def fields_for_cli(command: str) -> list[tuple[str, Any, Any, str]]:

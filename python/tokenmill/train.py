@@ -527,7 +527,7 @@ def _training_arguments(
         else None,
         deepspeed=deepspeed,
         fsdp=cfg.fsdp or "",
-        fsdp_config=cfg.fsdp_config,
+        fsdp_config=fsdp_config(cfg.fsdp_config) if cfg.fsdp else cfg.fsdp_config,
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         # DDP looks for parameters a step left unused only where some can
@@ -593,6 +593,20 @@ def deepspeed_config(choice: str) -> dict[str, Any]:
         raise ValueError(
             f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save"
             " = true saves no usable final_model/; set it (or use deepspeed=zero3)"
+        )
+    return dict(config)
+
+
+def fsdp_config(path: str | None) -> dict[str, Any]:
+    """The FSDP config file's settings with full (consolidated) state dicts
+    by default: Trainer's ``save_model`` writes nothing at all for sharded
+    ones, so final_model/ and best_model/ would be empty."""
+    config = json.loads(Path(path).read_text()) if path else {}
+    kind = config.setdefault("state_dict_type", "FULL_STATE_DICT")
+    if kind != "FULL_STATE_DICT":
+        raise ValueError(
+            f"{path}: state_dict_type {kind!r}: Trainer saves no final_model/ or best_model/ "
+            "from sharded state dicts; use FULL_STATE_DICT (the default)"
         )
     return dict(config)
 
