@@ -169,3 +169,25 @@ def test_sharded_engines_configs_are_checked_before_training(tmp_path: Path) -> 
     partitions_only.write_text('{"zero_optimization": {"stage": 3}}')
     with pytest.raises(ValueError, match="stage3_gather_16bit_weights_on_model_save"):
         deepspeed_config(str(partitions_only))
+
+
+def test_auto_dtype_is_the_checkpoints_own_on_a_bf16_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    import transformers
+
+    from tokenmill.models import load_dtype
+
+    def checkpoint(dtype: str) -> transformers.PretrainedConfig:
+        return transformers.LlamaConfig(dtype=dtype)
+
+    auto = TrainConfig(max_steps=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_dtype(auto, checkpoint("bfloat16")) == torch.float32  # CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert load_dtype(auto, checkpoint("bfloat16")) == torch.bfloat16
+    assert load_dtype(auto, checkpoint("float32")) == torch.float32
+    # fp16 weights would train without loss scaling: bf16 instead.
+    assert load_dtype(auto, checkpoint("float16")) == torch.bfloat16
+    assert load_dtype(auto, None) == torch.float32  # a preset from scratch
+    assert load_dtype(TrainConfig(max_steps=1, torch_dtype="float16"), None) == torch.float16

@@ -187,9 +187,9 @@ class TrainConfig:
     )
     torch_dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
         "auto",
-        "dtype the weights are loaded and trained in (auto: the checkpoint's own on a "
-        "GPU with bf16, float32 on CPU and for presets). bfloat16 with bf16 trains in "
-        "pure bf16 (no fp32 master weights).",
+        "dtype the weights are loaded, trained and saved in (auto: the checkpoint's own "
+        "on a GPU with bf16, bf16 for fp16 checkpoints; float32 on CPU and for presets). "
+        "bfloat16 trains in pure bf16 (no fp32 master weights).",
     )
     device_map: str | None = _f(
         None,

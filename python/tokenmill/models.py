@@ -88,13 +88,15 @@ def config_dtype(config: Any) -> torch.dtype | None:
 
 def load_dtype(cfg: TrainConfig, config: Any | None) -> torch.dtype:
     """The dtype weights are loaded (and trained) in: ``torch_dtype``, or
-    for ``auto`` the checkpoint's own on a GPU with bf16, else float32
-    (CPU, fp16-only GPUs: Trainer's fp16 needs fp32 weights; presets)."""
+    for ``auto`` the checkpoint's own on a GPU with bf16 (bf16 for an fp16
+    checkpoint: fp16 weights would train without loss scaling), else
+    float32 (CPU, fp16-only GPUs: Trainer's fp16 needs fp32 weights; presets)."""
     if cfg.torch_dtype != "auto":
         return getattr(torch, cfg.torch_dtype)
     if config is None or not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         return torch.float32
-    return config_dtype(config) or torch.float32
+    own = config_dtype(config)
+    return torch.bfloat16 if own == torch.float16 else own or torch.float32
 
 
 def build_model(
