@@ -11,9 +11,10 @@ Decisions, and why:
   full fine-tuning; attention-only LoRA is one ``--lora-target-modules`` away.
 - A LoRA run's ``final_model/`` and ``best_model/`` hold the adapters merged
   into the base weights (plain HF directories that ``generate``, ``eval`` and
-  any HF tool load); the adapters themselves are kept in ``final_adapter/``
-  and in each ``checkpoint-*``. Merging reloads the base in its own dtype, so
-  a QLoRA run merges into full-precision weights, not into the 4-bit ones.
+  any HF tool load); the adapters themselves are kept in ``final_adapter/``,
+  ``best_adapter/`` and each ``checkpoint-*``. Merging reloads the base in
+  the dtype the run trained in (a QLoRA run: the checkpoint's own), so a
+  QLoRA run merges into full-precision weights, not into the 4-bit ones.
 - 4-bit/8-bit loading exists only on CUDA (bitsandbytes); elsewhere it is an
   error before anything loads, not a silent fp32 run.
 """
