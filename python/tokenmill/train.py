@@ -164,6 +164,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = (), console: bool = True)
     out = Path(cfg.output_dir)
     rank, world = _world()
     console = console and rank == 0
+    if not torch.cuda.is_available():
+        # DeepSpeed's CPU accelerator, said up front: where deepspeed is
+        # installed, Trainer imports it and it would warn on every CPU run
+        # that it found no GPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if rank != 0:  # one set of loading and saving bars, rank 0's
         from transformers.utils import logging as hf_logging
 
@@ -475,7 +480,6 @@ def _training_arguments(
         # Trainer's accelerator to use it.
         from accelerate import PartialState
 
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
         PartialState(backend="gloo")
         extra["accelerator_config"] = {"use_configured_state": True}
