@@ -378,6 +378,10 @@ impl ChatTemplate {
         let from_tokenizer = found.is_some();
         let source = found.unwrap_or_else(|| CHATML_TEMPLATE.to_string());
         let mut env = Environment::new();
+        // A template comes with a downloaded tokenizer_config.json: bounded
+        // in time (instructions per render) as well as in output
+        // (`ChatTemplate::render`).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         // transformers renders with trim_blocks and lstrip_blocks on.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -418,13 +422,54 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> std::result::Result<String, String> {
         let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
-        tmpl.render(minijinja::context! {
+        let mut out = CappedOutput::default();
+        let context = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
-        })
-        .map_err(|e| e.to_string())
+        };
+        match tmpl.render_captured_to(context, &mut out) {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|e| e.to_string()),
+            Err(_) if out.overflowed => Err(format!(
+                "chat template output exceeds {} MiB",
+                MAX_RENDERED_BYTES >> 20
+            )),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+                "chat template ran out of fuel ({TEMPLATE_FUEL} instructions per render)"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Instructions one render may execute: the templates of real models use
+/// tens per message, so this passes conversations of 10^5 turns and stops a
+/// hostile `range(10**5)` nested in another within about a second.
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
+/// Bytes one render may write: far above any record the reader accepts
+/// (64 MiB lines by default), far below what exhausts memory.
+pub const MAX_RENDERED_BYTES: usize = 256 << 20;
+
+/// A render's output, refusing to grow past `MAX_RENDERED_BYTES`.
+#[derive(Default)]
+struct CappedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

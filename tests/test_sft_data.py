@@ -5,6 +5,7 @@ PackedDataset's -100 labels where the mask is 0."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -463,3 +464,40 @@ def test_strftime_now_renders_todays_date_as_transformers(qwen25_tok: Path, tmp_
         assert ids == hf_ids(tok, conv)
         today = datetime.datetime.now().strftime("%d %b %Y")
         assert f"Today Date: {today}" in ref.decode(ids, skip_special_tokens=False)
+
+
+# Templates a downloaded tokenizer_config.json could hold: one that never
+# finishes (10^10 iterations) and one whose output grows without end.
+ENDLESS_TEMPLATE = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}"
+)
+FLOODING_TEMPLATE = (
+    "{% for m in messages %}{% for i in range(100000) %}"
+    "{{ m.content * 100000 }}{% endfor %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        (ENDLESS_TEMPLATE, "ran out of fuel (10000000 instructions per render)"),
+        (FLOODING_TEMPLATE, "chat template output exceeds 256 MiB"),
+    ],
+)
+def test_a_hostile_chat_template_is_stopped_and_counted(
+    bpe_tok: Path, tmp_path: Path, template: str, reason: str
+) -> None:
+    import time
+
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    shutil.copy(bpe_tok / "tokenizer.json", tok / "tokenizer.json")
+    config = qwen25_tokenizer_config("<|im_end|>")
+    config["chat_template"] = template
+    (tok / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    src = write_records(tmp_path / "c.jsonl", [good, good])
+    started = time.perf_counter()
+    with pytest.raises(tokenmill.NoDocumentsError, match=re.escape(reason)):
+        run(src, tok, tmp_path / "out", threads=1)
+    assert time.perf_counter() - started < 30
