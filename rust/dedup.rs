@@ -106,7 +106,9 @@ impl Lsh {
             (None, None) if o.verify => optimal_params(o.threshold, o.num_perm, 0.1, 0.9),
             (None, None) => optimal_params(o.threshold, o.num_perm, 0.5, 0.5),
         };
-        if bands == 0 || rows == 0 || bands * rows > o.num_perm {
+        // Checked: options are untrusted, and a product that wraps would pass.
+        let fits = bands.checked_mul(rows).is_some_and(|n| n <= o.num_perm);
+        if bands == 0 || rows == 0 || !fits {
             return Err(TokenmillError::Invalid(format!(
                 "bands={bands} x rows={rows} must be at least 1 x 1 and at most num_perm={}",
                 o.num_perm

@@ -84,7 +84,8 @@ fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<Stri
         }
     }
     let itemsize = dtype.itemsize() as usize;
-    if bin.len() as u64 != s.tokens * itemsize as u64 {
+    // Counts come from the manifest, a file: checked, never wrapped.
+    if s.tokens.checked_mul(itemsize as u64) != Some(bin.len() as u64) {
         errors.push(format!(
             "{}: {} bytes, expected {} tokens x {itemsize}",
             s.bin,
@@ -92,12 +93,12 @@ fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<Stri
             s.tokens
         ));
     }
-    if !idx.len().is_multiple_of(8) || idx.len() as u64 / 8 != s.docs + 1 {
+    if !idx.len().is_multiple_of(8) || Some(idx.len() as u64 / 8) != s.docs.checked_add(1) {
         errors.push(format!(
-            "{}: {} bytes, expected {} offsets (docs + 1) x 8",
+            "{}: {} bytes, expected {} documents + 1 offsets x 8",
             s.idx,
             idx.len(),
-            s.docs + 1
+            s.docs
         ));
     } else {
         let offsets: Vec<u64> = idx

@@ -208,6 +208,9 @@ def test_strict_and_overwrite(tmp_path: Path, files: list[Path]) -> None:
         tokenmill.dedup(files, texts=["a"])
     with pytest.raises(ValueError, match=r"bands=20 x rows=10 must be .* num_perm=128"):
         tokenmill.dedup(texts=["a"], bands=20, rows=10)
+    # A product past usize wraps to 0 unchecked (then allocates 2^32 bands).
+    with pytest.raises(ValueError, match=r"bands=4294967296 x rows=4294967296 must be"):
+        tokenmill.dedup(texts=["a"], bands=1 << 32, rows=1 << 32)
 
 
 def test_cli_dedup(tmp_path: Path, files: list[Path]) -> None:

@@ -187,6 +187,23 @@ def test_verify_catches_flipped_bytes(tmp_path: Path, corpus: Path, bpe_tok: Pat
     assert tokenmill.verify(out).ok
 
 
+def test_verify_reports_manifest_counts_past_any_size(tmp_path: Path, bpe_tok: Path) -> None:
+    """Counts from a (hostile) manifest are checked, not multiplied into a
+    wrapped number or a panic."""
+    out = tmp_path / "out"
+    tokenmill.prepare(
+        write_jsonl(tmp_path / "in.jsonl", ["abc", "def"]), bpe_tok, out, val_fraction=0,
+        progress=False,
+    )  # fmt: skip
+    m = json.loads((out / "manifest.json").read_text())
+    shard = m["splits"]["train"]["shards"][0]
+    shard["tokens"] = shard["docs"] = 2**64 - 1
+    (out / "manifest.json").write_text(json.dumps(m))
+    errors = tokenmill.verify(out).errors
+    assert any("expected 18446744073709551615 tokens" in e for e in errors), errors
+    assert any("expected 18446744073709551615 documents + 1 offsets" in e for e in errors), errors
+
+
 def test_verify_catches_out_of_vocab_ids(tmp_path: Path, bpe_tok: Path) -> None:
     out = tmp_path / "out"
     tokenmill.prepare(
