@@ -23,6 +23,9 @@ pub enum TokenmillError {
     Invalid(String),
     /// The output directory already holds a dataset and overwriting was not asked for.
     OutputExists(PathBuf),
+    /// A split directory of the output holds files tokenmill did not write
+    /// (their names, the first few), and overwriting was not asked for.
+    ForeignFiles { dir: PathBuf, names: Vec<String> },
     /// A dataset failed a structural check while being read.
     Corrupt { path: PathBuf, message: String },
     /// The user interrupted the run (Ctrl-C); nothing partial looks complete.
@@ -76,6 +79,14 @@ impl fmt::Display for TokenmillError {
                 f,
                 "{} already holds a dataset (manifest.json); pass overwrite=True to replace it",
                 path.display()
+            ),
+            TokenmillError::ForeignFiles { dir, names } => write!(
+                f,
+                "{} holds files tokenmill did not write ({}); move them or choose another \
+                 output directory (overwrite=True keeps them and replaces only tokenmill's \
+                 own NNNNN.bin/.idx/.mask files)",
+                dir.display(),
+                names.join(", ")
             ),
             TokenmillError::Corrupt { path, message } => {
                 write!(f, "{}: {}", path.display(), message)

@@ -70,7 +70,9 @@ fn to_py(e: CoreError) -> PyErr {
         CoreError::BadLine { .. } => BadLineError::new_err(msg),
         CoreError::Tokenizer { .. } => TokenizerError::new_err(msg),
         CoreError::Invalid(_) => PyValueError::new_err(msg),
-        CoreError::OutputExists(_) => PyFileExistsError::new_err(msg),
+        CoreError::OutputExists(_) | CoreError::ForeignFiles { .. } => {
+            PyFileExistsError::new_err(msg)
+        }
         CoreError::Corrupt { .. } => CorruptDatasetError::new_err(msg),
         CoreError::Interrupted => PyKeyboardInterrupt::new_err(msg),
         CoreError::NoDocuments { .. } => NoDocumentsError::new_err(msg),

@@ -297,36 +297,64 @@ impl SplitWriter {
 /// Readies `out` for a new dataset. An existing manifest means a finished
 /// dataset: refused unless `overwrite`, in which case the manifest goes
 /// first (so a crash from here on never leaves a dataset that looks
-/// complete). Leftover shards and temp files of earlier runs are removed;
-/// files tokenmill did not write are left alone.
+/// complete). Leftover shards and temp files of earlier runs (`is_shard_file`
+/// names) are removed. Any other file in a split directory is not ours: an
+/// error listing them unless `overwrite`, and never removed.
 pub fn prepare_output_dir(out: &Path, splits: &[&str], overwrite: bool) -> Result<()> {
     let manifest = out.join("manifest.json");
-    if manifest.exists() {
-        if !overwrite {
-            return Err(TokenmillError::OutputExists(out.to_path_buf()));
-        }
-        fs::remove_file(&manifest).map_err(|e| TokenmillError::io(&manifest, e))?;
-        sync_dir(out);
+    if manifest.exists() && !overwrite {
+        return Err(TokenmillError::OutputExists(out.to_path_buf()));
     }
-    fs::create_dir_all(out).map_err(|e| TokenmillError::io(out, e))?;
-    let _ = fs::remove_file(out.join("manifest.json.tmp"));
+    let mut ours = Vec::new();
     for split in splits {
         let dir = out.join(split);
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
+        let mut foreign = Vec::new();
         for entry in entries.flatten() {
-            let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = [".bin", ".idx", ".mask", ".tmp"]
-                .iter()
-                .any(|ext| name.ends_with(ext));
-            if ours {
-                fs::remove_file(&path).map_err(|e| TokenmillError::io(&path, e))?;
+            if is_shard_file(&name) {
+                ours.push(entry.path());
+            } else {
+                foreign.push(name);
             }
         }
+        if !foreign.is_empty() && !overwrite {
+            foreign.sort();
+            let more = foreign.len().saturating_sub(5);
+            foreign.truncate(5);
+            if more > 0 {
+                foreign.push(format!("and {more} more"));
+            }
+            return Err(TokenmillError::ForeignFiles {
+                dir,
+                names: foreign,
+            });
+        }
+    }
+    if manifest.exists() {
+        fs::remove_file(&manifest).map_err(|e| TokenmillError::io(&manifest, e))?;
+        sync_dir(out);
+    }
+    fs::create_dir_all(out).map_err(|e| TokenmillError::io(out, e))?;
+    let _ = fs::remove_file(out.join("manifest.json.tmp"));
+    for path in ours {
+        fs::remove_file(&path).map_err(|e| TokenmillError::io(&path, e))?;
     }
     Ok(())
+}
+
+/// Whether `name` is a shard file tokenmill writes: five or more digits,
+/// then `.bin`, `.idx` or `.mask`, maybe with `.tmp` (being written).
+pub fn is_shard_file(name: &str) -> bool {
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let Some((stem, ext)) = name.split_once('.') else {
+        return false;
+    };
+    stem.len() >= 5
+        && stem.bytes().all(|b| b.is_ascii_digit())
+        && matches!(ext, "bin" | "idx" | "mask")
 }
 
 /// Removes temp files left by a failed run (best effort).
@@ -334,7 +362,8 @@ pub fn remove_temp_files(out: &Path, splits: &[&str]) {
     for split in splits {
         if let Ok(entries) = fs::read_dir(out.join(split)) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") && is_shard_file(&name) {
                     let _ = fs::remove_file(entry.path());
                 }
             }

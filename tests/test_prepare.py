@@ -280,3 +280,30 @@ def test_cli_prepare_inspect_verify(tmp_path: Path, corpus: Path, bpe_tok: Path)
     )
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 0 and ": ok:" in r.output
+
+
+def test_files_tokenmill_did_not_write_are_never_deleted(
+    tmp_path: Path, corpus: Path, bpe_tok: Path
+) -> None:
+    """Without overwrite, foreign files in a split directory are an error
+    that names them; with it they stay, and only our own shards go."""
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    theirs = {"megatron_text_document.bin": b"keep", "megatron_text_document.idx": b"me",
+              "notes.txt": b"mine", "1.bin": b"short stem"}  # fmt: skip
+    for name, data in theirs.items():
+        (out / "train" / name).write_bytes(data)
+    (out / "train" / "00007.bin.tmp").write_bytes(b"a crashed run's shard")
+    with pytest.raises(FileExistsError, match=r"holds files tokenmill did not write \(1\.bin, "):
+        tokenmill.prepare(corpus, bpe_tok, out, val_fraction=0, progress=False)
+    assert all((out / "train" / n).read_bytes() == d for n, d in theirs.items())
+    tokenmill.prepare(corpus, bpe_tok, out, val_fraction=0, progress=False, overwrite=True)
+    assert all((out / "train" / n).read_bytes() == d for n, d in theirs.items())
+    assert not (out / "train" / "00007.bin.tmp").exists()
+    assert tokenmill.verify(out).ok
+    # Our own leftovers of a run that never finished (no manifest) are ours to remove.
+    (out / "manifest.json").unlink()
+    for name in theirs:
+        (out / "train" / name).unlink()
+    tokenmill.prepare(corpus, bpe_tok, out, val_fraction=0, progress=False)
+    assert tokenmill.verify(out).ok
