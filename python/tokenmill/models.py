@@ -3,6 +3,7 @@ that its tokenizer is the shards' one."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -52,11 +53,14 @@ def check_tokenizer(model_dir: str | Path, manifest: dict[str, Any], data: str) 
         )
 
 
+@functools.lru_cache(maxsize=16)
 def resolve_model(name: str) -> Path:
     """A model (or tokenizer) as a local directory: a directory as it is
     (absolute: LoRA adapters record it as their base), a hub id as its
     snapshot in the user's Hugging Face cache (fetched when the hub can be
-    reached and ``HF_HUB_OFFLINE`` is not set)."""
+    reached and ``HF_HUB_OFFLINE`` is not set). Remembered per process: a
+    run asks for the same name several times (tokenizer check, config,
+    weights), and a hub lookup is network I/O."""
     path = Path(name)
     if path.is_dir():
         return path.resolve()
@@ -173,6 +177,17 @@ def model_config(cfg: TrainConfig, manifest: dict[str, Any]) -> Any:
     return AutoConfig.from_pretrained(
         resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code
     )
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """``(all, trainable)`` parameters; under DeepSpeed ZeRO-3 the whole
+    model's (``ds_numel``), not this rank's partition."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        total += n
+        trainable += n if p.requires_grad else 0
+    return total, trainable
 
 
 def uses_experts(config: Any) -> bool:

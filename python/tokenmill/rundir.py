@@ -20,6 +20,7 @@ import torch
 from tokenmill import _core
 from tokenmill.config import TrainConfig
 from tokenmill.data import PackedDataset, Source
+from tokenmill.models import parameter_counts
 
 DATA_STATE = "tokenmill_data.json"
 # Files of a checkpoint that belong to the trainer, not to the model.
@@ -78,12 +79,9 @@ def write_run_manifest(
     world_size: int,
     held_out: int,
 ) -> None:
-    params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    params, trainable = parameter_counts(model)
     # What this process holds: a partition under DeepSpeed ZeRO-3.
     local = sum(getattr(p, "ds_tensor", p).numel() * p.element_size() for p in model.parameters())
-    trainable = sum(
-        getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad
-    )
     write_json(
         out / "manifest.json",
         {

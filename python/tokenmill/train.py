@@ -47,6 +47,7 @@ from tokenmill.models import (
     load_dtype,
     load_tokenizer,
     model_config,
+    parameter_counts,
     resolve_model,
     tokenizer_dir,
     uses_experts,
@@ -309,17 +310,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = (), console: bool = True)
         metrics["perplexity"] = math.exp(min(ev["eval_loss"], 50.0))
     if rank == 0:
         if merge:
+            dtype = load_dtype(cfg, config)  # the one trained in
             tokenizer.save_pretrained(out / "final_adapter")
-            merge_adapter(
-                out / "final_adapter",
-                out / "final_model",
-                base=cfg.model,
-                dtype=load_dtype(cfg, config),
-            )
+            merge_adapter(out / "final_adapter", out / "final_model", base=cfg.model, dtype=dtype)
             if best_dir.is_dir():
-                merge_adapter(
-                    best_dir, out / "best_model", base=cfg.model, dtype=load_dtype(cfg, config)
-                )
+                merge_adapter(best_dir, out / "best_model", base=cfg.model, dtype=dtype)
         else:
             tokenizer.save_pretrained(out / "final_model")
         best = read_best(best_dir)
@@ -704,9 +699,7 @@ def _announce(
     resume: Path | None,
     loss: str,
 ) -> None:
-    params = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
-    total = sum(n for n, _ in params)
-    trainable = sum(n for n, grad in params if grad)
+    total, trainable = parameter_counts(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     share = "" if trainable == total else f", {trainable / 1e6:,.2f}M trainable"
     print(
