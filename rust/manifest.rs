@@ -2,13 +2,13 @@
 //! and atomically by the pipeline; a directory without it is not a dataset.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Result, TokenmillError};
-use crate::shard::ShardInfo;
+use crate::shard::{Dtype, ShardInfo};
 use crate::tokenize::{Encoder, LoadedTokenizer};
 
 /// Format name written into every manifest.
@@ -179,21 +179,77 @@ impl Manifest {
     pub fn read(root: &Path) -> Result<Manifest> {
         let path = root.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|e| TokenmillError::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| TokenmillError::Corrupt {
-            path: path.clone(),
-            message: format!("not a tokenmill manifest: {e}"),
-        })?;
+        Manifest::parse(&text, &path)
+    }
+
+    /// Parses and checks manifest text (`path` names it in errors). A
+    /// manifest is a file anyone can edit or download, so it is checked
+    /// before any count or path in it is used: format and version, a known
+    /// dtype, shard paths confined to the dataset (relative, no `..`), and
+    /// split totals equal to the sums of their shards (added checked).
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let corrupt = |message: String| TokenmillError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        let m: Manifest = serde_json::from_str(text)
+            .map_err(|e| corrupt(format!("not a tokenmill manifest: {e}")))?;
         if m.format != FORMAT || m.format_version != FORMAT_VERSION {
-            return Err(TokenmillError::Corrupt {
-                path,
-                message: format!(
-                    "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
-                    m.format, m.format_version
-                ),
-            });
+            return Err(corrupt(format!(
+                "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                m.format, m.format_version
+            )));
         }
+        m.check().map_err(corrupt)?;
         Ok(m)
     }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if Dtype::from_name(&self.dtype).is_none() {
+            return Err(format!("dtype {:?} is not uint16 or uint32", self.dtype));
+        }
+        for (name, split) in &self.splits {
+            if !inside_dataset(name) || name.contains('/') {
+                return Err(format!("split name {name:?} is not a plain directory name"));
+            }
+            let (mut tokens, mut docs) = (0u64, 0u64);
+            for s in &split.shards {
+                for file in [Some(&s.bin), Some(&s.idx), s.mask.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !inside_dataset(file) {
+                        return Err(format!(
+                            "shard path {file:?} leaves the dataset directory (must be relative, \
+                             without ..)"
+                        ));
+                    }
+                }
+                tokens = tokens
+                    .checked_add(s.tokens)
+                    .ok_or_else(|| format!("split {name}: token counts overflow"))?;
+                docs = docs
+                    .checked_add(s.docs)
+                    .ok_or_else(|| format!("split {name}: document counts overflow"))?;
+            }
+            if (tokens, docs) != (split.tokens, split.docs) {
+                return Err(format!(
+                    "split {name}: {} tokens and {} documents, but its shards hold {tokens} and {docs}",
+                    split.tokens, split.docs
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a path from a manifest stays inside the dataset: relative and
+/// made of plain names only (no root, no `..`).
+fn inside_dataset(rel: &str) -> bool {
+    !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 #[cfg(test)]
@@ -234,5 +290,66 @@ mod tests {
         );
         totals.docs = 1;
         assert!(totals.require_documents(false, &examples, hint).is_ok());
+    }
+
+    fn manifest_with(dtype: &str, bin: &str, split_tokens: u64) -> String {
+        serde_json::json!({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "pretrain",
+            "tokenmill_version": "0", "dtype": dtype, "bos_added": false, "eos_added": true,
+            "tokenizer": {"path": "t", "fingerprint": "f", "vocab_size": 10, "bos_id": null,
+                "eos_id": 1, "bos_token": null, "eos_token": "e", "pad_id": null,
+                "pad_token": null, "parse_special": false, "backend": "fast",
+                "reference_reason": null, "verify_fraction": 0.0, "verified_docs": 0},
+            "splits": {"train": {"tokens": split_tokens, "docs": 1, "shards": [{
+                "bin": bin, "idx": "train/00000.idx", "tokens": 3, "docs": 1,
+                "bin_sha256": "", "idx_sha256": ""}]}},
+            "inputs": [], "totals": FileStats::default(), "skipped_examples": [],
+            "dedup": null, "chunking": null, "val_split": null, "args": null,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn hostile_manifests_are_refused_by_name() {
+        let path = Path::new("m.json");
+        let ok = manifest_with("uint16", "train/00000.bin", 3);
+        Manifest::parse(&ok, path).expect("a plain manifest parses");
+        for (text, expected) in [
+            (manifest_with("float64", "train/00000.bin", 3), "dtype"),
+            (
+                manifest_with("uint16", "../../etc/passwd", 3),
+                "leaves the dataset",
+            ),
+            (
+                manifest_with("uint16", "/etc/passwd", 3),
+                "leaves the dataset",
+            ),
+            (
+                manifest_with("uint16", "train/00000.bin", 4),
+                "its shards hold 3",
+            ),
+            ("[]".to_string(), "not a tokenmill manifest"),
+        ] {
+            let err = Manifest::parse(&text, path).unwrap_err();
+            assert!(matches!(err, TokenmillError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn damaged_offsets_are_named() {
+        use crate::shard::check_offsets;
+        let le = |v: &[u64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(check_offsets(&le(&[0, 2, 5]), 2, 5), Ok(()));
+        for (idx, expected) in [
+            (le(&[0, 6, 5]), "decrease at entry 2"),
+            (le(&[1, 2, 5]), "first offset is 1"),
+            (le(&[0, 2, 7]), "last offset 7 is not the token count 5"),
+            (le(&[0, 5]), "expected 2 documents"),
+            (vec![0u8; 7], "7 bytes"),
+        ] {
+            let err = check_offsets(&idx, 2, 5).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }

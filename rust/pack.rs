@@ -49,8 +49,27 @@ pub fn pack_documents(lengths: &[u64], block_size: u64) -> Result<PackPlan> {
             "block_size must be at least 1".into(),
         ));
     }
+    // Lengths may come from a damaged file or a caller: the plan's size is
+    // counted checked and reserved up front, so an absurd request is an
+    // error here, never an abort on a failed allocation later.
+    let too_big = || {
+        TokenmillError::Invalid(format!(
+            "{} documents of these lengths make a packing plan too big for memory",
+            lengths.len()
+        ))
+    };
+    let full_blocks = lengths
+        .iter()
+        .try_fold(0usize, |n, &len| {
+            n.checked_add(usize::try_from(len / block_size).ok()?)
+        })
+        .ok_or_else(too_big)?;
     let mut blocks: Vec<Vec<Piece>> = Vec::new();
     let mut rest: Vec<Piece> = Vec::new();
+    blocks
+        .try_reserve(full_blocks.saturating_add(lengths.len()))
+        .map_err(|_| too_big())?;
+    rest.try_reserve(lengths.len()).map_err(|_| too_big())?;
     for (doc, &len) in lengths.iter().enumerate() {
         let doc = doc as u64;
         let full = len / block_size;
@@ -169,5 +188,15 @@ mod tests {
     #[test]
     fn zero_block_size_is_an_error() {
         assert!(pack_documents(&[1], 0).is_err());
+    }
+
+    #[test]
+    fn absurd_lengths_are_an_error_not_an_abort() {
+        // A damaged .idx read as lengths: 2^63 tokens in one document, or
+        // more blocks than usize counts, are refused before any allocation.
+        for lengths in [vec![1u64 << 63], vec![u64::MAX, u64::MAX]] {
+            let err = pack_documents(&lengths, 1).unwrap_err();
+            assert!(err.to_string().contains("too big for memory"), "{err}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -14,7 +14,8 @@ use pyo3::exceptions::{
     PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
 
 use crate::chunk::{chunk_files as run_chunk_files, ChunkConfig, Limit};
 use crate::dedup::{
@@ -58,25 +59,148 @@ create_exception!(
     "A dataset on disk does not match its manifest or format."
 );
 
-/// Maps every core error to the Python exception that fits it.
-fn to_py(e: CoreError) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        CoreError::Io { source, .. } => match source.kind() {
-            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
-            std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
-            _ => PyOSError::new_err(msg),
-        },
-        CoreError::BadLine { .. } => BadLineError::new_err(msg),
-        CoreError::Tokenizer { .. } => TokenizerError::new_err(msg),
-        CoreError::Invalid(_) => PyValueError::new_err(msg),
-        CoreError::OutputExists(_) | CoreError::ForeignFiles { .. } => {
-            PyFileExistsError::new_err(msg)
-        }
-        CoreError::Corrupt { .. } => CorruptDatasetError::new_err(msg),
-        CoreError::Interrupted => PyKeyboardInterrupt::new_err(msg),
-        CoreError::NoDocuments { .. } => NoDocumentsError::new_err(msg),
+create_exception!(
+    _core,
+    InternalError,
+    TokenmillError,
+    "A bug in tokenmill (a Rust panic, caught at the boundary); the message says where."
+);
+
+/// The exception classes with two bases, a tokenmill one and a built-in one,
+/// so that `except TokenmillError` and `except FileNotFoundError` (or
+/// `OSError`, `ValueError`) both catch them. `create_exception!` takes one
+/// base, so they are made with `type(name, bases, dict)` once.
+struct MixedErrors {
+    os: Py<PyType>,
+    not_found: Py<PyType>,
+    permission: Py<PyType>,
+    exists: Py<PyType>,
+    invalid: Py<PyType>,
+}
+
+impl MixedErrors {
+    fn get(py: Python<'_>) -> PyResult<&'static MixedErrors> {
+        static TYPES: PyOnceLock<MixedErrors> = PyOnceLock::new();
+        TYPES.get_or_try_init(py, || {
+            let make =
+                |name: &str, bases: &[Bound<'_, PyType>], doc: &str| -> PyResult<Py<PyType>> {
+                    let dict = PyDict::new(py);
+                    dict.set_item("__module__", "tokenmill._core")?;
+                    dict.set_item("__doc__", doc)?;
+                    let bases = PyTuple::new(py, bases)?;
+                    let ty = py.get_type::<PyType>().call1((name, bases, dict))?;
+                    Ok(ty.cast_into::<PyType>()?.unbind())
+                };
+            let base = py.get_type::<TokenmillError>();
+            let os = make(
+                "TokenmillOSError",
+                &[base.clone(), py.get_type::<PyOSError>()],
+                "An I/O failure; errno, strerror and filename are set as on OSError.",
+            )?;
+            let os_bound = os.bind(py).clone();
+            Ok(MixedErrors {
+                not_found: make(
+                    "TokenmillFileNotFoundError",
+                    &[os_bound.clone(), py.get_type::<PyFileNotFoundError>()],
+                    "A file or directory to read does not exist.",
+                )?,
+                permission: make(
+                    "TokenmillPermissionError",
+                    &[os_bound, py.get_type::<PyPermissionError>()],
+                    "A file or directory could not be read or written for lack of permission.",
+                )?,
+                exists: make(
+                    "OutputExistsError",
+                    &[base.clone(), py.get_type::<PyFileExistsError>()],
+                    "The output already holds a dataset, or files tokenmill did not write.",
+                )?,
+                invalid: make(
+                    "InvalidOptionError",
+                    &[base, py.get_type::<PyValueError>()],
+                    "An invalid option or an inconsistent request.",
+                )?,
+                os,
+            })
+        })
     }
+}
+
+/// Maps every core error to the Python exception that fits it: a
+/// `TokenmillError` subclass, also an `OSError` (with `errno`, `strerror`
+/// and `filename`) for I/O failures. Ctrl-C stays `KeyboardInterrupt`.
+fn to_py(e: CoreError) -> PyErr {
+    Python::attach(|py| {
+        let types = match MixedErrors::get(py) {
+            Ok(types) => types,
+            Err(err) => return err,
+        };
+        let ty = |ty: &Py<PyType>| ty.bind(py).clone();
+        let msg = e.to_string();
+        match e {
+            CoreError::Io { path, source } => {
+                use std::io::ErrorKind;
+                let (class, errno) = match source.kind() {
+                    ErrorKind::NotFound => (&types.not_found, Some(libc::ENOENT)),
+                    ErrorKind::PermissionDenied => (&types.permission, Some(libc::EACCES)),
+                    _ => (&types.os, None),
+                };
+                // OSError(errno, strerror, filename) sets the three attributes;
+                // errors that did not come from the OS keep the message only
+                // (or the errno their kind implies, with tokenmill's text).
+                match source.raw_os_error().or(errno) {
+                    Some(code) => PyErr::from_type(
+                        ty(class),
+                        (code, os_strerror(&source), path.display().to_string()),
+                    ),
+                    None => PyErr::from_type(ty(class), (msg,)),
+                }
+            }
+            CoreError::BadLine { .. } => BadLineError::new_err(msg),
+            CoreError::Tokenizer { .. } => TokenizerError::new_err(msg),
+            CoreError::Invalid(_) => PyErr::from_type(ty(&types.invalid), (msg,)),
+            CoreError::OutputExists(_) | CoreError::ForeignFiles { .. } => {
+                PyErr::from_type(ty(&types.exists), (msg,))
+            }
+            CoreError::Corrupt { .. } => CorruptDatasetError::new_err(msg),
+            CoreError::Interrupted => PyKeyboardInterrupt::new_err(msg),
+            CoreError::NoDocuments { .. } => NoDocumentsError::new_err(msg),
+        }
+    })
+}
+
+/// The OS's text for an error, without Rust's " (os error N)" suffix
+/// (Python prints the number itself: "[Errno 28] No space left on device").
+fn os_strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// `InvalidOptionError(msg)`: a `TokenmillError` that is also a `ValueError`.
+fn invalid_err(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| match MixedErrors::get(py) {
+        Ok(types) => PyErr::from_type(types.invalid.bind(py).clone(), (msg,)),
+        Err(err) => err,
+    })
+}
+
+/// Runs `f`, turning a Rust panic (a bug) into `InternalError` with the
+/// panic's message instead of pyo3's `PanicException`, a `BaseException`
+/// that `except Exception` misses. Every binding runs its body through this.
+fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(InternalError::new_err(format!(
+            "internal error (a bug in tokenmill, please report it): {what}"
+        )))
+    })
 }
 
 /// Runs `f` with the GIL released and converts its error. `f` receives a
@@ -85,15 +209,17 @@ fn detached<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(&dyn Fn() -> bool) -> crate::Result<T> + Send,
 ) -> PyResult<T> {
-    py.detach(|| {
-        let interrupted = || Python::attach(|py| py.check_signals().is_err());
-        f(&interrupted)
+    guarded(|| {
+        py.detach(|| {
+            let interrupted = || Python::attach(|py| py.check_signals().is_err());
+            f(&interrupted)
+        })
+        .map_err(to_py)
     })
-    .map_err(to_py)
 }
 
 fn json_err(e: serde_json::Error) -> PyErr {
-    PyValueError::new_err(format!("invalid configuration: {e}"))
+    invalid_err(format!("invalid configuration: {e}"))
 }
 
 /// Runs the prepare pipeline on a JSON-encoded `PrepareConfig`; returns the
@@ -122,14 +248,45 @@ fn verify(py: Python<'_>, path: &str, threads: usize) -> PyResult<String> {
     serde_json::to_string(&report).map_err(json_err)
 }
 
+/// The text of `root/manifest.json` after `Manifest::parse` checked it
+/// (format, dtype, shard paths inside the dataset, split totals).
+#[pyfunction]
+fn read_manifest(py: Python<'_>, root: &str) -> PyResult<String> {
+    detached(py, |_| {
+        let path = Path::new(root).join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| CoreError::io(&path, e))?;
+        crate::manifest::Manifest::parse(&text, &path)?;
+        Ok(text)
+    })
+}
+
+/// Checks a shard's `.idx` file against its manifest counts (see
+/// `shard::check_offsets`); raises CorruptDatasetError naming the file.
+#[pyfunction]
+fn check_index(py: Python<'_>, path: &str, docs: u64, tokens: u64) -> PyResult<()> {
+    detached(py, |_| {
+        let path = Path::new(path);
+        let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+        // SAFETY: read-only map of a finished shard; tokenmill never
+        // rewrites a finished file in place (writes go to NAME.tmp + rename).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| CoreError::io(path, e))?;
+        crate::shard::check_offsets(&map, docs, tokens).map_err(|message| CoreError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        })
+    })
+}
+
 /// Facts about a tokenizer as JSON: resolved path, fingerprint, vocab size,
 /// special tokens, BOS default, the backend `auto` picks (and why) and
 /// whether long documents are split.
 #[pyfunction]
 fn tokenizer_info(py: Python<'_>, path: &str) -> PyResult<String> {
-    let loaded = detached(py, |_| tokenize::load(Path::new(path)))?;
-    let encoder =
-        CoreEncoder::new(&loaded, None, None, false, Backend::Auto, 0.0).map_err(to_py)?;
+    let (loaded, encoder) = detached(py, |_| {
+        let loaded = tokenize::load(Path::new(path))?;
+        let encoder = CoreEncoder::new(&loaded, None, None, false, Backend::Auto, 0.0)?;
+        Ok((loaded, encoder))
+    })?;
     let info = serde_json::json!({
         "path": loaded.json_path.display().to_string(),
         "fingerprint": loaded.fingerprint,
@@ -155,9 +312,7 @@ fn pack_documents<'py>(
     block_size: u64,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     if !lengths.len().is_multiple_of(8) {
-        return Err(PyValueError::new_err(
-            "lengths must be little-endian uint64 bytes",
-        ));
+        return Err(invalid_err("lengths must be little-endian uint64 bytes"));
     }
     let lengths: Vec<u64> = lengths
         .chunks_exact(8)
@@ -200,7 +355,7 @@ impl Encoder {
     ) -> PyResult<Self> {
         let backend: Backend =
             serde_json::from_value(serde_json::Value::from(backend)).map_err(|_| {
-                PyValueError::new_err(format!(
+                invalid_err(format!(
                     "backend must be auto, fast or reference, got {backend:?}"
                 ))
             })?;
@@ -208,7 +363,7 @@ impl Encoder {
         let special = |t: &Option<tokenize::SpecialToken>, name: &str| {
             t.as_ref()
                 .map(|t| t.id)
-                .ok_or_else(|| PyValueError::new_err(format!("tokenizer defines no {name} token")))
+                .ok_or_else(|| invalid_err(format!("tokenizer defines no {name} token")))
         };
         let bos = if add_bos {
             Some(special(&loaded.bos, "BOS")?)
@@ -220,10 +375,10 @@ impl Encoder {
         } else {
             None
         };
-        Ok(Encoder {
-            inner: CoreEncoder::new(&loaded, bos, eos, parse_special, backend, verify_fraction)
-                .map_err(to_py)?,
-        })
+        let inner = detached(py, |_| {
+            CoreEncoder::new(&loaded, bos, eos, parse_special, backend, verify_fraction)
+        })?;
+        Ok(Encoder { inner })
     }
 
     /// The engine that produces the ids: ``"fast"`` or ``"tokenizers"``.
@@ -280,12 +435,15 @@ impl Encoder {
     }
 
     /// The byte ranges a long text is encoded in (one range for short texts).
-    fn pieces(&self, text: &str) -> Vec<(usize, usize)> {
-        self.inner
-            .pieces(text)
-            .into_iter()
-            .map(|r| (r.start, r.end))
-            .collect()
+    fn pieces(&self, text: &str) -> PyResult<Vec<(usize, usize)>> {
+        guarded(|| {
+            Ok(self
+                .inner
+                .pieces(text)
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect())
+        })
     }
 }
 
@@ -369,15 +527,17 @@ fn minhash<'py>(
             }
             drop(tx);
             detached(py, |_| {
-                // Join every worker, so that the scope has none left to panic on.
-                let panicked = handles
-                    .into_iter()
-                    .map(|h| h.join().is_err())
-                    .fold(false, |a, b| a | b);
-                if panicked {
-                    return Err(CoreError::Invalid(
-                        "a minhash worker thread panicked".into(),
-                    ));
+                // Join every worker, so that the scope has none left to panic
+                // on; a worker's panic goes on here, where `guarded` turns it
+                // into InternalError.
+                let mut panic = None;
+                for h in handles {
+                    if let Err(payload) = h.join() {
+                        panic.get_or_insert(payload);
+                    }
+                }
+                if let Some(payload) = panic {
+                    std::panic::resume_unwind(payload);
                 }
                 Ok(())
             })?;
@@ -391,9 +551,11 @@ fn minhash<'py>(
 #[pyfunction]
 #[pyo3(signature = (text, shingle = "auto", ngram = 5))]
 fn shingles(text: &str, shingle: &str, ngram: usize) -> PyResult<(String, Vec<String>)> {
-    let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
-    let (kind, out) = crate::minhash::shingles(text, shingling);
-    Ok((kind.name().to_owned(), out))
+    guarded(|| {
+        let shingling = Shingling::parse(shingle, ngram).map_err(to_py)?;
+        let (kind, out) = crate::minhash::shingles(text, shingling);
+        Ok((kind.name().to_owned(), out))
+    })
 }
 
 fn roots_bytes<'py>(py: Python<'py>, roots: &[u32]) -> Bound<'py, PyBytes> {
@@ -458,11 +620,14 @@ fn chunk_spans<'py>(
                     // Byte offsets to character offsets, in one walk.
                     let mut out = Vec::with_capacity(ranges.len());
                     let (mut byte, mut chars) = (0usize, 0usize);
+                    // Overlapping chunks start before the last end: count back
+                    // from there, not again from 0 (linear in the text).
                     let mut to_chars = |b: usize| {
                         if b < byte {
-                            (byte, chars) = (0, 0);
+                            chars -= t[b..byte].chars().count();
+                        } else {
+                            chars += t[byte..b].chars().count();
                         }
-                        chars += t[byte..b].chars().count();
                         byte = b;
                         chars
                     };
@@ -543,7 +708,7 @@ impl TextBatches {
             "line" => TxtMode::Line,
             "file" => TxtMode::File,
             other => {
-                return Err(PyValueError::new_err(format!(
+                return Err(invalid_err(format!(
                     "txt_mode must be line or file, not {other:?}"
                 )))
             }
@@ -569,7 +734,7 @@ impl TextBatches {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<String>>> {
         let batch = detached(py, |_| {
-            let mut state = self.state.lock().expect("reader state poisoned");
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.next_batch(self.batch_docs)
         })?;
         Ok(if batch.is_empty() { None } else { Some(batch) })
@@ -578,12 +743,28 @@ impl TextBatches {
     /// Skipped lines so far, by reason.
     #[getter]
     fn skipped(&self) -> std::collections::BTreeMap<String, u64> {
+        // A panic (a bug, raised as InternalError) while the lock was held
+        // must not fail every later call: the state is kept as it was.
         self.state
             .lock()
-            .expect("reader state poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .skipped
             .clone()
     }
+}
+
+/// Panics with `message`, on the calling thread or on a worker thread of a
+/// pool; for the tests of the panic boundary ([`guarded`]) only.
+#[pyfunction]
+#[pyo3(signature = (message, in_worker = false))]
+fn _panic_for_tests(py: Python<'_>, message: &str, in_worker: bool) -> PyResult<()> {
+    detached(py, |_| {
+        if in_worker {
+            let pool = crate::dedup::build_pool(2)?;
+            pool.install(|| rayon::join(|| panic!("{message}"), || ()));
+        }
+        panic!("{message}")
+    })
 }
 
 #[pymodule]
@@ -595,9 +776,23 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("CorruptDatasetError", py.get_type::<CorruptDatasetError>())?;
     m.add("NoDocumentsError", py.get_type::<NoDocumentsError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
+    let mixed = MixedErrors::get(py)?;
+    for ty in [
+        &mixed.os,
+        &mixed.not_found,
+        &mixed.permission,
+        &mixed.exists,
+        &mixed.invalid,
+    ] {
+        let ty = ty.bind(py);
+        m.add(ty.name()?, ty)?;
+    }
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_sft, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(read_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(check_index, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer_info, m)?)?;
     m.add_function(wrap_pyfunction!(pack_documents, m)?)?;
     m.add_function(wrap_pyfunction!(minhash, m)?)?;
@@ -606,6 +801,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dedup_files, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_spans, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_files, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_class::<Encoder>()?;
     m.add_class::<TextBatches>()?;
     Ok(())

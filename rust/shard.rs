@@ -86,6 +86,36 @@ pub struct ShardInfo {
     pub mask_sha256: Option<String>,
 }
 
+/// Checks a shard's `.idx` bytes against its manifest entry: `docs + 1`
+/// little-endian `uint64` offsets that start at 0, never decrease and end
+/// at `tokens`. Returns the first problem found. `verify` and every reader
+/// (`open_shards` through the bindings) run it before trusting the offsets.
+pub fn check_offsets(idx: &[u8], docs: u64, tokens: u64) -> std::result::Result<(), String> {
+    if !idx.len().is_multiple_of(8) || Some(idx.len() as u64 / 8) != docs.checked_add(1) {
+        return Err(format!(
+            "{} bytes, expected {docs} documents + 1 offsets x 8",
+            idx.len()
+        ));
+    }
+    let mut previous = 0u64;
+    for (i, c) in idx.chunks_exact(8).enumerate() {
+        let offset = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        if i == 0 && offset != 0 {
+            return Err(format!("first offset is {offset}, not 0"));
+        }
+        if offset < previous {
+            return Err(format!("offsets decrease at entry {i}"));
+        }
+        previous = offset;
+    }
+    if previous != tokens {
+        return Err(format!(
+            "last offset {previous} is not the token count {tokens}"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes a file's bytes to `NAME.tmp`, fsyncs and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_name(path);

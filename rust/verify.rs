@@ -93,32 +93,8 @@ fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<Stri
             s.tokens
         ));
     }
-    if !idx.len().is_multiple_of(8) || Some(idx.len() as u64 / 8) != s.docs.checked_add(1) {
-        errors.push(format!(
-            "{}: {} bytes, expected {} documents + 1 offsets x 8",
-            s.idx,
-            idx.len(),
-            s.docs
-        ));
-    } else {
-        let offsets: Vec<u64> = idx
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        if offsets.first() != Some(&0) {
-            errors.push(format!("{}: first offset is not 0", s.idx));
-        }
-        if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
-            errors.push(format!("{}: offsets decrease at entry {}", s.idx, i + 1));
-        }
-        if offsets.last() != Some(&s.tokens) {
-            errors.push(format!(
-                "{}: last offset {:?} is not the token count {}",
-                s.idx,
-                offsets.last(),
-                s.tokens
-            ));
-        }
+    if let Err(e) = crate::shard::check_offsets(idx, s.docs, s.tokens) {
+        errors.push(format!("{}: {e}", s.idx));
     }
     let max_id = match dtype {
         Dtype::U16 => bin

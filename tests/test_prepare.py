@@ -198,6 +198,7 @@ def test_verify_reports_manifest_counts_past_any_size(tmp_path: Path, bpe_tok: P
     m = json.loads((out / "manifest.json").read_text())
     shard = m["splits"]["train"]["shards"][0]
     shard["tokens"] = shard["docs"] = 2**64 - 1
+    m["splits"]["train"]["tokens"] = m["splits"]["train"]["docs"] = 2**64 - 1
     (out / "manifest.json").write_text(json.dumps(m))
     errors = tokenmill.verify(out).errors
     assert any("expected 18446744073709551615 tokens" in e for e in errors), errors

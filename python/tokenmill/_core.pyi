@@ -7,11 +7,19 @@ __all__ = [
     "BadLineError",
     "CorruptDatasetError",
     "Encoder",
+    "InternalError",
+    "InvalidOptionError",
     "NoDocumentsError",
+    "OutputExistsError",
     "TextBatches",
     "TokenizerError",
     "TokenmillError",
+    "TokenmillFileNotFoundError",
+    "TokenmillOSError",
+    "TokenmillPermissionError",
     "__version__",
+    "_panic_for_tests",
+    "check_index",
     "chunk_files",
     "chunk_spans",
     "dedup_files",
@@ -20,6 +28,7 @@ __all__ = [
     "pack_documents",
     "prepare",
     "prepare_sft",
+    "read_manifest",
     "shingles",
     "tokenizer_info",
     "verify",
@@ -32,12 +41,33 @@ class BadLineError(TokenmillError): ...
 class TokenizerError(TokenmillError): ...
 class CorruptDatasetError(TokenmillError): ...
 
+class InternalError(TokenmillError):
+    """A bug in tokenmill (a Rust panic, caught at the boundary); the message says where."""
+
+class TokenmillOSError(TokenmillError, OSError):
+    """An I/O failure; errno, strerror and filename are set as on OSError."""
+
+class TokenmillFileNotFoundError(TokenmillOSError, FileNotFoundError):
+    """A file or directory to read does not exist."""
+
+class TokenmillPermissionError(TokenmillOSError, PermissionError):
+    """A file or directory could not be read or written for lack of permission."""
+
+class OutputExistsError(TokenmillError, FileExistsError):
+    """The output already holds a dataset, or files tokenmill did not write."""
+
+class InvalidOptionError(TokenmillError, ValueError):
+    """An invalid option or an inconsistent request."""
+
 class NoDocumentsError(TokenmillError):
     """A run kept no document, so nothing was finished (``allow_empty=True`` accepts that)."""
 
+def _panic_for_tests(message: str, in_worker: bool = False) -> None: ...
 def prepare(config_json: str) -> str: ...
 def prepare_sft(config_json: str) -> str: ...
 def verify(path: str, threads: int = 0) -> str: ...
+def read_manifest(root: str) -> str: ...
+def check_index(path: str, docs: int, tokens: int) -> None: ...
 def tokenizer_info(path: str) -> str: ...
 def pack_documents(lengths: bytes, block_size: int) -> tuple[bytes, bytes]: ...
 def minhash(

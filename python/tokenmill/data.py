@@ -79,9 +79,9 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         pad_id: int | None = None,
     ) -> None:
         if block_size < 2:
-            raise ValueError("block_size must be at least 2")
+            raise _core.InvalidOptionError("block_size must be at least 2")
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise _core.InvalidOptionError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.shards = ShardSet(path, split)
         self._bins = [tokens for tokens, _ in self.shards.shards]
         self._masks = self.shards.masks
@@ -146,7 +146,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         them as a dataset of their own (an eval set for shards without a
         val split); the two never share a block."""
         if not 0 < count < self._blocks:
-            raise ValueError(f"cannot hold out {count} of {self._blocks} blocks")
+            raise _core.InvalidOptionError(f"cannot hold out {count} of {self._blocks} blocks")
         held = copy.copy(self)
         self._blocks -= count
         held._first = self._first + self._blocks
@@ -256,7 +256,7 @@ class PackedDataset(Dataset[dict[str, torch.Tensor]]):
         """``(doc, start, length)`` of each document piece in block ``i``
         (``doc`` mode only; for tests and inspection)."""
         if self.mode != "doc":
-            raise ValueError("documents_of needs mode='doc'")
+            raise _core.InvalidOptionError("documents_of needs mode='doc'")
         i += self._first
         rows = self._pieces[self._block_starts[i] : self._block_starts[i + 1]]
         return [(int(d), int(s), int(n)) for d, s, n in rows]
@@ -335,15 +335,17 @@ class TrainStream(IterableDataset[dict[str, torch.Tensor]]):
         shuffle: bool = True,
     ) -> None:
         if not sources or any(s.weight <= 0 for s in sources):
-            raise ValueError("a training stream needs at least one source, all weights > 0")
+            raise _core.InvalidOptionError(
+                "a training stream needs at least one source, all weights > 0"
+            )
         for s in sources:
             if len(s.dataset) == 0:
-                raise ValueError(
+                raise _core.InvalidOptionError(
                     f"{s.dataset.shards.path} ({s.dataset.shards.split}) has no block of "
                     f"{s.dataset.block_size} tokens; lower --block-size or add data"
                 )
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
+            raise _core.InvalidOptionError(f"rank {rank} outside world size {world_size}")
         self.sources = list(sources)
         self.batch_size = batch_size
         self.seed = seed
@@ -423,11 +425,11 @@ class TrainStream(IterableDataset[dict[str, torch.Tensor]]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the position; refuses a state from a different setup."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(
+            raise _core.InvalidOptionError(
                 f"data loader state version {state.get('version')} is not {STATE_VERSION}"
             )
         if state["world_size"] != self.world_size:
-            raise ValueError(
+            raise _core.InvalidOptionError(
                 f"the checkpoint was trained on {state['world_size']} process(es), this run has "
                 f"{self.world_size}; resume with the same number of processes (the data order "
                 "depends on it), or start a new run from the checkpoint's model"
@@ -435,7 +437,7 @@ class TrainStream(IterableDataset[dict[str, torch.Tensor]]):
         mine = self.state_dict()
         for key in ("batch_size", "seed", "shuffle", "weights", "sources"):
             if state[key] != mine[key]:
-                raise ValueError(
+                raise _core.InvalidOptionError(
                     f"cannot resume the data position: {key} changed from {state[key]} "
                     f"to {mine[key]}"
                 )
@@ -450,7 +452,9 @@ def _mix_schedule(weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.
     for s in np.argsort(-(raw - counts), kind="stable")[: MIX_PERIOD - int(counts.sum())]:
         counts[s] += 1
     if (counts == 0).any():
-        raise ValueError(f"mix weights {list(weights)} give a source under 1/{MIX_PERIOD}")
+        raise _core.InvalidOptionError(
+            f"mix weights {list(weights)} give a source under 1/{MIX_PERIOD}"
+        )
     # Even interleaving: offset k of source s sits at (k + 0.5) / count_s.
     keys = np.concatenate([(np.arange(c) + 0.5) / c for c in counts])
     owners = np.concatenate([np.full(c, s) for s, c in enumerate(counts)])

@@ -217,10 +217,10 @@ def dedup(
 
     opts = _options(threshold, num_perm, bands, rows, shingle, ngram, seed, verify)
     if (inputs is None) == (texts is None):
-        raise ValueError("give either inputs (files) or texts, not both")
+        raise _core.InvalidOptionError("give either inputs (files) or texts, not both")
     if texts is not None:
         if output is not None or report is not None:
-            raise ValueError("output and report are for file inputs")
+            raise _core.InvalidOptionError("output and report are for file inputs")
         raw, info_json = _core.dedup_texts(list(texts), json.dumps(opts), threads)
         info = json.loads(info_json)
         return DedupResult(

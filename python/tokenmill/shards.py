@@ -324,12 +324,12 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
     """The manifest of the dataset at ``path``; a directory without one is no dataset."""
     manifest = Path(path) / "manifest.json"
     if not manifest.is_file():
-        raise FileNotFoundError(
+        raise _core.TokenmillFileNotFoundError(
             f"{manifest}: no manifest.json, so {path} is not a finished tokenmill dataset"
         )
-    m: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-    if m.get("format") != "tokenmill-shards" or m.get("format_version") != 1:
-        raise _core.CorruptDatasetError(f"{manifest}: not a tokenmill shard format v1 manifest")
+    # Checked in Rust before anything in it is used: format, dtype, shard
+    # paths inside the dataset, split totals (a manifest may be downloaded).
+    m: dict[str, Any] = json.loads(_core.read_manifest(str(path)))
     return m
 
 
@@ -378,9 +378,12 @@ class ShardSet:
             ]
         for shard in shards:
             self._bins.append(_memmap(self.path / shard["bin"], self.dtype, shard["tokens"]))
-            self._offsets.append(
-                _memmap(self.path / shard["idx"], np.dtype("<u8"), shard["docs"] + 1)
-            )
+            # Offsets are trusted only after they start at 0, never decrease
+            # and end at the token count (a damaged .idx would give wrong
+            # slices, or negative lengths to the packer).
+            idx = self.path / shard["idx"]
+            _core.check_index(str(idx), shard["docs"], shard["tokens"])
+            self._offsets.append(_memmap(idx, np.dtype("<u8"), shard["docs"] + 1))
         counts = [len(o) - 1 for o in self._offsets]
         self._doc_starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
@@ -405,7 +408,7 @@ class ShardSet:
     def mask(self, i: int) -> np.ndarray:
         """The loss mask of document ``i`` (uint8, 1 where trained on)."""
         if self._masks is None:
-            raise ValueError(f"{self.path} has no .mask files (not an SFT dataset)")
+            raise _core.InvalidOptionError(f"{self.path} has no .mask files (not an SFT dataset)")
         s, local = self._locate(i)
         off = self._offsets[s]
         return self._masks[s][int(off[local]) : int(off[local + 1])]

@@ -61,11 +61,11 @@ def train_tokenizer(
     """
     out = Path(output)
     if (out / "tokenizer.json").exists() and not overwrite:
-        raise FileExistsError(
+        raise _core.OutputExistsError(
             f"{out} already holds a tokenizer (tokenizer.json); pass overwrite=True to replace it"
         )
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(
+        raise _core.InvalidOptionError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
         )
     input_list = _as_list(inputs)
@@ -98,7 +98,7 @@ def train_tokenizer(
     tok.train_from_iterator(texts(), trainer=trainer)
     skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
     if seen == 0:
-        raise ValueError(
+        raise _core.InvalidOptionError(
             f"no documents to train on in {inputs} (skipped lines: {skipped or 'none'})"
         )
     for i, t in enumerate(SPECIAL_TOKENS):
