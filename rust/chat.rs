@@ -203,6 +203,7 @@ pub fn record_hint(reason: &str) -> &'static str {
             "each record needs a messages (OpenAI), conversations (ShareGPT) or instruction (alpaca) field"
         }
         "too_long" => "raise max_length or pass overflow='truncate'",
+        "too_many_turns" => "split conversations with thousands of turns into shorter records",
         other => crate::reader::skip_hint(other),
     }
 }
@@ -377,42 +378,18 @@ impl ChatTemplate {
         let found = find_template(path)?;
         let from_tokenizer = found.is_some();
         let source = found.unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        let mut env = Environment::new();
-        // A template comes with a downloaded tokenizer_config.json: bounded
-        // in time (instructions per render) as well as in output
-        // (`ChatTemplate::render`).
-        env.set_fuel(Some(TEMPLATE_FUEL));
-        // transformers renders with trim_blocks and lstrip_blocks on.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, JinjaError> {
-                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_filter("tojson", tojson);
-        env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source)
-            .map_err(|e| TokenmillError::Tokenizer {
-                path: loaded.json_path.clone(),
-                message: format!("chat template does not compile: {e}"),
-            })?;
-        Ok(ChatTemplate {
-            env,
-            bos_token: loaded
-                .bos
-                .as_ref()
-                .map(|t| t.token.clone())
-                .unwrap_or_default(),
-            eos_token: loaded
-                .eos
-                .as_ref()
-                .map(|t| t.token.clone())
-                .unwrap_or_default(),
-            from_tokenizer,
-        })
+        let token = |t: &Option<tokenize::SpecialToken>| {
+            t.as_ref().map(|t| t.token.clone()).unwrap_or_default()
+        };
+        let mut template =
+            ChatTemplate::from_source(&source, &token(&loaded.bos), &token(&loaded.eos)).map_err(
+                |e| TokenmillError::Tokenizer {
+                    path: loaded.json_path.clone(),
+                    message: e.to_string(),
+                },
+            )?;
+        template.from_tokenizer = from_tokenizer;
+        Ok(template)
     }
 
     /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
@@ -441,6 +418,37 @@ impl ChatTemplate {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    /// A template from its source, with `bos_token` and `eos_token` as the
+    /// template sees them ([`ChatTemplate::load`] passes the tokenizer's;
+    /// the `chat_render` fuzz target its own).
+    pub fn from_source(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        // A template comes with a downloaded tokenizer_config.json: bounded
+        // in time (instructions per render) as well as in output
+        // (`ChatTemplate::render`).
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        // transformers renders with trim_blocks and lstrip_blocks on.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_filter("tojson", tojson);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source.to_owned())
+            .map_err(|e| TokenmillError::Invalid(format!("chat template does not compile: {e}")))?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.to_owned(),
+            eos_token: eos_token.to_owned(),
+            from_tokenizer: true,
+        })
+    }
 }
 
 /// Instructions one render may execute: the templates of real models use
@@ -450,6 +458,13 @@ pub const TEMPLATE_FUEL: u64 = 10_000_000;
 /// Bytes one render may write: far above any record the reader accepts
 /// (64 MiB lines by default), far below what exhausts memory.
 pub const MAX_RENDERED_BYTES: usize = 256 << 20;
+
+/// Bytes the prefix renders of one conversation may total. Masks come
+/// from rendering and tokenizing the prefix before and through each
+/// assistant turn, so the work grows with turns x length: 128 MiB (a few
+/// seconds) passes 100 assistant turns in a 600 KB conversation or 1000 in
+/// a 60 KB one, and skips a 10^4-turn record (`too_many_turns`) at once.
+pub const MAX_PREFIX_RENDER_BYTES: u64 = 128 << 20;
 
 /// A render's output, refusing to grow past `MAX_RENDERED_BYTES`.
 #[derive(Default)]
@@ -577,15 +592,46 @@ impl ChatEncoder {
         if self.max_length.is_some_and(|m| full.len() > m) && self.overflow == Overflow::Drop {
             return skip("too_long", format!("{} tokens", full.len()));
         }
+        // The prefix renders hold at least the messages' text: a record whose
+        // turns would need more than the budget is skipped before any work.
+        let mut content = 0u64;
+        let mut least_work = 0u64;
+        for m in messages {
+            content += m.content.len() as u64;
+            if m.role == "assistant" {
+                least_work = least_work.saturating_add(2 * content);
+            }
+        }
+        let over_budget = |work: u64| {
+            let turns = messages.iter().filter(|m| m.role == "assistant").count();
+            skip::<Conversation>(
+                "too_many_turns",
+                format!(
+                    "{turns} assistant turns in {content} bytes of text need over {work} bytes \
+                     of prefix renders, the limit is {MAX_PREFIX_RENDER_BYTES}"
+                ),
+            )
+        };
+        if least_work > MAX_PREFIX_RENDER_BYTES {
+            return over_budget(least_work);
+        }
         // (start, end of mask, end of turn) of each assistant turn, in tokens.
         let mut spans = Vec::new();
         let mut inexact_turns = 0;
+        let mut work = 0u64;
         for (i, m) in messages.iter().enumerate() {
             if m.role != "assistant" {
                 continue;
             }
-            let before = self.encode(&self.render(&messages[..i], true)?)?;
-            let through = self.encode(&self.render(&messages[..=i], false)?)?;
+            let before = self.render(&messages[..i], true)?;
+            let through = self.render(&messages[..=i], false)?;
+            // Templates add markup to the text: the real total is checked too.
+            work += (before.len() + through.len()) as u64;
+            if work > MAX_PREFIX_RENDER_BYTES {
+                return over_budget(work);
+            }
+            let before = self.encode(&before)?;
+            let through = self.encode(&through)?;
             let start = common_prefix(&before, &full);
             let stop = common_prefix(&through, &full);
             let exact = stop == through.len();

@@ -501,3 +501,25 @@ def test_a_hostile_chat_template_is_stopped_and_counted(
     with pytest.raises(tokenmill.NoDocumentsError, match=re.escape(reason)):
         run(src, tok, tmp_path / "out", threads=1)
     assert time.perf_counter() - started < 30
+
+
+def test_a_record_with_thousands_of_turns_is_skipped_at_once(bpe_tok: Path, tmp_path: Path) -> None:
+    """Masks need a render of the prefix before and through each assistant turn
+    (work ~ turns x length): a 10^4-turn record took minutes before the budget;
+    now it is counted as too_many_turns at once, and a long real one passes."""
+    import time
+
+    def chat(turns: int, words: int) -> dict[str, Any]:
+        messages = []
+        for i in range(turns):
+            messages.append({"role": "user", "content": f"question {i} " + "word " * words})
+            messages.append({"role": "assistant", "content": f"answer {i} " + "text " * words})
+        return {"messages": messages}
+
+    src = write_records(tmp_path / "c.jsonl", [chat(10_000, 5), chat(60, 40)])
+    started = time.perf_counter()
+    stats = run(src, bpe_tok, tmp_path / "out", threads=1)
+    assert time.perf_counter() - started < 30
+    assert stats.skipped == {"too_many_turns": 1}
+    assert stats.manifest["totals"]["docs"] == 1
+    assert "10000 assistant turns" in " ".join(stats.manifest["skipped_examples"])
