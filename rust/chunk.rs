@@ -67,24 +67,33 @@ impl Measure for Tokens<'_> {
     }
 }
 
-fn is_grapheme_boundary(text: &str, pos: usize) -> bool {
-    if pos == 0 || pos == text.len() {
+/// Whether `pos` is a grapheme cluster boundary of `text`, given `base <=
+/// pos`, a boundary already known: the segmentation of `text[base..]` is
+/// that of `text` from `base` on (no rule looks back across a boundary: a
+/// regional-indicator pair or an emoji ZWJ sequence never spans one). With
+/// the whole text as context, a position inside a long run of regional
+/// indicators (flags) would count the run back from its start on every call:
+/// quadratic in the run.
+fn is_grapheme_boundary(text: &str, base: usize, pos: usize) -> bool {
+    if pos == base || pos == text.len() {
         return true;
     }
     if !text.is_char_boundary(pos) {
         return false;
     }
-    GraphemeCursor::new(pos, text.len(), true)
-        .is_boundary(text, 0)
+    GraphemeCursor::new(pos - base, text.len() - base, true)
+        .is_boundary(&text[base..], 0)
         .unwrap_or(false)
 }
 
-fn next_grapheme_boundary(text: &str, pos: usize) -> usize {
-    GraphemeCursor::new(pos, text.len(), true)
-        .next_boundary(text, 0)
+/// The first grapheme cluster boundary after `pos` (`base` as in
+/// [`is_grapheme_boundary`]).
+fn next_grapheme_boundary(text: &str, base: usize, pos: usize) -> usize {
+    GraphemeCursor::new(pos - base, text.len() - base, true)
+        .next_boundary(&text[base..], 0)
         .ok()
         .flatten()
-        .unwrap_or(text.len())
+        .map_or(text.len(), |p| base + p)
 }
 
 /// Byte offset `n` characters after `start` (or the end).
@@ -95,20 +104,47 @@ fn chars_after(text: &str, start: usize, n: usize) -> usize {
         .map_or(text.len(), |(i, _)| start + i)
 }
 
+/// A rest of the document is measured whole only when it is at most this
+/// many times as long (in bytes) as a prefix of it that already exceeds the
+/// limit (see [`fit`]).
+const WHOLE_REST_FACTOR: usize = 16;
+
 /// The end of the longest prefix from `start` that measures at most `max`
-/// (a character boundary, possibly `start` itself).
+/// (a character boundary, possibly `start` itself): the whole rest when it
+/// fits, else found by an exponential then a binary search on the number of
+/// characters.
+///
+/// Token counts are not monotone in the prefix: a word cut in two can take
+/// more tokens than the whole word, so a rest that fits can start with a
+/// prefix that does not. Measuring the whole rest first, for every chunk,
+/// made a document's cost quadratic (a 20 MB document at 16 tokens would
+/// have taken more than a day), so the search comes first: a probe that reaches
+/// the end measures the whole rest anyway, and otherwise the rest is
+/// measured on its own only when it is at most [`WHOLE_REST_FACTOR`] times
+/// as long as the probe that exceeded the limit: for the last few chunks of
+/// a document. A longer rest that still fits would need 16 times as many
+/// bytes per token as its own prefix: a tokenizer that turns a whole long
+/// word into one `[UNK]` (WordPiece) can do that, byte-level BPE only with
+/// very long vocabulary tokens; there the chunks keep the limit but are cut
+/// at other places than a whole-rest check would give.
 fn fit(text: &str, start: usize, max: usize, m: &dyn Measure) -> Result<usize> {
     if m.is_chars() {
         return Ok(chars_after(text, start, max));
     }
-    if m.measure(&text[start..])? <= max {
-        return Ok(text.len());
-    }
-    // Exponential then binary search on the number of characters.
     let (mut lo, mut hi) = (0usize, max.max(1));
     loop {
         let end = chars_after(text, start, hi);
-        if m.measure(&text[start..end])? > max {
+        let fits = m.measure(&text[start..end])? <= max;
+        if fits && end == text.len() {
+            return Ok(end);
+        }
+        if !fits {
+            if end < text.len()
+                && text.len() - start <= WHOLE_REST_FACTOR * (end - start)
+                && m.measure(&text[start..])? <= max
+            {
+                return Ok(text.len());
+            }
             break;
         }
         lo = hi;
@@ -133,7 +169,7 @@ fn is_sentence_end(c: char) -> bool {
 fn best_cut(text: &str, start: usize, min: usize, end: usize) -> usize {
     let window = &text[..end];
     let floor = start + (end - start) / 4;
-    let ok = |c: usize| c > min && c <= end && is_grapheme_boundary(text, c);
+    let ok = |c: usize| c > min && c <= end && is_grapheme_boundary(text, start, c);
     let mut fallback: Option<usize> = None;
     let mut consider = |c: Option<usize>, floored: bool| -> Option<usize> {
         let c = c?;
@@ -204,12 +240,12 @@ fn best_cut(text: &str, start: usize, min: usize, end: usize) -> usize {
     // The last grapheme boundary, or past one grapheme longer than the limit.
     let mut c = end;
     while c > min {
-        if is_grapheme_boundary(text, c) {
+        if is_grapheme_boundary(text, start, c) {
             return c;
         }
         c -= 1;
     }
-    next_grapheme_boundary(text, min)
+    next_grapheme_boundary(text, start, min)
 }
 
 /// Where the chunk after `[start, cut)` begins: at most `overlap` units
@@ -252,7 +288,7 @@ fn overlap_start(
         _ => p,
     };
     let mut p = p;
-    while p < cut && !is_grapheme_boundary(text, p) {
+    while p < cut && !is_grapheme_boundary(text, start, p) {
         p += 1;
     }
     Ok(if p <= start { cut } else { p })
@@ -288,6 +324,44 @@ pub fn split(text: &str, max: usize, overlap: usize, m: &dyn Measure) -> Result<
         min = cut;
     }
     Ok(out)
+}
+
+/// Character offsets of byte ranges of `text`, in one walk for the starts
+/// and one for the ends (each never decreases along the chunks, with or
+/// without overlap).
+fn char_offsets(text: &str, ranges: &[Range<usize>]) -> Vec<(usize, usize)> {
+    // (byte, character) offsets of the last start and of the last end.
+    let (mut start, mut end) = ((0, 0), (0, 0));
+    let walk = |at: &mut (usize, usize), b: usize| {
+        if b < at.0 {
+            at.1 -= text[b..at.0].chars().count();
+        } else {
+            at.1 += text[at.0..b].chars().count();
+        }
+        at.0 = b;
+        at.1
+    };
+    ranges
+        .iter()
+        .map(|r| (walk(&mut start, r.start), walk(&mut end, r.end)))
+        .collect()
+}
+
+/// `(start, end)` character offsets of the chunks of each text (see
+/// [`Limit::split`]), on a pool of `threads` workers.
+pub fn chunk_char_spans(
+    texts: &[&str],
+    limit: &Limit,
+    overlap: usize,
+    threads: usize,
+) -> Result<Vec<Vec<(usize, usize)>>> {
+    let pool = crate::dedup::build_pool(threads)?;
+    pool.install(|| {
+        texts
+            .par_iter()
+            .map(|t| Ok(char_offsets(t, &limit.split(t, overlap)?)))
+            .collect()
+    })
 }
 
 /// Every argument of a `chunk` run over files.
@@ -510,6 +584,62 @@ fn chunk_line(
     line
 }
 
+/// Documents chunked together (on the worker threads) before their chunks
+/// are written: at most this many...
+const BATCH_DOCS: usize = 1024;
+
+/// ...and at most this many bytes of text and raw JSON lines, so that a run
+/// of huge documents (up to `max_line_bytes` each) is not held in memory at
+/// once: 1024 documents of 64 MiB were 64 GiB. A larger document is a batch
+/// of its own. The output does not depend on the batching.
+pub const BATCH_BYTES: usize = 64 << 20;
+
+/// Groups documents into batches of at most `max_docs` documents and
+/// `max_bytes` bytes (a single larger document alone), in order.
+struct Batcher<T> {
+    items: Vec<T>,
+    bytes: usize,
+    max_docs: usize,
+    max_bytes: usize,
+}
+
+impl<T> Batcher<T> {
+    fn new(max_docs: usize, max_bytes: usize) -> Self {
+        Batcher {
+            items: Vec::new(),
+            bytes: 0,
+            max_docs,
+            max_bytes,
+        }
+    }
+
+    /// Adds `item` of `bytes` bytes, handing `flush` the batch before it
+    /// when the item would overflow that, and the batch with it when that is
+    /// full: a full batch is never kept while the next document is read.
+    fn add(
+        &mut self,
+        item: T,
+        bytes: usize,
+        flush: &mut impl FnMut(Vec<T>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.items.is_empty() && self.bytes.saturating_add(bytes) > self.max_bytes {
+            self.finish(flush)?;
+        }
+        self.items.push(item);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.items.len() >= self.max_docs || self.bytes >= self.max_bytes {
+            self.finish(flush)?;
+        }
+        Ok(())
+    }
+
+    /// Hands `flush` the batch so far (possibly empty).
+    fn finish(&mut self, flush: &mut impl FnMut(Vec<T>) -> Result<()>) -> Result<()> {
+        self.bytes = 0;
+        flush(std::mem::take(&mut self.items))
+    }
+}
+
 /// Chunks every document of the inputs into records that keep the source
 /// record's fields, the text field holding the chunk, plus `source_id` and
 /// `chunk_index` ([`chunk_line`]), in input order.
@@ -546,8 +676,8 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
         let mut stats = FileStats::new(&input.path);
         let mut reader = FileReader::open(input, &opts, raw.clone())?;
         // Text, raw JSONL line (None for plain text), line number.
-        let mut batch: Vec<(String, Option<Vec<u8>>, u64)> = Vec::new();
-        let mut flush = |batch: &mut Vec<(String, Option<Vec<u8>>, u64)>| -> Result<()> {
+        let mut batch = Batcher::new(BATCH_DOCS, BATCH_BYTES);
+        let mut flush = |batch: Vec<(String, Option<Vec<u8>>, u64)>| -> Result<()> {
             let lines: Vec<Result<Vec<String>>> = pool.install(|| {
                 batch
                     .par_iter()
@@ -588,7 +718,6 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             counts.docs += batch.len() as u64;
             counts.raw_bytes = raw.load(Ordering::Relaxed);
             bar.update(counts);
-            batch.clear();
             if interrupted() {
                 return Err(TokenmillError::Interrupted);
             }
@@ -601,10 +730,8 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                     let raw = (input.format == Format::Jsonl).then(|| reader.raw_line().to_vec());
                     stats.docs += 1;
                     stats.text_bytes += text.len() as u64;
-                    batch.push((text, raw, rec.line));
-                    if batch.len() >= 1024 {
-                        flush(&mut batch)?;
-                    }
+                    let bytes = text.len() + raw.as_ref().map_or(0, Vec::len);
+                    batch.add((text, raw, rec.line), bytes, &mut flush)?;
                 }
                 Err((reason, detail)) => bad_line(
                     cfg.strict,
@@ -617,7 +744,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
                 )?,
             }
         }
-        flush(&mut batch)?;
+        batch.finish(&mut flush)?;
         stats.repaired_surrogates = reader.repaired_surrogates;
         files.push(stats);
     }
@@ -644,6 +771,246 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chunker as it was before it was made linear (issue 16), kept
+    /// verbatim as the oracle of the differential tests: whole-text grapheme
+    /// context, and the whole rest measured before every chunk.
+    mod oracle {
+        use crate::chunk::Measure;
+        use crate::error::{Result, TokenmillError};
+        use std::ops::Range;
+        use unicode_segmentation::GraphemeCursor;
+
+        fn is_grapheme_boundary(text: &str, pos: usize) -> bool {
+            if pos == 0 || pos == text.len() {
+                return true;
+            }
+            if !text.is_char_boundary(pos) {
+                return false;
+            }
+            GraphemeCursor::new(pos, text.len(), true)
+                .is_boundary(text, 0)
+                .unwrap_or(false)
+        }
+
+        fn next_grapheme_boundary(text: &str, pos: usize) -> usize {
+            GraphemeCursor::new(pos, text.len(), true)
+                .next_boundary(text, 0)
+                .ok()
+                .flatten()
+                .unwrap_or(text.len())
+        }
+
+        /// Byte offset `n` characters after `start` (or the end).
+        fn chars_after(text: &str, start: usize, n: usize) -> usize {
+            text[start..]
+                .char_indices()
+                .nth(n)
+                .map_or(text.len(), |(i, _)| start + i)
+        }
+
+        /// The end of the longest prefix from `start` that measures at most `max`
+        /// (a character boundary, possibly `start` itself).
+        fn fit(text: &str, start: usize, max: usize, m: &dyn Measure) -> Result<usize> {
+            if m.is_chars() {
+                return Ok(chars_after(text, start, max));
+            }
+            if m.measure(&text[start..])? <= max {
+                return Ok(text.len());
+            }
+            // Exponential then binary search on the number of characters.
+            let (mut lo, mut hi) = (0usize, max.max(1));
+            loop {
+                let end = chars_after(text, start, hi);
+                if m.measure(&text[start..end])? > max {
+                    break;
+                }
+                lo = hi;
+                hi *= 2;
+            }
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if m.measure(&text[start..chars_after(text, start, mid)])? <= max {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(chars_after(text, start, lo))
+        }
+
+        fn is_sentence_end(c: char) -> bool {
+            matches!(c, '。' | '！' | '？')
+        }
+
+        /// The best cut in `(min, end]` for a chunk starting at `start`.
+        fn best_cut(text: &str, start: usize, min: usize, end: usize) -> usize {
+            let window = &text[..end];
+            let floor = start + (end - start) / 4;
+            let ok = |c: usize| c > min && c <= end && is_grapheme_boundary(text, c);
+            let mut fallback: Option<usize> = None;
+            let mut consider = |c: Option<usize>, floored: bool| -> Option<usize> {
+                let c = c?;
+                if !floored || c >= floor {
+                    return Some(c);
+                }
+                fallback = Some(fallback.map_or(c, |f: usize| f.max(c)));
+                None
+            };
+            // Paragraph: after the last blank line.
+            let mut para = None;
+            let mut from = end;
+            while let Some(i) = window[min.min(from)..from].rfind('\n') {
+                let i = min.min(from) + i;
+                let before = window[..i].trim_end_matches([' ', '\t', '\r']);
+                if before.ends_with('\n') && ok(i + 1) {
+                    para = Some(i + 1);
+                    break;
+                }
+                from = i;
+            }
+            if let Some(c) = consider(para, true) {
+                return c;
+            }
+            // Sentence: after 。！？, or after .!? and the whitespace that follows it.
+            let mut sentence = None;
+            for (i, c) in window[min..].char_indices().rev() {
+                let i = min + i;
+                let after = i + c.len_utf8();
+                let cut = if is_sentence_end(c) {
+                    Some(after)
+                } else if matches!(c, '.' | '!' | '?') {
+                    text[after..]
+                        .chars()
+                        .next()
+                        .filter(|n| n.is_whitespace())
+                        .map(|n| {
+                            if after + n.len_utf8() <= end {
+                                after + n.len_utf8()
+                            } else {
+                                after
+                            }
+                        })
+                } else {
+                    None
+                };
+                if let Some(cut) = cut.filter(|&c| ok(c)) {
+                    sentence = Some(cut);
+                    break;
+                }
+            }
+            if let Some(c) = consider(sentence, true) {
+                return c;
+            }
+            // Whitespace: after the last one.
+            let space = window[min..]
+                .char_indices()
+                .rev()
+                .filter(|(_, c)| c.is_whitespace())
+                .map(|(i, c)| min + i + c.len_utf8())
+                .find(|&c| ok(c));
+            if let Some(c) = consider(space, false) {
+                return c;
+            }
+            if let Some(c) = fallback {
+                return c;
+            }
+            // The last grapheme boundary, or past one grapheme longer than the limit.
+            let mut c = end;
+            while c > min {
+                if is_grapheme_boundary(text, c) {
+                    return c;
+                }
+                c -= 1;
+            }
+            next_grapheme_boundary(text, min)
+        }
+
+        /// Where the chunk after `[start, cut)` begins: at most `overlap` units
+        /// before `cut`, moved forward to a word start when there is one.
+        fn overlap_start(
+            text: &str,
+            start: usize,
+            cut: usize,
+            overlap: usize,
+            m: &dyn Measure,
+        ) -> Result<usize> {
+            if overlap == 0 {
+                return Ok(cut);
+            }
+            let chars: Vec<usize> = text[start..cut]
+                .char_indices()
+                .map(|(i, _)| start + i)
+                .collect();
+            // Smallest p with measure(text[p..cut]) <= overlap.
+            let p = if m.is_chars() {
+                chars[chars.len().saturating_sub(overlap)]
+            } else {
+                let (mut lo, mut hi) = (0, chars.len());
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if m.measure(&text[chars[mid]..cut])? <= overlap {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                chars.get(lo).copied().unwrap_or(cut)
+            };
+            let word = text[p..cut]
+                .char_indices()
+                .find(|&(i, c)| {
+                    i > 0 && !c.is_whitespace() && text[..p + i].ends_with(char::is_whitespace)
+                })
+                .map(|(i, _)| p + i);
+            let p = match word {
+                Some(w) if p > start && !text[..p].ends_with(char::is_whitespace) => w,
+                _ => p,
+            };
+            let mut p = p;
+            while p < cut && !is_grapheme_boundary(text, p) {
+                p += 1;
+            }
+            Ok(if p <= start { cut } else { p })
+        }
+
+        /// Byte ranges of the chunks of `text` (see module docs). `max` >= 1 and
+        /// `overlap < max`.
+        pub fn split(
+            text: &str,
+            max: usize,
+            overlap: usize,
+            m: &dyn Measure,
+        ) -> Result<Vec<Range<usize>>> {
+            if max == 0 {
+                return Err(TokenmillError::Invalid(
+                    "the chunk limit must be at least 1".into(),
+                ));
+            }
+            if overlap >= max {
+                return Err(TokenmillError::Invalid(format!(
+                    "overlap={overlap} must be smaller than the chunk limit ({max})"
+                )));
+            }
+            let mut out = Vec::new();
+            let (mut start, mut min) = (0, 0);
+            while start < text.len() {
+                let end = fit(text, start, max, m)?;
+                if end == text.len() && end > min {
+                    out.push(start..end);
+                    break;
+                }
+                let cut = best_cut(text, start, min.max(start), end.max(min));
+                out.push(start..cut);
+                if cut >= text.len() {
+                    break;
+                }
+                start = overlap_start(text, start, cut, overlap, m)?;
+                min = cut;
+            }
+            Ok(out)
+        }
+    }
 
     fn pieces(text: &str, max: usize, overlap: usize) -> Vec<&str> {
         split(text, max, overlap, &Chars)
@@ -729,5 +1096,239 @@ mod tests {
         }
         assert_eq!(ranges.last().unwrap().end, text.len());
         assert!(split(text, 5, 5, &Chars).is_err());
+    }
+
+    /// A fixed-seed xorshift generator: the differential tests are the same
+    /// on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Pieces of random documents: words the test tokenizer merges, CJK,
+    /// paragraph and sentence ends, combining marks, ZWJ emoji with skin
+    /// tones, flags (regional indicator pairs), CR LF.
+    const PIECES: &[&str] = &[
+        "abc", "ab", "the", "and", "ing", "of", " ", " ", " ", "x", "中文", "字", "\n", "\n\n",
+        " \n", ". ", "!", "? ", "。", "！", ",", "\u{301}", "\u{200d}", "👨", "👩", "🏽", "🇨", "🇳",
+        "🇨🇳", "\u{3000}", "\r\n", "\t",
+    ];
+
+    fn random_doc(rng: &mut Rng, max_pieces: usize) -> String {
+        let n = rng.below(max_pieces + 1);
+        (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+    }
+
+    /// A made-up measure that is not monotone in the prefix, as tokens are
+    /// not: "abc" counts one, "ab" two.
+    struct Lumpy;
+
+    impl Measure for Lumpy {
+        fn measure(&self, s: &str) -> Result<usize> {
+            Ok(s.chars().count() - 2 * s.matches("abc").count())
+        }
+    }
+
+    /// A byte-level BPE encoder (GPT-2 regex) whose merges make "abc" one
+    /// token but "ab" two, plus a few English words.
+    fn test_encoder(dir: &Path) -> Encoder {
+        let merges = [
+            "b c", "a bc", "t h", "th e", "Ġ the", "a n", "an d", "Ġ and", "i n", "in g", "o f",
+            "Ġ of", "Ġ abc", "Ċ Ċ",
+        ];
+        let mut vocab = serde_json::Map::new();
+        for (i, c) in crate::fast::byte_chars().iter().enumerate() {
+            vocab.insert(c.to_string(), i.into());
+        }
+        for m in merges {
+            let n = vocab.len();
+            vocab.insert(m.replace(' ', ""), n.into());
+        }
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+                              "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        let loaded = tokenize::load(dir).unwrap();
+        Encoder::new(&loaded, None, None, false, Backend::Auto, 0.0).unwrap()
+    }
+
+    /// The chunks equal the old chunker's for random documents, limits and
+    /// overlaps: by characters, by a non-monotone measure, by BPE tokens.
+    #[test]
+    fn chunks_equal_the_old_chunkers() {
+        let dir = tempfile::tempdir().unwrap();
+        let enc = test_encoder(dir.path());
+        assert_eq!(Tokens(&enc).measure("abc").unwrap(), 1);
+        assert_eq!(Tokens(&enc).measure("ab").unwrap(), 2);
+        let measures: [(&dyn Measure, usize, usize); 3] = [
+            (&Chars, 3000, 60),
+            (&Lumpy, 2000, 60),
+            (&Tokens(&enc), 1500, 40),
+        ];
+        let mut rng = Rng(0x5eed_c0ff_ee00_0016);
+        for (m, cases, max_pieces) in measures {
+            for _ in 0..cases {
+                let text = random_doc(&mut rng, max_pieces);
+                let max = 1 + rng.below(24);
+                let overlap = if rng.below(2) == 0 { 0 } else { rng.below(max) };
+                assert_eq!(
+                    split(&text, max, overlap, m).unwrap(),
+                    oracle::split(&text, max, overlap, m).unwrap(),
+                    "{text:?} max={max} overlap={overlap}"
+                );
+            }
+        }
+    }
+
+    /// A measure that counts a word of 20 characters or more as one unit
+    /// (as WordPiece counts a long word as one `[UNK]`).
+    struct LongWordsAreOne;
+
+    impl Measure for LongWordsAreOne {
+        fn measure(&self, s: &str) -> Result<usize> {
+            Ok(s.split(' ')
+                .map(|w| match w.chars().count() {
+                    n if n >= 20 => 1,
+                    n => n,
+                })
+                .sum())
+        }
+    }
+
+    /// A rest that fits although a prefix of it does not is one chunk, when
+    /// it is at most 16 times as long as that prefix; a longer one is cut
+    /// (the one case in which the old chunker's cuts are not kept).
+    #[test]
+    fn a_rest_that_fits_is_one_chunk() {
+        let pairs = |r: Result<Vec<Range<usize>>>| -> Vec<(usize, usize)> {
+            r.unwrap().into_iter().map(|r| (r.start, r.end)).collect()
+        };
+        // "ab" measures 2, "abc" 1; "aabcab" 4, "aabcabc" 3.
+        for (text, max) in [("abc", 1), ("aabcabc", 3)] {
+            assert_eq!(pairs(split(text, max, 0, &Lumpy)), [(0, text.len())]);
+            let old = oracle::split(text, max, 0, &Lumpy);
+            assert_eq!(pairs(old), [(0, text.len())]);
+        }
+        // 200 letters measure 1, but 4 of them measure 4: the rest is 50
+        // times as long as the probe that exceeded 2 units. So 2-letter
+        // chunks, until the rest is at most 64 letters.
+        let word = "a".repeat(200);
+        let old = oracle::split(&word, 2, 0, &LongWordsAreOne);
+        assert_eq!(pairs(old), [(0, 200)]);
+        let new = pairs(split(&word, 2, 0, &LongWordsAreOne));
+        assert_eq!((new.len(), new[0], new[68]), (69, (0, 2), (136, 200)));
+        let word = "a".repeat(60); // 15 times the probe: measured whole
+        assert_eq!(pairs(split(&word, 2, 0, &LongWordsAreOne)), [(0, 60)]);
+    }
+
+    /// Hostile: one 4 MB document chunked at 16 tokens with overlap. The old
+    /// chunker measured the whole rest before every chunk: about an hour for
+    /// this one (1.2 s for 80 kB, growing with the square). Now about 2 s;
+    /// 60 s is a guard for a loaded machine, not a benchmark.
+    #[test]
+    fn a_huge_document_by_tokens_is_linear() {
+        let dir = tempfile::tempdir().unwrap();
+        let enc = test_encoder(dir.path());
+        let mut rng = Rng(16);
+        let mut text = String::new();
+        while text.len() < 4 << 20 {
+            text.push_str(["the ", "and ", "abc ", "of ", "ing. ", "x", "\n"][rng.below(7)]);
+        }
+        let started = Instant::now();
+        let ranges = Limit::Tokens(16, Box::new(enc)).split(&text, 4).unwrap();
+        let took = started.elapsed().as_secs_f64();
+        assert!(took < 60.0, "{took:.1} s");
+        assert!(ranges.len() > 100_000);
+        assert_eq!(
+            (ranges[0].start, ranges.last().unwrap().end),
+            (0, text.len())
+        );
+    }
+
+    /// Hostile: 8 MB of flags (regional indicator pairs). Each boundary test
+    /// counted the run back from its start: about 6 min for this one (0.14 s
+    /// for 160 kB, growing with the square). Now well under a second; the
+    /// limit is a guard.
+    #[test]
+    fn a_long_run_of_flags_is_linear() {
+        let text = "🇨🇳".repeat(1 << 20);
+        let started = Instant::now();
+        let ranges = split(&text, 63, 10, &Chars).unwrap();
+        let took = started.elapsed().as_secs_f64();
+        assert!(took < 30.0, "{took:.1} s");
+        // 31 flags a chunk (an odd limit cannot take the 32nd's first half).
+        assert!(ranges.iter().all(|r| r.len() % 8 == 0));
+        assert_eq!(ranges[0], 0..31 * 8);
+    }
+
+    /// Batches hold at most `max_docs` documents and `max_bytes` bytes, or
+    /// one larger document alone, and keep every document in order.
+    #[test]
+    fn batches_keep_the_byte_budget() {
+        let mut rng = Rng(1024);
+        let sizes: Vec<usize> = (0..5000)
+            .map(|_| match rng.below(10) {
+                0 => 64 + rng.below(200), // a huge document: over the budget
+                1 => 30 + rng.below(40),
+                _ => rng.below(8),
+            })
+            .collect();
+        let mut batches: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut flush = |b: Vec<(usize, usize)>| -> Result<()> {
+            batches.push(b);
+            Ok(())
+        };
+        let mut batcher = Batcher::new(16, 100);
+        for (i, &n) in sizes.iter().enumerate() {
+            batcher.add((i, n), n, &mut flush).unwrap();
+        }
+        batcher.finish(&mut flush).unwrap();
+        let order: Vec<usize> = batches.iter().flatten().map(|&(i, _)| i).collect();
+        assert_eq!(order, (0..sizes.len()).collect::<Vec<_>>());
+        for b in &batches {
+            let bytes: usize = b.iter().map(|&(_, n)| n).sum();
+            assert!(b.len() <= 16, "{b:?}");
+            assert!(bytes <= 100 || b.len() == 1, "{b:?}");
+        }
+        // Full batches are handed on at once, not kept until the next document.
+        assert!(batches.iter().filter(|b| b.len() == 16).count() > 10);
+        // Only the last call may hand on an empty batch.
+        assert!(batches[..batches.len() - 1].iter().all(|b| !b.is_empty()));
+    }
+
+    #[test]
+    fn char_spans_count_characters() {
+        let text = "añb 中文 🇨🇳 one two three four";
+        let limit = Limit::Chars(6);
+        for overlap in [0, 3] {
+            let spans = chunk_char_spans(&[text, ""], &limit, overlap, 1).unwrap();
+            let ranges = limit.split(text, overlap).unwrap();
+            let want: Vec<(usize, usize)> = ranges
+                .iter()
+                .map(|r| {
+                    (
+                        text[..r.start].chars().count(),
+                        text[..r.end].chars().count(),
+                    )
+                })
+                .collect();
+            assert_eq!(spans, [want, vec![]]);
+        }
     }
 }

@@ -23,7 +23,9 @@ use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
 use crate::reader::{bad_line, expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
-use crate::shard::{prepare_output_dir, remove_temp_files, write_atomic, Dtype, SplitWriter};
+use crate::shard::{
+    finish_splits, prepare_output_dir, remove_unfinished, write_atomic, Dtype, SplitWriter,
+};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Split names, in manifest order.
@@ -573,14 +575,14 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             // Report the root cause: a reader error (e.g. --strict) first.
             let read = read?;
             let tokenized = tokenized?;
-            let splits = written?;
+            let splits = finish_splits(written?)?;
             Ok((st, read, splits, tokenized))
         })
     };
     let (st, read, splits, tokenized) = match run() {
         Ok(r) => r,
         Err(e) => {
-            remove_temp_files(&out, &SPLITS);
+            remove_unfinished(&out, &SPLITS);
             return Err(e);
         }
     };
@@ -729,13 +731,15 @@ fn tokenize_loop(
     })
 }
 
-/// Writer stage: appends documents to the train/val shards in arrival order.
+/// Writer stage: appends documents to the train/val shards in arrival
+/// order. Returns the writers open: the caller commits them
+/// (`finish_splits`) only when every stage succeeded.
 fn write_all(
     out: &Path,
     dtype: Dtype,
     shard_bytes: u64,
     rx: Receiver<Vec<Encoded>>,
-) -> Result<Vec<SplitEntry>> {
+) -> Result<Vec<SplitWriter>> {
     let mut writers: Vec<SplitWriter> = SPLITS
         .iter()
         .map(|s| SplitWriter::new(out, s, dtype, shard_bytes))
@@ -745,15 +749,5 @@ fn write_all(
             writers[usize::from(doc.val)].write_doc(&doc.ids)?;
         }
     }
-    writers
-        .into_iter()
-        .map(|w| {
-            let shards = w.finish()?;
-            Ok(SplitEntry {
-                tokens: shards.iter().map(|s| s.tokens).sum(),
-                docs: shards.iter().map(|s| s.docs).sum(),
-                shards,
-            })
-        })
-        .collect()
+    Ok(writers)
 }

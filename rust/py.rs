@@ -610,36 +610,7 @@ fn chunk_spans<'py>(
     let texts = borrow_strs(&texts)?;
     detached(py, |_| {
         let limit = Limit::new(max_chars, max_tokens, tokenizer)?;
-        let pool = crate::dedup::build_pool(threads)?;
-        pool.install(|| {
-            use rayon::prelude::*;
-            texts
-                .par_iter()
-                .map(|t| {
-                    let ranges = limit.split(t, overlap)?;
-                    // Byte offsets to character offsets, in one walk.
-                    let mut out = Vec::with_capacity(ranges.len());
-                    let (mut byte, mut chars) = (0usize, 0usize);
-                    // Overlapping chunks start before the last end: count back
-                    // from there, not again from 0 (linear in the text).
-                    let mut to_chars = |b: usize| {
-                        if b < byte {
-                            chars -= t[b..byte].chars().count();
-                        } else {
-                            chars += t[byte..b].chars().count();
-                        }
-                        byte = b;
-                        chars
-                    };
-                    for r in ranges {
-                        let s = to_chars(r.start);
-                        let e = to_chars(r.end);
-                        out.push((s, e));
-                    }
-                    Ok(out)
-                })
-                .collect()
-        })
+        crate::chunk::chunk_char_spans(&texts, &limit, overlap, threads)
     })
 }
 
@@ -662,9 +633,13 @@ struct TextStream {
 }
 
 impl TextStream {
+    /// Up to `max_docs` texts, and no more than [`TEXT_BATCH_BYTES`] of
+    /// them past the first (a batch of 1024 documents of 64 MiB each would
+    /// be 64 GiB).
     fn next_batch(&mut self, max_docs: usize) -> crate::Result<Vec<String>> {
         let mut out = Vec::new();
-        while out.len() < max_docs {
+        let mut bytes = 0usize;
+        while out.len() < max_docs && bytes < TEXT_BATCH_BYTES {
             if self.current.is_none() {
                 let Some(input) = self.inputs.get(self.next_file) else {
                     break;
@@ -676,7 +651,10 @@ impl TextStream {
             match reader.next_record()? {
                 None => self.current = None,
                 Some(rec) => match rec.text {
-                    Ok(t) => out.push(t),
+                    Ok(t) => {
+                        bytes += t.len();
+                        out.push(t);
+                    }
                     Err((reason, _)) => *self.skipped.entry(reason.name().into()).or_default() += 1,
                 },
             }
@@ -684,6 +662,9 @@ impl TextStream {
         Ok(out)
     }
 }
+
+/// Text bytes per batch of [`TextBatches`].
+const TEXT_BATCH_BYTES: usize = 16 << 20;
 
 /// Streams document texts out of the same inputs `prepare` reads, in
 /// batches (lists of str); bad lines are skipped and counted in `skipped`.

@@ -24,11 +24,14 @@ use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, F
 use crate::prepare::{resolve_threads, Summary, SPLITS};
 use crate::progress::{Counts, Progress};
 use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
-use crate::shard::{prepare_output_dir, remove_temp_files, Dtype, SplitWriter};
+use crate::shard::{finish_splits, prepare_output_dir, remove_unfinished, Dtype, SplitWriter};
 use crate::tokenize::{self, Backend, Encoder};
 
-/// Records parsed and tokenized per batch.
+/// Records parsed and tokenized per batch: at most this many, and no more
+/// record bytes than [`BATCH_BYTES`] (a batch is held with its rendered and
+/// tokenized forms, so 1024 records of 64 MiB must not make one batch).
 const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 16 << 20;
 
 /// Every argument of a `prepare-sft` run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,6 +167,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let counter = Arc::new(AtomicU64::new(0));
     let mut run = || -> Result<()> {
         let mut batch: Vec<Line> = Vec::with_capacity(BATCH_RECORDS);
+        let mut batch_bytes = 0usize;
         let mut flush = |batch: &mut Vec<Line>, files: &mut Vec<FileStats>| -> Result<()> {
             if interrupted() {
                 return Err(TokenmillError::Interrupted);
@@ -222,13 +226,15 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             let mut reader = FileReader::open(input, &opts, counter.clone())?;
             while let Some(rec) = reader.next_record()? {
                 files[fi].lines += 1;
+                batch_bytes += rec.text.as_ref().map_or(0, String::len);
                 batch.push(Line {
                     text: rec.text.map_err(|(r, d)| (r.name(), d)),
                     file: fi,
                     line: rec.line,
                 });
-                if batch.len() >= BATCH_RECORDS {
+                if batch.len() >= BATCH_RECORDS || batch_bytes >= BATCH_BYTES {
                     flush(&mut batch, &mut files)?;
+                    batch_bytes = 0;
                 }
             }
             files[fi].repaired_surrogates += reader.repaired_surrogates;
@@ -238,24 +244,10 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let result = run();
     counts.raw_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
     progress.finish(counts);
-    let splits: Result<Vec<SplitEntry>> = match result {
-        Ok(()) => writers
-            .into_iter()
-            .map(|w| {
-                let shards = w.finish()?;
-                Ok(SplitEntry {
-                    tokens: shards.iter().map(|s| s.tokens).sum(),
-                    docs: shards.iter().map(|s| s.docs).sum(),
-                    shards,
-                })
-            })
-            .collect(),
-        Err(e) => Err(e),
-    };
-    let splits = match splits {
+    let splits = match result.and_then(|()| finish_splits(writers)) {
         Ok(s) => s,
         Err(e) => {
-            remove_temp_files(&out, &SPLITS);
+            remove_unfinished(&out, &SPLITS);
             return Err(e);
         }
     };

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TokenmillError};
+use crate::manifest::SplitEntry;
 
 /// Width of a stored token id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,18 +388,38 @@ pub fn is_shard_file(name: &str) -> bool {
         && matches!(ext, "bin" | "idx" | "mask")
 }
 
-/// Removes temp files left by a failed run (best effort).
-pub fn remove_temp_files(out: &Path, splits: &[&str]) {
+/// Removes the shard files of a failed run (best effort): without a
+/// manifest they are no dataset, and a final name on a shard cut short
+/// would mislead. Only `is_shard_file` names go, and `prepare_output_dir`
+/// made sure at the start that every such file in the split directories
+/// is this run's own.
+pub fn remove_unfinished(out: &Path, splits: &[&str]) {
     for split in splits {
         if let Ok(entries) = fs::read_dir(out.join(split)) {
             for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".tmp") && is_shard_file(&name) {
+                if is_shard_file(&entry.file_name().to_string_lossy()) {
                     let _ = fs::remove_file(entry.path());
                 }
             }
         }
     }
+}
+
+/// Commits the writers of a run that succeeded: closes each split's open
+/// shard (renamed into place only now, so an aborted run never gives a
+/// partial shard a final name) and returns the manifest entries.
+pub fn finish_splits(writers: Vec<SplitWriter>) -> Result<Vec<SplitEntry>> {
+    writers
+        .into_iter()
+        .map(|w| {
+            let shards = w.finish()?;
+            Ok(SplitEntry {
+                tokens: shards.iter().map(|s| s.tokens).sum(),
+                docs: shards.iter().map(|s| s.docs).sum(),
+                shards,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,55 @@ def test_chunk_files(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "in.jsonl:2: malformed_json" in res.output
     stats = tokenmill.chunk_files(write_jsonl(tmp_path / "w.jsonl", ["a b"]), tmp_path / "w.out")
     assert stats.chunks == 1 and stats.unit == "chars" and stats.max == 512
+
+
+# Hostile inputs (issue 16): each took minutes to days before it was made
+# linear. The time limits are generous guards for a loaded machine, not
+# benchmarks.
+
+
+def _prose(n_bytes: int) -> str:
+    """Short English sentences and paragraphs, some CJK, about `n_bytes` long."""
+    words = ["alpha", "beta", "gamma", "the", "of", "and", "tokenizer", "中文", "字"]
+    seps = [" ", " ", " ", ". ", ", ", "\n", "\n\n"]
+    unit = "".join(w + seps[i % len(seps)] for i, w in enumerate(words * 7))
+    return unit * (n_bytes // len(unit.encode()) + 1)
+
+
+def test_a_huge_document_by_tokens_is_linear(qwen_tok: Path) -> None:
+    # The old chunker measured the whole rest of the document before every
+    # chunk: more than a day for 20 MB at 16 tokens (1.8 s for 80 kB, growing
+    # with the square).
+    doc = _prose(20 << 20)
+    started = time.perf_counter()
+    spans = tokenmill.chunk_spans(doc, max_tokens=16, tokenizer=qwen_tok)
+    assert time.perf_counter() - started < 60
+    assert spans[0][0] == 0 and spans[-1][1] == len(doc) and len(spans) > 500_000
+    assert all(e0 == s1 for (_, e0), (s1, _) in itertools.pairwise(spans))
+    ref = reference(qwen_tok)
+    for s, e in spans[:: len(spans) // 200]:
+        assert len(ref.encode(doc[s:e], add_special_tokens=False).ids) <= 16
+
+
+def test_overlap_of_a_long_document_is_linear() -> None:
+    # Character offsets of overlapping chunks were counted again from the
+    # start of the text for every chunk: over 3 TB recounted for these 16 MB
+    # (400k chunks), several minutes at the least.
+    doc = _prose(16 << 20)
+    started = time.perf_counter()
+    spans = tokenmill.chunk_spans(doc, max_chars=64, overlap=16)
+    assert time.perf_counter() - started < 30
+    assert spans[0][0] == 0 and spans[-1][1] == len(doc)
+    for (s0, e0), (s1, e1) in itertools.pairwise(spans):
+        assert s0 < s1 <= e0 < e1 and e0 - s1 <= 16 and e1 - s1 <= 64
+
+
+def test_a_long_run_of_flags_is_linear() -> None:
+    # Each grapheme boundary test counted a run of regional indicators back
+    # from its start: about 6 minutes for 8 MB of flags.
+    doc = "🇨🇳" * (1 << 20)
+    started = time.perf_counter()
+    spans = tokenmill.chunk_spans(doc, max_chars=63, overlap=10)
+    assert time.perf_counter() - started < 30
+    assert spans[0] == (0, 62) and spans[-1][1] == len(doc)
+    assert all(s % 2 == 0 and e % 2 == 0 for s, e in spans)  # never half a flag

@@ -88,3 +88,17 @@ def test_absurd_packing_lengths_are_an_error() -> None:
     lengths = np.array([2**63, 5], dtype="<u8").tobytes()
     with pytest.raises(tokenmill.InvalidOptionError, match="too big for memory"):
         _core.pack_documents(lengths, 1)
+
+
+def test_a_failed_run_leaves_no_shard(tmp_path: Path, bpe_tok: Path) -> None:
+    """Before: a run stopped by --strict after several shards renamed its last,
+    partial shard to a final name and left the finished ones beside it."""
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"text": f"line {i} " * 20}) for i in range(3000)]
+    src.write_text("\n".join(lines) + "\n{broken\n")
+    out = tmp_path / "out"
+    with pytest.raises(tokenmill.BadLineError, match=r"in\.jsonl:3001"):
+        tokenmill.prepare(
+            src, bpe_tok, out, strict=True, shard_bytes=4096, threads=1, progress=False
+        )
+    assert not [p for p in out.rglob("*") if p.is_file()]

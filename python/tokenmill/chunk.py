@@ -177,7 +177,11 @@ def chunk_files(
     "chunk_index"}``. The output is compressed as its name says and written
     atomically. A run that reads no document raises `NoDocumentsError`
     (naming the commonest reason lines gave none) and writes nothing, unless
-    ``allow_empty``."""
+    ``allow_empty``.
+
+    Documents are chunked in batches of at most 1024 documents and 64 MiB of
+    text and raw JSON lines (a larger document alone), so memory stays near
+    that budget, or the largest document, plus the batch's chunks."""
     config = {
         "inputs": _as_list(inputs),
         "output": os.fspath(output),
