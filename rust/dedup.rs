@@ -746,7 +746,12 @@ pub fn dedup_files(
     let started = Instant::now();
     let lsh = Lsh::new(&cfg.minhash)?;
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    let inputs = expand_inputs(&cfg.inputs)?;
+    let outputs: Vec<&Path> = [&cfg.output, &cfg.report]
+        .into_iter()
+        .flatten()
+        .map(Path::new)
+        .collect();
+    let inputs = expand_inputs(&cfg.inputs, &outputs)?;
     if inputs.is_empty() {
         return Err(TokenmillError::Invalid("no input files given".into()));
     }

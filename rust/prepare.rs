@@ -502,7 +502,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         ));
     }
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    let inputs = expand_inputs(&cfg.inputs)?;
+    let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
     if inputs.is_empty() {
         return Err(TokenmillError::Invalid("no input files given".into()));
     }

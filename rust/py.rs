@@ -695,7 +695,7 @@ impl TextBatches {
             }
         };
         let opts = ReaderOptions::new(text_field, mode, max_line_bytes).map_err(to_py)?;
-        let inputs = expand_inputs(&inputs).map_err(to_py)?;
+        let inputs = expand_inputs(&inputs, &[]).map_err(to_py)?;
         Ok(TextBatches {
             state: Mutex::new(TextStream {
                 inputs,

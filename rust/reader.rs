@@ -203,7 +203,12 @@ fn classify(path: &Path) -> Option<(Format, Compression)> {
     Some((format, compression))
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Whether `path` is one of the run's own outputs (`skip`, canonical).
+fn is_output(path: &Path, skip: &[PathBuf]) -> bool {
+    !skip.is_empty() && std::fs::canonicalize(path).is_ok_and(|p| skip.contains(&p))
+}
+
+fn walk_dir(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| TokenmillError::io(dir, e))?
         .map(|e| e.map(|e| e.path()))
@@ -214,11 +219,11 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let hidden = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
+        if hidden || is_output(&path, skip) {
             continue;
         }
         if path.is_dir() {
-            walk_dir(&path, out)?;
+            walk_dir(&path, skip, out)?;
         } else if classify(&path).is_some() {
             out.push(path);
         }
@@ -230,13 +235,21 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// the order given, directory contents and glob matches sorted by path.
 /// Directories are walked recursively and keep only supported files; a file
 /// named explicitly must be supported. A file reached twice is read once.
-pub fn expand_inputs(specs: &[String]) -> Result<Vec<InputFile>> {
+/// Walks and globs never yield the run's own `outputs` (directories or
+/// files) or anything in them: `prepare data/ -o data/shards` must not read
+/// its own manifest.json on the next run.
+pub fn expand_inputs(specs: &[String], outputs: &[&Path]) -> Result<Vec<InputFile>> {
+    let skip: Vec<PathBuf> = outputs
+        .iter()
+        .filter_map(|o| std::fs::canonicalize(o).ok())
+        .collect();
+    let skip = &skip[..];
     let mut paths = Vec::new();
     for spec in specs {
         let path = Path::new(spec);
         if path.is_dir() {
             let before = paths.len();
-            walk_dir(path, &mut paths)?;
+            walk_dir(path, skip, &mut paths)?;
             if paths.len() == before {
                 return Err(TokenmillError::Invalid(format!(
                     "{spec}: directory holds no .jsonl/.json/.txt(.gz/.zst) files"
@@ -261,8 +274,11 @@ pub fn expand_inputs(specs: &[String]) -> Result<Vec<InputFile>> {
             found.sort();
             let before = paths.len();
             for p in found {
+                if is_output(&p, skip) {
+                    continue;
+                }
                 if p.is_dir() {
-                    walk_dir(&p, &mut paths)?;
+                    walk_dir(&p, skip, &mut paths)?;
                 } else if classify(&p).is_some() {
                     paths.push(p);
                 }
@@ -386,16 +402,32 @@ pub struct FileReader {
 impl FileReader {
     /// Opens `input`; `counter` receives the raw bytes read.
     pub fn open(input: &InputFile, opts: &ReaderOptions, counter: Arc<AtomicU64>) -> Result<Self> {
-        Ok(FileReader {
-            src: open_stream(input, counter)?,
-            path: input.path.clone(),
-            format: input.format,
+        let src = open_stream(input, counter)?;
+        Ok(FileReader::from_stream(
+            src,
+            &input.path,
+            input.format,
+            opts,
+        ))
+    }
+
+    /// Reads an already decompressed stream; `path` only names it in errors.
+    pub fn from_stream(
+        src: Box<dyn BufRead + Send>,
+        path: &Path,
+        format: Format,
+        opts: &ReaderOptions,
+    ) -> Self {
+        FileReader {
+            src,
+            path: path.to_path_buf(),
+            format,
             opts: opts.clone(),
             line: 0,
             buf: Vec::new(),
             finished: false,
             repaired_surrogates: 0,
-        })
+        }
     }
 
     /// The next record, `None` at end of file.

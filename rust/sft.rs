@@ -121,7 +121,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     }
     let mut opts = ReaderOptions::new("text", TxtMode::Line, cfg.max_line_bytes as usize)?;
     opts.whole_json_line = true;
-    let inputs = expand_inputs(&cfg.inputs)?;
+    let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
     if inputs.is_empty() {
         return Err(TokenmillError::Invalid("no input files given".into()));
     }

@@ -102,3 +102,20 @@ def test_a_failed_run_leaves_no_shard(tmp_path: Path, bpe_tok: Path) -> None:
             src, bpe_tok, out, strict=True, shard_bytes=4096, threads=1, progress=False
         )
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_an_output_inside_the_input_directory_is_never_read(tmp_path: Path, bpe_tok: Path) -> None:
+    """Before: `prepare data/ -o data/shards` read its own manifest.json (a .json
+    file) as input on the next run, and dedup read its own output file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "a.jsonl", [f"text {i} " * 5 for i in range(30)])
+    first = tokenmill.prepare(data, bpe_tok, data / "shards", val_fraction=0, progress=False)
+    again = tokenmill.prepare(
+        data, bpe_tok, data / "shards", val_fraction=0, overwrite=True, progress=False
+    )
+    assert [i["path"] for i in again.manifest["inputs"]] == [str(data / "a.jsonl")]
+    assert again.manifest["totals"] == first.manifest["totals"]
+    tokenmill.dedup(data, data / "kept.jsonl", progress=False)
+    result = tokenmill.dedup(data, data / "kept.jsonl", overwrite=True, progress=False)
+    assert len(result.roots) == 30
