@@ -31,8 +31,7 @@ use crate::output::OutputFile;
 use crate::prepare::resolve_threads;
 use crate::progress::{Counts, Progress};
 use crate::reader::{
-    bad_line, expand_inputs, open_stream, read_line_bounded, FileReader, Format, InputFile,
-    ReaderOptions, TxtMode,
+    bad_line, expand_inputs, FileReader, Format, InputFile, ReaderOptions, TxtMode,
 };
 
 /// Default seed of the MinHash permutations.
@@ -725,6 +724,8 @@ pub struct DedupSummary {
     pub seed: u64,
     pub verify: bool,
     pub output: Option<String>,
+    /// `jsonl` or `txt`: what `output` holds, chosen by its name.
+    pub output_format: Option<&'static str>,
     pub report: Option<String>,
     pub text_bytes: u64,
     pub bytes_per_doc: usize,
@@ -755,6 +756,11 @@ pub fn dedup_files(
     if inputs.is_empty() {
         return Err(TokenmillError::Invalid("no input files given".into()));
     }
+    let output_format = cfg
+        .output
+        .as_deref()
+        .map(|o| output_format(Path::new(o), &inputs))
+        .transpose()?;
     if cfg.output.is_some()
         && cfg.txt_mode == TxtMode::File
         && inputs.iter().any(|f| f.format == Format::Text)
@@ -827,6 +833,10 @@ pub fn dedup_files(
         seed: lsh.hasher.seed,
         verify: lsh.verify,
         output: cfg.output.clone(),
+        output_format: output_format.map(|f| match f {
+            Format::Jsonl => "jsonl",
+            Format::Text => "txt",
+        }),
         report: cfg.report.clone(),
         text_bytes: fc.text_bytes,
         bytes_per_doc: fc.bytes_per_doc,
@@ -841,13 +851,49 @@ pub fn dedup_files(
 }
 
 /// The `id_field` of a JSON record, if it has one.
+/// What `dedup -o PATH` writes, by PATH's name as inputs are named: JSON
+/// Lines (records kept as they are; a `.txt` line becomes a record with the
+/// text field) or text lines (from `.txt` inputs only: a JSON record has no
+/// faithful text line).
+fn output_format(path: &Path, inputs: &[InputFile]) -> Result<Format> {
+    let Some((format, _)) = crate::reader::classify(path) else {
+        return Err(TokenmillError::Invalid(format!(
+            "{}: name the output .jsonl (JSON Lines) or .txt (text lines), optionally .gz or .zst",
+            path.display()
+        )));
+    };
+    if format == Format::Text {
+        if let Some(json) = inputs.iter().find(|f| f.format == Format::Jsonl) {
+            return Err(TokenmillError::Invalid(format!(
+                "{}: a .txt output cannot hold the JSON records of {}; name it .jsonl",
+                path.display(),
+                json.path.display()
+            )));
+        }
+    }
+    Ok(format)
+}
+
+/// A record holding `text` at the dotted `field` (`meta.body` nests).
+fn text_record_json(field: &str, text: &str) -> Vec<u8> {
+    let mut value = serde_json::Value::from(text);
+    for key in field.rsplit('.') {
+        let mut object = serde_json::Map::new();
+        object.insert(key.to_owned(), value);
+        value = serde_json::Value::Object(object);
+    }
+    serde_json::to_vec(&value).expect("a JSON value serializes")
+}
+
 fn record_id(line: &[u8], field: &str) -> Option<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     v.get(field).cloned()
 }
 
-/// Pass 2: copies the kept lines (byte for byte, less a leading BOM) and
-/// writes one report line per cluster.
+/// Pass 2: copies the kept records (each line byte for byte, less a BOM; an
+/// element of a JSON array on one line; a `.txt` line as a record with the
+/// text field when the output is JSON Lines) and writes one report line per
+/// cluster.
 fn write_outputs(
     cfg: &DedupConfig,
     inputs: &[InputFile],
@@ -877,11 +923,15 @@ fn write_outputs(
     // (root, ordinal, id) of every document in a cluster.
     let mut members: Vec<(u32, u32, Option<serde_json::Value>)> = Vec::new();
     let mut ord = 0usize;
-    let mut buf = Vec::new();
+    // The same records as pass 1, each line whole (no text extraction).
+    let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    opts.whole_json_line = true;
+    let as_json = match &cfg.output {
+        Some(o) => output_format(Path::new(o), inputs)? == Format::Jsonl,
+        None => false,
+    };
     for (fi, input) in inputs.iter().enumerate() {
         let jsonl = input.format == Format::Jsonl;
-        let mut src = open_stream(input, raw.clone())?;
-        let mut line = 0u64;
         let wanted = |o: usize| o < n && fc.files[o] as usize == fi;
         if input.format == Format::Text && cfg.txt_mode == TxtMode::File {
             // Only a report is written for whole-file documents.
@@ -893,24 +943,26 @@ fn write_outputs(
             }
             continue;
         }
+        let mut reader = FileReader::open(input, &opts, raw.clone())?;
         while wanted(ord) {
-            let Some(_too_long) =
-                read_line_bounded(&mut *src, &mut buf, cfg.max_line_bytes as usize)
-                    .map_err(|e| TokenmillError::io(&input.path, e))?
-            else {
+            let Some(rec) = reader.next_record()? else {
                 break;
             };
-            line += 1;
-            if line != fc.lines[ord] {
+            if rec.line != fc.lines[ord] {
                 continue; // a bad line, not a document
             }
-            let mut bytes = &buf[..];
-            if line == 1 {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            }
+            let Ok(text) = rec.text else {
+                break; // reported below as a changed file
+            };
+            // The line byte for byte (a CR kept), less a BOM.
+            let line = reader.raw_line();
+            let line = match rec.line {
+                1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
+                _ => line,
+            };
             if in_cluster(ord) {
                 let id = if jsonl {
-                    record_id(bytes, &cfg.id_field)
+                    record_id(line, &cfg.id_field)
                 } else {
                     None
                 };
@@ -918,10 +970,14 @@ fn write_outputs(
             }
             if fc.roots[ord] as usize == ord {
                 if let Some(out) = out.as_mut() {
-                    out.write_line(bytes)?;
+                    if as_json && !jsonl {
+                        out.write_line(&text_record_json(&cfg.text_field, &text))?;
+                    } else {
+                        out.write_line(line)?;
+                    }
                 }
                 counts.docs += 1;
-                counts.text_bytes += bytes.len() as u64;
+                counts.text_bytes += line.len() as u64;
             }
             ord += 1;
             if ord.is_multiple_of(4096) {

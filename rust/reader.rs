@@ -93,13 +93,13 @@ impl SkipReason {
 pub fn skip_hint(reason: &str) -> &'static str {
     match reason {
         "missing_field" => {
-            "check text_field, and that each line holds one JSON object (JSON Lines; a file \
-             holding one JSON array is not)"
+            "check text_field, and that each line holds one JSON object (JSON Lines) or a \
+             .json file one array of records"
         }
         "not_a_string" => "check text_field (the dotted path of the text in each record)",
         "malformed_json" => {
-            "each line must hold one JSON object (JSON Lines; a file holding one JSON array \
-             written over several lines is not)"
+            "each line must hold one JSON object (JSON Lines); a file holding one JSON array \
+             of records must be named .json"
         }
         "invalid_utf8" => "the inputs must be UTF-8 text",
         "line_too_long" => "raise max_line_bytes",
@@ -180,7 +180,9 @@ pub struct Record {
     pub text: std::result::Result<String, (SkipReason, String)>,
 }
 
-fn classify(path: &Path) -> Option<(Format, Compression)> {
+/// The record layout and compression a file's name says (inputs, and the
+/// output of `dedup`); `None` for unsupported names.
+pub(crate) fn classify(path: &Path) -> Option<(Format, Compression)> {
     let name = path.file_name()?.to_string_lossy().to_lowercase();
     let (stem, compression) = if let Some(s) = name.strip_suffix(".gz") {
         (s, Compression::Gzip)
@@ -386,11 +388,184 @@ pub(crate) fn read_line_bounded(
     }
 }
 
+/// How a JSON input holds its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One record per line (JSON Lines, and plain text).
+    Lines,
+    /// A `.json` file not looked at yet: JSON Lines, or one top-level array.
+    Undecided,
+    /// One top-level array (alpaca_data.json, Belle, most SFT sets): the
+    /// records are its elements, read one at a time.
+    Array,
+}
+
+/// The outcome of [`read_array_element`].
+#[derive(Debug, PartialEq)]
+enum ArrayStep {
+    /// An element, in `buf` without the whitespace between its tokens;
+    /// `true` when it was longer than the limit (then `buf` is empty).
+    Element(bool),
+    /// The closing `]`.
+    End,
+    /// The array's structure is broken here; nothing after it can be read.
+    Broken(&'static str),
+}
+
+/// The first byte of `r` that is not JSON whitespace (not consumed), or
+/// `None` at the end.
+fn skip_json_whitespace(r: &mut dyn BufRead) -> io::Result<Option<u8>> {
+    loop {
+        let available = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(None);
+        }
+        match available.iter().position(|b| !b" \t\r\n".contains(b)) {
+            Some(i) => {
+                let b = available[i];
+                r.consume(i);
+                return Ok(Some(b));
+            }
+            None => {
+                let n = available.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// Reads the next element of a top-level JSON array (after the `[`, or
+/// after the previous element when `first` is false) into `buf`, holding
+/// at most `max` bytes. Only the array's structure is followed here
+/// (strings, escapes, nesting); each element is then parsed like a JSON
+/// line. Whitespace between tokens is dropped, so an element of a
+/// pretty-printed file becomes one line (`dedup` and `chunk` write it back
+/// as JSON Lines).
+fn read_array_element(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+    first: bool,
+) -> io::Result<ArrayStep> {
+    buf.clear();
+    let mut need_comma = !first;
+    loop {
+        match skip_json_whitespace(r)? {
+            None => {
+                return Ok(ArrayStep::Broken(
+                    "the file ends before the array's closing ]",
+                ))
+            }
+            Some(b']') => {
+                r.consume(1);
+                return Ok(ArrayStep::End);
+            }
+            Some(b',') if need_comma => {
+                r.consume(1);
+                need_comma = false;
+            }
+            Some(_) if need_comma => {
+                return Ok(ArrayStep::Broken("expected , or ] after a record"))
+            }
+            Some(b',') => return Ok(ArrayStep::Broken("two commas with no record between")),
+            Some(_) => break,
+        }
+    }
+    let (mut depth, mut in_string, mut escaped, mut too_long) = (0usize, false, false, false);
+    loop {
+        let available = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            // Only a scalar element (a number, true, ...) may end the input;
+            // the missing `]` is reported by the next call.
+            return Ok(if depth == 0 && !in_string {
+                ArrayStep::Element(too_long)
+            } else {
+                ArrayStep::Broken("the file ends inside a record")
+            });
+        }
+        let mut used = 0;
+        let mut done = false;
+        for &b in available {
+            let keep = if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                    done = depth == 0;
+                }
+                true
+            } else {
+                match b {
+                    // A scalar element ends at whitespace or a delimiter.
+                    b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' if depth == 0 => break,
+                    b' ' | b'\t' | b'\r' | b'\n' => false,
+                    b'"' => {
+                        in_string = true;
+                        true
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        true
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        done = depth == 0;
+                        true
+                    }
+                    _ => true,
+                }
+            };
+            used += 1;
+            if keep && !too_long {
+                if buf.len() >= max {
+                    too_long = true;
+                    buf.clear();
+                } else {
+                    buf.push(b);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let scalar_ended = used < available.len() && !done;
+        r.consume(used);
+        if done || scalar_ended {
+            return Ok(ArrayStep::Element(too_long));
+        }
+    }
+}
+
+/// Whether an input's name allows a top-level array (`.json`, maybe
+/// compressed); `.jsonl`/`.ndjson` are JSON Lines only.
+fn may_hold_array(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let stem = [".gz", ".zst", ".zstd"]
+        .iter()
+        .find_map(|c| name.strip_suffix(c))
+        .unwrap_or(&name);
+    stem.ends_with(".json")
+}
+
 /// Streams [`Record`]s out of one input file.
 pub struct FileReader {
     src: Box<dyn BufRead + Send>,
     path: PathBuf,
     format: Format,
+    layout: Layout,
     opts: ReaderOptions,
     line: u64,
     buf: Vec<u8>,
@@ -418,10 +593,16 @@ impl FileReader {
         format: Format,
         opts: &ReaderOptions,
     ) -> Self {
+        let layout = if format == Format::Jsonl && may_hold_array(path) {
+            Layout::Undecided
+        } else {
+            Layout::Lines
+        };
         FileReader {
             src,
             path: path.to_path_buf(),
             format,
+            layout,
             opts: opts.clone(),
             line: 0,
             buf: Vec::new(),
@@ -439,11 +620,34 @@ impl FileReader {
             self.finished = true;
             return self.read_whole_file().map(Some);
         }
-        let status = read_line_bounded(&mut *self.src, &mut self.buf, self.opts.max_line_bytes)
-            .map_err(|e| TokenmillError::io(&self.path, e))?;
-        let Some(too_long) = status else {
-            self.finished = true;
-            return Ok(None);
+        if self.layout == Layout::Undecided {
+            self.layout = self.sniff_layout()?;
+        }
+        let io_err = |e| TokenmillError::io(&self.path, e);
+        let too_long = if self.layout == Layout::Array {
+            let max = self.opts.max_line_bytes;
+            match read_array_element(&mut *self.src, &mut self.buf, max, self.line == 0)
+                .map_err(io_err)?
+            {
+                ArrayStep::Element(too_long) => too_long,
+                ArrayStep::End => {
+                    self.finished = true;
+                    return self.after_array();
+                }
+                ArrayStep::Broken(why) => {
+                    self.finished = true;
+                    self.line += 1;
+                    return Ok(Some(skip(self.line, SkipReason::MalformedJson, why.into())));
+                }
+            }
+        } else {
+            let status = read_line_bounded(&mut *self.src, &mut self.buf, self.opts.max_line_bytes)
+                .map_err(io_err)?;
+            let Some(too_long) = status else {
+                self.finished = true;
+                return Ok(None);
+            };
+            too_long
         };
         self.line += 1;
         let line = self.line;
@@ -488,9 +692,45 @@ impl FileReader {
     }
 
     /// The raw bytes of the line last returned by [`FileReader::next_record`]
-    /// (without its `\n`; empty for a line that was too long or a whole file).
+    /// (without its `\n`; empty for a line that was too long or a whole file;
+    /// for an element of a JSON array, the element on one line).
     pub fn raw_line(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Looks at the start of a `.json` file (without consuming a JSON Lines
+    /// file's bytes): a `[` first, after a BOM and whitespace, makes it one
+    /// array of records.
+    fn sniff_layout(&mut self) -> Result<Layout> {
+        let start = self
+            .src
+            .fill_buf()
+            .map_err(|e| TokenmillError::io(&self.path, e))?;
+        let body = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+        let skipped = start.len() - body.len();
+        match body.iter().position(|b| !b" \t\r\n".contains(b)) {
+            Some(i) if body[i] == b'[' => {
+                self.src.consume(skipped + i + 1);
+                Ok(Layout::Array)
+            }
+            _ => Ok(Layout::Lines),
+        }
+    }
+
+    /// After an array's `]`: anything but whitespace is one malformed record.
+    fn after_array(&mut self) -> Result<Option<Record>> {
+        let rest =
+            skip_json_whitespace(&mut *self.src).map_err(|e| TokenmillError::io(&self.path, e))?;
+        if rest.is_none() {
+            return Ok(None);
+        }
+        io::copy(&mut self.src, &mut io::sink()).map_err(|e| TokenmillError::io(&self.path, e))?;
+        self.line += 1;
+        Ok(Some(skip(
+            self.line,
+            SkipReason::MalformedJson,
+            "data after the array's closing ]".into(),
+        )))
     }
 
     fn read_whole_file(&mut self) -> Result<Record> {
@@ -759,6 +999,90 @@ mod tests {
 
     fn field(p: &str) -> Vec<String> {
         p.split('.').map(str::to_owned).collect()
+    }
+
+    /// Records of `bytes` read as a file called `name`, with a 1 kB limit and
+    /// a tiny buffer (elements and lines cross many reads): (number, text or
+    /// reason), and the raw line of each.
+    fn records(name: &str, bytes: &[u8]) -> Vec<(u64, String, String)> {
+        let mut opts = ReaderOptions::new("text", TxtMode::Line, 1000).unwrap();
+        opts.whole_json_line = false;
+        let src = Box::new(io::BufReader::with_capacity(
+            7,
+            io::Cursor::new(bytes.to_vec()),
+        ));
+        let mut r = FileReader::from_stream(src, Path::new(name), Format::Jsonl, &opts);
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            let text = match rec.text {
+                Ok(t) => t,
+                Err((reason, _)) => format!("<{}>", reason.name()),
+            };
+            out.push((
+                rec.line,
+                text,
+                String::from_utf8_lossy(r.raw_line()).into_owned(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_json_array_file_is_read_element_by_element() {
+        let pretty = "\u{feff} \n[\n  {\"text\": \"a [\\\"]\\\\\", \"n\": [1, {\"x\": \"}\"}]},\n  {\"text\": \"中文\"},\n  \
+                      {\"other\": 1}, 7, \"s\", {\"text\": \"big\"}\n]\n";
+        let got = records("data.json", pretty.as_bytes());
+        let texts: Vec<(u64, &str)> = got.iter().map(|(n, t, _)| (*n, t.as_str())).collect();
+        assert_eq!(
+            texts,
+            [
+                (1, "a [\"]\\"),
+                (2, "中文"),
+                (3, "<missing_field>"),
+                (4, "<missing_field>"),
+                (5, "<missing_field>"),
+                (6, "big"),
+            ]
+        );
+        // Each element on one line, whitespace between tokens dropped.
+        assert_eq!(got[0].2, r#"{"text":"a [\"]\\","n":[1,{"x":"}"}]}"#);
+        // The same bytes named .jsonl are JSON Lines: not one record parses.
+        assert!(records("data.jsonl", pretty.as_bytes())
+            .iter()
+            .all(|(_, t, _)| t.starts_with('<')));
+    }
+
+    #[test]
+    fn a_broken_json_array_ends_in_one_counted_record() {
+        let reason = |bytes: &str| {
+            records("d.json", bytes.as_bytes())
+                .into_iter()
+                .map(|(n, t, _)| format!("{n}:{t}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reason("[]"), Vec::<String>::new());
+        assert_eq!(reason("[{\"text\": \"a\"}"), ["1:a", "2:<malformed_json>"]);
+        assert_eq!(
+            reason("[{\"text\": \"a\"} {\"text\": \"b\"}]"),
+            ["1:a", "2:<malformed_json>"]
+        );
+        assert_eq!(
+            reason("[{\"text\": \"a\"},,]"),
+            ["1:a", "2:<malformed_json>"]
+        );
+        assert_eq!(reason("[{\"text\": \"a"), ["1:<malformed_json>"]);
+        assert_eq!(
+            reason("[{\"text\": \"a\"}] trailing"),
+            ["1:a", "2:<malformed_json>"]
+        );
+        assert_eq!(reason("[}"), ["1:<empty>", "2:<malformed_json>"]);
+        let long = format!(
+            "[{{\"text\": \"{}\"}}, {{\"text\": \"b\"}}]",
+            "x".repeat(2000)
+        );
+        assert_eq!(reason(&long), ["1:<line_too_long>", "2:b"]);
+        // A JSON Lines .json file stays JSON Lines.
+        assert_eq!(reason("\n{\"text\": \"a\"}\n"), ["1:<empty>", "2:a"]);
     }
 
     #[test]

@@ -111,7 +111,7 @@ def test_an_unknown_preset_lists_the_presets(tmp_path: Path) -> None:
 def test_a_run_that_keeps_no_document_is_an_error_unless_allowed(
     tmp_path: Path, bpe_tok: Path
 ) -> None:
-    array = tmp_path / "array.json"
+    array = tmp_path / "array.jsonl"
     array.write_text('[{"text": "one"},\n {"text": "two"}]\n')
     out = tmp_path / "shards"
     code, output = run_cli("prepare", array, "-t", bpe_tok, "-o", out, "-q")

@@ -183,3 +183,70 @@ def test_jsonl_round_trip(
     got, skipped = read_texts([path])
     assert got == [t for t in texts if not is_blank(t)]
     assert sum(skipped.values()) == sum(is_blank(t) for t in texts)
+
+
+def _shard_bytes(out: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((out / "train").iterdir())]
+
+
+def test_a_json_array_file_gives_the_shards_of_its_jsonl(tmp_path: Path, bpe_tok: Path) -> None:
+    """alpaca_data.json-style files (one pretty-printed array) were read as
+    malformed lines: 0 documents kept. Now element by element, same shards."""
+    records = [{"text": f'记录 {i}: [brackets] and "quotes" \\ {i}', "id": i} for i in range(50)]
+    array = tmp_path / "data.json"
+    array.write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
+    lines = tmp_path / "data.jsonl"
+    lines.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    kw = {"val_fraction": 0, "progress": False}
+    a = tokenmill.prepare(array, bpe_tok, tmp_path / "a", **kw)
+    tokenmill.prepare(lines, bpe_tok, tmp_path / "b", **kw)
+    assert a.manifest["totals"]["docs"] == 50
+    assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
+    texts, skipped = read_texts([array])
+    assert texts == [r["text"] for r in records] and skipped == {}
+
+
+def test_alpaca_array_for_prepare_sft(tmp_path: Path, bpe_tok: Path) -> None:
+    rows = [{"instruction": f"翻译 {i}", "input": "", "output": f"answer {i}"} for i in range(20)]
+    src = tmp_path / "alpaca_data.json"
+    src.write_text(json.dumps(rows, ensure_ascii=False, indent=4), encoding="utf-8")
+    stats = tokenmill.prepare_sft(src, bpe_tok, tmp_path / "sft", val_fraction=0, progress=False)
+    assert stats.manifest["totals"]["docs"] == 20 and stats.skipped == {}
+
+
+def test_a_broken_json_array_is_counted_and_strict_names_the_record(
+    tmp_path: Path, bpe_tok: Path
+) -> None:
+    src = tmp_path / "cut.json"
+    src.write_text('[{"text": "one"}, {"text": "two"}, {"text": "thr')
+    texts, skipped = read_texts([src])
+    assert texts == ["one", "two"] and skipped == {"malformed_json": 1}
+    with pytest.raises(tokenmill.BadLineError, match=r"cut\.json:3: malformed_json"):
+        tokenmill.prepare(src, bpe_tok, tmp_path / "o", strict=True, progress=False)
+
+
+def test_dedup_output_follows_its_name(tmp_path: Path) -> None:
+    """`dedup -o out.jsonl` on .txt input wrote text lines into a .jsonl file."""
+    txt = tmp_path / "in.txt"
+    txt.write_text("".join(f"line number {i} with some words\n" for i in range(5)) * 2)
+    result = tokenmill.dedup(txt, tmp_path / "out.jsonl", text_field="body", progress=False)
+    assert result.summary["output_format"] == "jsonl"
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"body": f"line number {i} with some words"} for i in range(5)]
+    kept_txt = tmp_path / "out.txt"
+    tokenmill.dedup(txt, kept_txt, progress=False)
+    assert kept_txt.read_text().splitlines() == [
+        f"line number {i} with some words" for i in range(5)
+    ]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"text": "a"}) + "\n")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"cannot hold the JSON records"):
+        tokenmill.dedup(jsonl, tmp_path / "bad.txt", progress=False)
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"name the output \.jsonl"):
+        tokenmill.dedup(jsonl, tmp_path / "bad.out", progress=False)
+    array = tmp_path / "arr.json"
+    array.write_text(
+        json.dumps([{"text": "x y z w", "n": 1}, {"text": "x y z w", "n": 2}], indent=2)
+    )
+    tokenmill.dedup(array, tmp_path / "arr_out.jsonl", progress=False)
+    assert (tmp_path / "arr_out.jsonl").read_text() == '{"text":"x y z w","n":1}\n'

@@ -128,7 +128,8 @@ class DedupResult:
         ]
         lines += [f"  e.g. {e}" for e in s["skipped_examples"][:3]]
         if s.get("output"):
-            lines.append(f"output       {s['output']}")
+            layout = {"jsonl": "JSON Lines", "txt": "text lines"}[s["output_format"]]
+            lines.append(f"output       {s['output']} ({layout}, by its name)")
         if s.get("report"):
             lines.append(f"report       {s['report']}")
         lines.append(
