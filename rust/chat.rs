@@ -406,8 +406,22 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        match tmpl.render_captured_to(context, &mut out) {
-            Ok(_) => String::from_utf8(out.bytes).map_err(|e| e.to_string()),
+        // minijinja itself can panic on some templates (2.24: `''[::-1]`);
+        // that is one bad template for one record (counted as
+        // template_error), not the end of the run.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tmpl.render_captured_to(context, &mut out).map(|_| ())
+        }))
+        .map_err(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("the template engine failed on this template: {what}")
+        })?;
+        match rendered {
+            Ok(()) => String::from_utf8(out.bytes).map_err(|e| e.to_string()),
             Err(_) if out.overflowed => Err(format!(
                 "chat template output exceeds {} MiB",
                 MAX_RENDERED_BYTES >> 20

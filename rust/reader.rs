@@ -444,7 +444,8 @@ fn skip_json_whitespace(r: &mut dyn BufRead) -> io::Result<Option<u8>> {
 /// (strings, escapes, nesting); each element is then parsed like a JSON
 /// line. Whitespace between tokens is dropped, so an element of a
 /// pretty-printed file becomes one line (`dedup` and `chunk` write it back
-/// as JSON Lines).
+/// as JSON Lines), except one space between two scalar tokens: `1 2` must
+/// stay malformed, not become `12`.
 fn read_array_element(
     r: &mut dyn BufRead,
     buf: &mut Vec<u8>,
@@ -476,6 +477,8 @@ fn read_array_element(
         }
     }
     let (mut depth, mut in_string, mut escaped, mut too_long) = (0usize, false, false, false);
+    // Whitespace seen since the last byte kept, outside strings.
+    let mut gap = false;
     loop {
         let available = match r.fill_buf() {
             Ok(a) => a,
@@ -508,7 +511,10 @@ fn read_array_element(
                 match b {
                     // A scalar element ends at whitespace or a delimiter.
                     b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' if depth == 0 => break,
-                    b' ' | b'\t' | b'\r' | b'\n' => false,
+                    b' ' | b'\t' | b'\r' | b'\n' => {
+                        gap = true;
+                        false
+                    }
                     b'"' => {
                         in_string = true;
                         true
@@ -527,13 +533,20 @@ fn read_array_element(
             };
             used += 1;
             if keep && !too_long {
-                if buf.len() >= max {
+                // One space where whitespace separated two scalar tokens.
+                let scalar = |c: u8| !b"{}[],:\"".contains(&c);
+                let space = gap && scalar(b) && buf.last().is_some_and(|&c| scalar(c));
+                if buf.len() + 1 + usize::from(space) > max {
                     too_long = true;
                     buf.clear();
                 } else {
+                    if space {
+                        buf.push(b' ');
+                    }
                     buf.push(b);
                 }
             }
+            gap &= !keep;
             if done {
                 break;
             }
@@ -700,21 +713,41 @@ impl FileReader {
 
     /// Looks at the start of a `.json` file (without consuming a JSON Lines
     /// file's bytes): a `[` first, after a BOM and whitespace, makes it one
-    /// array of records.
+    /// array of records. The BOM and whitespace may span reads (a
+    /// decompressor can return a few bytes at a time), so they are taken
+    /// byte by byte and put back in front of a JSON Lines file.
     fn sniff_layout(&mut self) -> Result<Layout> {
-        let start = self
-            .src
-            .fill_buf()
-            .map_err(|e| TokenmillError::io(&self.path, e))?;
-        let body = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-        let skipped = start.len() - body.len();
-        match body.iter().position(|b| !b" \t\r\n".contains(b)) {
-            Some(i) if body[i] == b'[' => {
-                self.src.consume(skipped + i + 1);
-                Ok(Layout::Array)
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let mut head = Vec::new();
+        let first = loop {
+            let byte = match self.src.fill_buf() {
+                Ok(available) => available.first().copied(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(TokenmillError::io(&self.path, e)),
+            };
+            let Some(b) = byte else { break None };
+            let in_bom =
+                head.len() < BOM.len() && head == BOM[..head.len()] && b == BOM[head.len()];
+            let blank = head
+                .strip_prefix(BOM)
+                .unwrap_or(&head)
+                .iter()
+                .all(|c| b" \t\r\n".contains(c));
+            if !(in_bom || (blank && b" \t\r\n".contains(&b))) {
+                break Some((b, blank));
             }
-            _ => Ok(Layout::Lines),
+            self.src.consume(1);
+            head.push(b);
+        };
+        if first == Some((b'[', true)) {
+            self.src.consume(1);
+            return Ok(Layout::Array);
         }
+        if !head.is_empty() {
+            let rest = std::mem::replace(&mut self.src, Box::new(io::empty()));
+            self.src = Box::new(io::Cursor::new(head).chain(rest));
+        }
+        Ok(Layout::Lines)
     }
 
     /// After an array's `]`: anything but whitespace is one malformed record.
@@ -1050,6 +1083,39 @@ mod tests {
         assert!(records("data.jsonl", pretty.as_bytes())
             .iter()
             .all(|(_, t, _)| t.starts_with('<')));
+    }
+
+    #[test]
+    fn the_array_check_sees_past_short_reads() {
+        // A BOM and whitespace longer than the 7-byte buffer (the fuzz
+        // target found a 1-byte read deciding JSON Lines).
+        let array = "\u{feff}\t \n\n  \r\n [ {\"text\": \"a\"} ]";
+        assert_eq!(records("d.json", array.as_bytes())[0].1, "a");
+        // Put back for JSON Lines: line numbers and the BOM stay as they were.
+        let lines = "\u{feff} \t\n\n\n        {\"text\": \"b\"}\n";
+        let got = records("d.json", lines.as_bytes());
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3].0, 4);
+        assert_eq!(got[3].1, "b");
+        let half_bom = records("d.json", b"\xEF\xBB [1]");
+        assert_eq!(half_bom[0].1, "<invalid_utf8>");
+    }
+
+    #[test]
+    fn array_elements_keep_scalar_tokens_apart() {
+        // Dropping the whitespace would turn `1 2` into `12` and `tr ue`
+        // into `true` (found by the jsonl_reader fuzz target).
+        let got = records(
+            "d.json",
+            b"[{\"text\": \"a\", \"n\": 1 2},\n {\"text\": tr ue}]",
+        );
+        assert_eq!(got[0].1, "<malformed_json>");
+        assert_eq!(got[0].2, r#"{"text":"a","n":1 2}"#);
+        assert_eq!(got[1].1, "<malformed_json>");
+        assert_eq!(
+            records("d.json", b"[ { \"text\" : \"a b\" } ]")[0].2,
+            r#"{"text":"a b"}"#
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# README command 2: set up, lint, run the whole test suite (cargo test + pytest), then check the
-# wheel as users get it (scripts/wheel_check.sh).
+# README command 2: set up, lint, run the whole test suite (cargo test, a one-minute fuzz run,
+# pytest), then check the wheel as users get it (scripts/wheel_check.sh).
 #
 #   bash scripts/test.sh [PYTEST ARGS...]            in .venv, from requirements.lock
 #   bash scripts/test.sh --latest [PYTEST ARGS...]   the same in .venv-latest, from the newest
@@ -21,12 +21,16 @@ echo "== lint"
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features python -- -D warnings
-ruff check python tests benches
-ruff format --check python tests benches
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy --locked --manifest-path fuzz/Cargo.toml --bins -- -D warnings
+ruff check python tests benches fuzz
+ruff format --check python tests benches fuzz
 echo "== stub check"
 python -m mypy.stubtest tokenmill._core
 echo "== cargo test"
 cargo test --locked
+echo "== fuzz (short)"
+bash scripts/fuzz.sh
 echo "== pytest"
 python -m pytest "$@"
 echo "== wheel"

@@ -63,6 +63,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "docs/dedup.md": ("tok",),
     "docs/tokenizer-engines.md": (),
     "docs/benchmarks.md": (),
+    "docs/fuzzing.md": (),
     "benches/README.md": (),
 }
 

@@ -482,6 +482,8 @@ FLOODING_TEMPLATE = (
     [
         (ENDLESS_TEMPLATE, "ran out of fuel (10000000 instructions per render)"),
         (FLOODING_TEMPLATE, "chat template output exceeds 256 MiB"),
+        # minijinja 2.24 panics on this slice; found by the chat_render fuzz target.
+        ("{{ ''[::-1] }}", "the template engine failed on this template"),
     ],
 )
 def test_a_hostile_chat_template_is_stopped_and_counted(
