@@ -6,6 +6,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import tokenmill
@@ -66,3 +67,13 @@ def test_cli_train_tokenizer(tmp_path: Path, texts: list[str]) -> None:
     assert record["fingerprint"] == info["fingerprint"]
     assert info["eos"] == {"token": "<|im_end|>", "id": 4}
     assert info["backend"] == "fast"  # tokenmill's own tokenizers get the fast engine
+
+
+def test_no_documents_is_a_no_documents_error(tmp_path: Path) -> None:
+    """Like every other stage: a run that finds no document raises
+    NoDocumentsError (a TokenmillError), and writes nothing."""
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"other": "x"}\n')
+    with pytest.raises(tokenmill.NoDocumentsError, match="missing_field=1"):
+        tokenmill.train_tokenizer(src, tmp_path / "tok", vocab_size=300, progress=False)
+    assert not (tmp_path / "tok").exists()

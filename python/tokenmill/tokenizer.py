@@ -98,7 +98,7 @@ def train_tokenizer(
     tok.train_from_iterator(texts(), trainer=trainer)
     skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
     if seen == 0:
-        raise _core.InvalidOptionError(
+        raise _core.NoDocumentsError(
             f"no documents to train on in {inputs} (skipped lines: {skipped or 'none'})"
         )
     for i, t in enumerate(SPECIAL_TOKENS):
