@@ -348,6 +348,18 @@ pub fn open_stream(input: &InputFile, counter: Arc<AtomicU64>) -> Result<Box<dyn
     })
 }
 
+/// `r.fill_buf()`, retried when a read is interrupted (EINTR).
+fn fill(r: &mut dyn BufRead) -> io::Result<&[u8]> {
+    loop {
+        match r.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            // Asked again to return the borrow: the buffer is filled now.
+            Ok(_) => return r.fill_buf(),
+        }
+    }
+}
+
 /// Reads one line into `buf` (without its `\n`), holding at most `max` bytes.
 /// Returns `None` at end of input, `Some(false)` for a line that fits and
 /// `Some(true)` for a line that was longer than `max` (then `buf` is cleared).
@@ -360,11 +372,7 @@ pub(crate) fn read_line_bounded(
     let mut too_long = false;
     let mut any = false;
     loop {
-        let available = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let available = fill(r)?;
         if available.is_empty() {
             return Ok(if any { Some(too_long) } else { None });
         }
@@ -416,11 +424,7 @@ enum ArrayStep {
 /// `None` at the end.
 fn skip_json_whitespace(r: &mut dyn BufRead) -> io::Result<Option<u8>> {
     loop {
-        let available = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let available = fill(r)?;
         if available.is_empty() {
             return Ok(None);
         }
@@ -480,11 +484,7 @@ fn read_array_element(
     // Whitespace seen since the last byte kept, outside strings.
     let mut gap = false;
     loop {
-        let available = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let available = fill(r)?;
         if available.is_empty() {
             // Only a scalar element (a number, true, ...) may end the input;
             // the missing `]` is reported by the next call.
@@ -720,11 +720,10 @@ impl FileReader {
         const BOM: &[u8] = b"\xEF\xBB\xBF";
         let mut head = Vec::new();
         let first = loop {
-            let byte = match self.src.fill_buf() {
-                Ok(available) => available.first().copied(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(TokenmillError::io(&self.path, e)),
-            };
+            let byte = fill(&mut *self.src)
+                .map_err(|e| TokenmillError::io(&self.path, e))?
+                .first()
+                .copied();
             let Some(b) = byte else { break None };
             let in_bom =
                 head.len() < BOM.len() && head == BOM[..head.len()] && b == BOM[head.len()];
