@@ -11,6 +11,9 @@ change them):
 - metaspace.json: the same model behind a Metaspace pre-tokenizer (Mistral's
   newer files).
 
+Built by the same functions the tests use (tests/corpus.py), so a fuzz
+fixture and a test tokenizer of one family cannot drift apart.
+
 Trained on a few kB of English, Chinese, code and emoji written below plus
 some standard-library source, so that the merges cover every script the
 fuzzer mixes. Why so small: a fuzz target re-encodes every input, and a 1.5k
@@ -22,27 +25,20 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
-from tokenizers import (
-    AddedToken,
-    Regex,
-    Tokenizer,
-    decoders,
-    models,
-    normalizers,
-    pre_tokenizers,
-    trainers,
-)
+from tokenizers import AddedToken, Tokenizer
 
-OUT = Path(__file__).resolve().parent / "tokenizers"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from corpus import build_llama_style, build_qwen_style  # noqa: E402
+
+OUT = ROOT / "fuzz" / "tokenizers"
 VOCAB_SIZE = 1500
-
-QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. It's what we'll do, isn't it?",
@@ -65,72 +61,35 @@ def corpus() -> list[str]:
     return texts
 
 
-def batches(texts: list[str], n: int = 64):
-    for i in range(0, len(texts), n):
-        yield texts[i : i + n]
-
-
-def byte_level(texts: list[str]) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(batches(texts), trainer=trainer)
-    # Qwen2 ships <tool_call> as a plain (not special) added token.
+def byte_level(texts: list[str], work: Path) -> Tokenizer:
+    """Qwen2 layout, built as the tests build it (tests/corpus.py), plus the
+    plain added token Qwen2 ships (<tool_call>)."""
+    out = build_qwen_style(work / "qwen", texts, VOCAB_SIZE)
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tok.add_tokens([AddedToken("<tool_call>", special=False, normalized=False)])
     return tok
 
 
-def sentencepiece(texts: list[str], legacy: bool) -> Tokenizer:
-    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    # Trained on whitespace-split words, as sentencepiece is.
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE + 256, special_tokens=specials, show_progress=False
-    )
-    tok.train_from_iterator(batches(texts), trainer=trainer)
-    if legacy:
-        tok.pre_tokenizer = None
-    else:
-        tok.normalizer = None
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(
-            replacement="▁", prepend_scheme="first", split=False
-        )
-    tok.decoder = decoders.Sequence(
-        [
-            decoders.Replace("▁", " "),
-            decoders.ByteFallback(),
-            decoders.Fuse(),
-            decoders.Strip(" ", 1, 0),
-        ]
-    )
-    return tok
+def sentencepiece(texts: list[str], legacy: bool, work: Path) -> Tokenizer:
+    """LLaMA-2 layout (legacy) or Metaspace, as tests/corpus.py builds them;
+    the 256 byte tokens come on top of VOCAB_SIZE."""
+    out = build_llama_style(work / f"llama-{legacy}", texts, VOCAB_SIZE + 256, legacy=legacy)
+    return Tokenizer.from_file(str(out / "tokenizer.json"))
 
 
 def main() -> None:
     texts = corpus()
     OUT.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp())
     for name, tok in [
-        ("byte_level", byte_level(texts)),
-        ("sentencepiece", sentencepiece(texts, legacy=True)),
-        ("metaspace", sentencepiece(texts, legacy=False)),
+        ("byte_level", byte_level(texts, work)),
+        ("sentencepiece", sentencepiece(texts, legacy=True, work=work)),
+        ("metaspace", sentencepiece(texts, legacy=False, work=work)),
     ]:
         path = OUT / f"{name}.json"
         tok.save(str(path), pretty=False)
         print(f"{path}: {path.stat().st_size:,} bytes, vocabulary {tok.get_vocab_size():,}")
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":
