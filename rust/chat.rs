@@ -413,12 +413,10 @@ impl ChatTemplate {
             tmpl.render_captured_to(context, &mut out).map(|_| ())
         }))
         .map_err(|payload| {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            format!("the template engine failed on this template: {what}")
+            format!(
+                "the template engine failed on this template: {}",
+                crate::error::panic_message(&*payload)
+            )
         })?;
         match rendered {
             Ok(()) => String::from_utf8(out.bytes).map_err(|e| e.to_string()),

@@ -117,6 +117,16 @@ impl fmt::Display for TokenmillError {
     }
 }
 
+/// The message a caught panic carried (`panic!("...")` with or without
+/// arguments), or "no message".
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// `n` and `noun`, plural unless `n` is 1: "1 line", "2 lines".
 fn counted(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })

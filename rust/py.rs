@@ -192,13 +192,9 @@ fn invalid_err(msg: impl Into<String>) -> PyErr {
 /// that `except Exception` misses. Every binding runs its body through this.
 fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
         Err(InternalError::new_err(format!(
-            "internal error (a bug in tokenmill, please report it): {what}"
+            "internal error (a bug in tokenmill, please report it): {}",
+            crate::error::panic_message(&*payload)
         )))
     })
 }
