@@ -804,7 +804,7 @@ pub fn dedup_files(
     let write_started = Instant::now();
     let removed_per_file = fc.removed_lines(inputs.len());
     if cfg.output.is_some() || cfg.report.is_some() {
-        write_outputs(cfg, &inputs, &fc, interrupted)?;
+        write_outputs(cfg, &inputs, &fc, output_format, interrupted)?;
     }
     let mut files = fc.read.files.clone();
     for (f, removed) in files.iter_mut().zip(&removed_per_file) {
@@ -893,11 +893,12 @@ fn record_id(line: &[u8], field: &str) -> Option<serde_json::Value> {
 /// Pass 2: copies the kept records (each line byte for byte, less a BOM; an
 /// element of a JSON array on one line; a `.txt` line as a record with the
 /// text field when the output is JSON Lines) and writes one report line per
-/// cluster.
+/// cluster. `output_format` is [`output_format`]'s answer for `cfg.output`.
 fn write_outputs(
     cfg: &DedupConfig,
     inputs: &[InputFile],
     fc: &FileClusters,
+    output_format: Option<Format>,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<()> {
     let n = fc.roots.len();
@@ -926,10 +927,7 @@ fn write_outputs(
     // The same records as pass 1, each line whole (no text extraction).
     let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
     opts.whole_json_line = true;
-    let as_json = match &cfg.output {
-        Some(o) => output_format(Path::new(o), inputs)? == Format::Jsonl,
-        None => false,
-    };
+    let as_json = output_format == Some(Format::Jsonl);
     for (fi, input) in inputs.iter().enumerate() {
         let jsonl = input.format == Format::Jsonl;
         let wanted = |o: usize| o < n && fc.files[o] as usize == fi;
