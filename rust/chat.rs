@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Error as JinjaError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -401,13 +402,13 @@ impl ChatTemplate {
         let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
         let mut out = CappedOutput::default();
         let context = minijinja::context! {
-            messages => messages,
+            messages => minijinja::value::Serde(messages),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        // minijinja itself can panic on some templates (2.24: `''[::-1]`);
-        // that is one bad template for one record (counted as
+        // minijinja itself has panicked on some templates (2.24 on
+        // `''[::-1]`); that is one bad template for one record (counted as
         // template_error), not the end of the run.
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tmpl.render_captured_to(context, &mut out).map(|_| ())
@@ -425,7 +426,7 @@ impl ChatTemplate {
                 MAX_RENDERED_BYTES >> 20
             )),
             Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "chat template ran out of fuel ({TEMPLATE_FUEL} instructions per render)"
+                "chat template ran out of fuel ({TEMPLATE_FUEL} per render: one per instruction and per 64 bytes created)"
             )),
             Err(e) => Err(e.to_string()),
         }
@@ -437,12 +438,17 @@ impl ChatTemplate {
     pub fn from_source(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate> {
         let mut env = Environment::new();
         // A template comes with a downloaded tokenizer_config.json: bounded
-        // in time (instructions per render) as well as in output
-        // (`ChatTemplate::render`).
+        // in time and memory by fuel (instructions and the data they create)
+        // as well as in output (`ChatTemplate::render`).
         env.set_fuel(Some(TEMPLATE_FUEL));
         // transformers renders with trim_blocks and lstrip_blocks on.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        env.set_syntax(
+            SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(|e| TokenmillError::Invalid(format!("chat template syntax: {e}")))?,
+        );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -463,9 +469,13 @@ impl ChatTemplate {
     }
 }
 
-/// Instructions one render may execute: the templates of real models use
-/// tens per message, so this passes conversations of 10^5 turns and stops a
-/// hostile `range(10**5)` nested in another within about a second.
+/// Fuel one render may burn. minijinja charges one unit per instruction and
+/// about one per 64 bytes of data the template creates (strings built by
+/// `~` and `+`, filter results, output), so a render executes at most 10^7
+/// instructions and allocates at most about 640 MB. The templates of real
+/// models use tens of instructions per message: this passes conversations
+/// of 10^5 turns or of 64 MiB, and stops a hostile `range(10**5)` nested in
+/// another, or a string doubled in a loop, within about a second.
 pub const TEMPLATE_FUEL: u64 = 10_000_000;
 /// Bytes one render may write: far above any record the reader accepts
 /// (64 MiB lines by default), far below what exhausts memory.
@@ -770,8 +780,56 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_doubles_a_string_runs_out_of_fuel() {
+        // Each doubling is one instruction; since minijinja 3 fuel also pays
+        // for the data a template creates, so these stop at about
+        // TEMPLATE_FUEL * 64 bytes. (Doubling a list is still not charged:
+        // docs/fuzzing.md, findings.)
+        let messages = [Message::new("user", "hi")];
+        for body in [
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+            "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% endif %}{% endmacro %}{{ d('x', 64) }}",
+        ] {
+            let template = ChatTemplate::from_source(body, "", "").unwrap();
+            let err = template.render(&messages, false).unwrap_err();
+            assert!(err.contains("ran out of fuel"), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_template_engine_is_an_error_of_the_record() {
+        let mut template = ChatTemplate::from_source("{{ boom() }}", "", "").unwrap();
+        template
+            .env
+            .add_function("boom", || -> String { panic!("engine bug") });
+        let err = template
+            .render(&[Message::new("user", "hi")], false)
+            .unwrap_err();
+        assert!(
+            err.contains("the template engine failed on this template: engine bug"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loop_controls_work_as_in_transformers() {
+        // transformers compiles templates with jinja2.ext.loopcontrols.
+        let body = "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}\
+                    {% if loop.index > 3 %}{% break %}{% endif %}{{ m.content }};{% endfor %}";
+        let template = ChatTemplate::from_source(body, "", "").unwrap();
+        let messages = ["system", "user", "assistant", "user"].map(|role| Message::new(role, role));
+        assert_eq!(
+            template.render(&messages, false).unwrap(),
+            "user;assistant;"
+        );
+    }
+
+    #[test]
     fn python_json() {
-        let v = minijinja::Value::from_serialize(serde_json::json!({"a": [1, "<b>"], "c": null}));
+        let v = minijinja::Value::from(minijinja::value::Serde(
+            serde_json::json!({"a": [1, "<b>"], "c": null}),
+        ));
         assert_eq!(tojson(v).unwrap(), r#"{"a": [1, "<b>"], "c": null}"#);
     }
 }
