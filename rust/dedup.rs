@@ -834,8 +834,8 @@ pub fn dedup_files(
         verify: lsh.verify,
         output: cfg.output.clone(),
         output_format: output_format.map(|f| match f {
-            Format::Jsonl => "jsonl",
             Format::Text => "txt",
+            _ => "jsonl",
         }),
         report: cfg.report.clone(),
         text_bytes: fc.text_bytes,
@@ -852,18 +852,18 @@ pub fn dedup_files(
 
 /// The `id_field` of a JSON record, if it has one.
 /// What `dedup -o PATH` writes, by PATH's name as inputs are named: JSON
-/// Lines (records kept as they are; a `.txt` line becomes a record with the
-/// text field) or text lines (from `.txt` inputs only: a JSON record has no
+/// Lines (records kept as they are, a Parquet or Arrow row as a JSON object;
+/// a `.txt` line becomes a record with the text field) or text lines (from `.txt` inputs only: a JSON record has no
 /// faithful text line).
 fn output_format(path: &Path, inputs: &[InputFile]) -> Result<Format> {
-    let Some((format, _)) = crate::reader::classify(path) else {
+    let Some((format, _)) = crate::reader::classify(path).filter(|(f, _)| !f.is_columnar()) else {
         return Err(TokenmillError::Invalid(format!(
             "{}: name the output .jsonl (JSON Lines) or .txt (text lines), optionally .gz or .zst",
             path.display()
         )));
     };
     if format == Format::Text {
-        if let Some(json) = inputs.iter().find(|f| f.format == Format::Jsonl) {
+        if let Some(json) = inputs.iter().find(|f| f.format.has_fields()) {
             return Err(TokenmillError::Invalid(format!(
                 "{}: a .txt output cannot hold the JSON records of {}; name it .jsonl",
                 path.display(),
@@ -929,7 +929,7 @@ fn write_outputs(
     opts.whole_json_line = true;
     let as_json = output_format == Some(Format::Jsonl);
     for (fi, input) in inputs.iter().enumerate() {
-        let jsonl = input.format == Format::Jsonl;
+        let jsonl = input.format.has_fields();
         let wanted = |o: usize| o < n && fc.files[o] as usize == fi;
         if input.format == Format::Text && cfg.txt_mode == TxtMode::File {
             // Only a report is written for whole-file documents.

@@ -18,6 +18,7 @@
 pub mod chat;
 pub mod chunk;
 pub mod clean;
+pub mod columnar;
 pub mod dedup;
 pub mod error;
 pub mod fast;

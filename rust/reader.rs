@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::columnar::ColumnReader;
 use crate::error::{Result, TokenmillError};
 
 /// Compression of one input file, chosen from its name.
@@ -33,6 +34,23 @@ pub enum Format {
     Jsonl,
     /// Plain text (`.txt`): one document per line or per file, see [`TxtMode`].
     Text,
+    /// Parquet (`.parquet`): one record per row, see [`crate::columnar`].
+    Parquet,
+    /// Arrow IPC (`.arrow`, as `Dataset.save_to_disk` writes): one record per row.
+    Arrow,
+}
+
+impl Format {
+    /// Whether the file holds records with fields (JSON, or rows of
+    /// columns), rather than lines of text.
+    pub fn has_fields(self) -> bool {
+        self != Format::Text
+    }
+
+    /// Whether the file is read by columns ([`crate::columnar`]).
+    pub fn is_columnar(self) -> bool {
+        matches!(self, Format::Parquet | Format::Arrow)
+    }
 }
 
 /// One input file after expansion.
@@ -199,6 +217,10 @@ pub(crate) fn classify(path: &Path) -> Option<(Format, Compression)> {
         Format::Jsonl
     } else if stem.ends_with(".txt") {
         Format::Text
+    } else if stem.ends_with(".parquet") && compression == Compression::None {
+        Format::Parquet
+    } else if stem.ends_with(".arrow") && compression == Compression::None {
+        Format::Arrow
     } else {
         return None;
     };
@@ -211,6 +233,10 @@ fn is_output(path: &Path, skip: &[PathBuf]) -> bool {
 }
 
 fn walk_dir(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
+    if let Some(files) = saved_dataset_files(dir)? {
+        out.extend(files);
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| TokenmillError::io(dir, e))?
         .map(|e| e.map(|e| e.path()))
@@ -231,6 +257,72 @@ fn walk_dir(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The Arrow files of a directory written by `datasets`' `save_to_disk`,
+/// in their order (`state.json` lists them; `dataset_info.json` and
+/// `state.json` are not data). `None` for any other directory. A
+/// `DatasetDict` directory is refused with its splits named: each split is
+/// a dataset directory of its own.
+fn saved_dataset_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    #[derive(serde::Deserialize)]
+    struct DataFile {
+        filename: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        #[serde(rename = "_data_files")]
+        data_files: Vec<DataFile>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Dict {
+        splits: Vec<String>,
+    }
+    let read = |name: &str| -> Result<Option<String>> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TokenmillError::io(&path, e)),
+        }
+    };
+    let bad = |name: &str, e: serde_json::Error| TokenmillError::Corrupt {
+        path: dir.join(name),
+        message: format!("not a datasets {name}: {e}"),
+    };
+    if let Some(text) = read("dataset_dict.json")? {
+        let dict: Dict = serde_json::from_str(&text).map_err(|e| bad("dataset_dict.json", e))?;
+        let splits: Vec<String> = dict
+            .splits
+            .iter()
+            .map(|s| dir.join(s).display().to_string())
+            .collect();
+        return Err(TokenmillError::Invalid(format!(
+            "{}: a DatasetDict; name the split to read by its directory: {}",
+            dir.display(),
+            splits.join(", ")
+        )));
+    }
+    let Some(text) = read("state.json")? else {
+        return Ok(None);
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| bad("state.json", e))?;
+    let mut files = Vec::new();
+    for f in state.data_files {
+        let name = Path::new(&f.filename);
+        // Names from a file: only plain names inside the directory.
+        if name.components().count() != 1 || classify(name).map(|c| c.0) != Some(Format::Arrow) {
+            return Err(TokenmillError::Corrupt {
+                path: dir.join("state.json"),
+                message: format!(
+                    "data file {:?} is not an .arrow file in the directory",
+                    f.filename
+                ),
+            });
+        }
+        files.push(dir.join(name));
+    }
+    Ok(Some(files))
 }
 
 /// Expands command-line inputs into files, in a deterministic order: specs in
@@ -254,13 +346,13 @@ pub fn expand_inputs(specs: &[String], outputs: &[&Path]) -> Result<Vec<InputFil
             walk_dir(path, skip, &mut paths)?;
             if paths.len() == before {
                 return Err(TokenmillError::Invalid(format!(
-                    "{spec}: directory holds no .jsonl/.json/.txt(.gz/.zst) files"
+                    "{spec}: directory holds no .jsonl/.json/.txt(.gz/.zst), .parquet or .arrow files"
                 )));
             }
         } else if path.exists() {
             if classify(path).is_none() {
                 return Err(TokenmillError::Invalid(format!(
-                    "{spec}: unsupported input; expected .jsonl, .json, .ndjson or .txt, optionally .gz or .zst"
+                    "{spec}: unsupported input; expected .jsonl, .json, .ndjson or .txt (optionally .gz or .zst), .parquet, .arrow, or a directory"
                 )));
             }
             paths.push(path.to_path_buf());
@@ -583,6 +675,8 @@ pub struct FileReader {
     line: u64,
     buf: Vec<u8>,
     finished: bool,
+    /// Rows of a Parquet or Arrow file (then `src` is empty and unused).
+    columns: Option<ColumnReader>,
     /// Lines whose lone surrogate escapes were replaced by U+FFFD.
     pub repaired_surrogates: u64,
 }
@@ -590,6 +684,24 @@ pub struct FileReader {
 impl FileReader {
     /// Opens `input`; `counter` receives the raw bytes read.
     pub fn open(input: &InputFile, opts: &ReaderOptions, counter: Arc<AtomicU64>) -> Result<Self> {
+        if input.format.is_columnar() {
+            let field: &[String] = if opts.whole_json_line {
+                &[]
+            } else {
+                &opts.text_field
+            };
+            let columns = ColumnReader::open(
+                &input.path,
+                input.format,
+                field,
+                opts.max_line_bytes,
+                counter,
+            )?;
+            let mut reader =
+                FileReader::from_stream(Box::new(io::empty()), &input.path, input.format, opts);
+            reader.columns = Some(columns);
+            return Ok(reader);
+        }
         let src = open_stream(input, counter)?;
         Ok(FileReader::from_stream(
             src,
@@ -620,6 +732,7 @@ impl FileReader {
             line: 0,
             buf: Vec::new(),
             finished: false,
+            columns: None,
             repaired_surrogates: 0,
         }
     }
@@ -628,6 +741,9 @@ impl FileReader {
     pub fn next_record(&mut self) -> Result<Option<Record>> {
         if self.finished {
             return Ok(None);
+        }
+        if let Some(columns) = &mut self.columns {
+            return columns.next_record(&mut self.buf);
         }
         if self.format == Format::Text && self.opts.txt_mode == TxtMode::File {
             self.finished = true;
@@ -683,22 +799,19 @@ impl FileReader {
                 return Ok(Some(skip(line, SkipReason::InvalidUtf8, detail)));
             }
         };
-        let record = match self.format {
-            Format::Text => text_record(line, text.to_owned()),
-            Format::Jsonl => {
-                if text.trim().is_empty() {
-                    skip(line, SkipReason::Empty, "blank line".into())
-                } else if self.opts.whole_json_line {
-                    text_record(line, text.to_owned())
-                } else {
-                    match extract_text(text, &self.opts.text_field) {
-                        Extracted::Text(t, repaired) => {
-                            self.repaired_surrogates += u64::from(repaired);
-                            text_record(line, t)
-                        }
-                        Extracted::Skip(reason, detail) => skip(line, reason, detail),
-                    }
+        let record = if self.format == Format::Text {
+            text_record(line, text.to_owned())
+        } else if text.trim().is_empty() {
+            skip(line, SkipReason::Empty, "blank line".into())
+        } else if self.opts.whole_json_line {
+            text_record(line, text.to_owned())
+        } else {
+            match extract_text(text, &self.opts.text_field) {
+                Extracted::Text(t, repaired) => {
+                    self.repaired_surrogates += u64::from(repaired);
+                    text_record(line, t)
                 }
+                Extracted::Skip(reason, detail) => skip(line, reason, detail),
             }
         };
         Ok(Some(record))
@@ -706,7 +819,8 @@ impl FileReader {
 
     /// The raw bytes of the line last returned by [`FileReader::next_record`]
     /// (without its `\n`; empty for a line that was too long or a whole file;
-    /// for an element of a JSON array, the element on one line).
+    /// for an element of a JSON array, the element on one line; for a row
+    /// read whole, the row as a JSON object).
     pub fn raw_line(&self) -> &[u8] {
         &self.buf
     }

@@ -472,3 +472,17 @@ def qwen25_tokenizer_config(eos: str) -> dict[str, Any]:
         "model_max_length": 32768,
         "chat_template": QWEN25_TEMPLATE,
     }
+
+
+def read_texts(paths: list[Path], **kw: object) -> tuple[list[str], dict[str, int]]:
+    """The documents the reader yields from ``paths`` (the input layer every
+    command shares) and the skipped lines by reason."""
+    from tokenmill import _core
+
+    batches = _core.TextBatches([str(p) for p in paths], **kw)  # type: ignore[arg-type]
+    return [t for batch in batches for t in batch], batches.skipped
+
+
+def shard_bytes(out: Path, split: str = "train") -> list[bytes]:
+    """The bytes of every file of a split, in name order."""
+    return [p.read_bytes() for p in sorted((out / split).iterdir())]

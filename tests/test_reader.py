@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenmill
-from tokenmill import _core
+from corpus import read_texts, shard_bytes
 from tokenmill.cli import main
 
 # Unicode White_Space, the definition of "blank" the reader uses.
@@ -25,12 +25,6 @@ WHITE_SPACE = set(
 
 def is_blank(text: str) -> bool:
     return all(c in WHITE_SPACE for c in text)
-
-
-def read_texts(paths: list[Path], **kw: object) -> tuple[list[str], dict[str, int]]:
-    batches = _core.TextBatches([str(p) for p in paths], **kw)  # type: ignore[arg-type]
-    out = [t for batch in batches for t in batch]
-    return out, batches.skipped
 
 
 HOSTILE_LINES: list[bytes] = [
@@ -185,10 +179,6 @@ def test_jsonl_round_trip(
     assert sum(skipped.values()) == sum(is_blank(t) for t in texts)
 
 
-def _shard_bytes(out: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted((out / "train").iterdir())]
-
-
 def test_a_json_array_file_gives_the_shards_of_its_jsonl(tmp_path: Path, bpe_tok: Path) -> None:
     """alpaca_data.json-style files (one pretty-printed array) were read as
     malformed lines: 0 documents kept. Now element by element, same shards."""
@@ -201,7 +191,7 @@ def test_a_json_array_file_gives_the_shards_of_its_jsonl(tmp_path: Path, bpe_tok
     a = tokenmill.prepare(array, bpe_tok, tmp_path / "a", **kw)
     tokenmill.prepare(lines, bpe_tok, tmp_path / "b", **kw)
     assert a.manifest["totals"]["docs"] == 50
-    assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
     texts, skipped = read_texts([array])
     assert texts == [r["text"] for r in records] and skipped == {}
 

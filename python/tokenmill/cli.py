@@ -317,7 +317,8 @@ def main() -> None:
 def prepare_cmd(
     inputs: tuple[str, ...], tokenizer: str, output: str, quiet: bool, **options: Any
 ) -> None:
-    """Tokenize INPUTS (files, directories, globs of .jsonl/.json/.txt[.gz|.zst]) into shards."""
+    """Tokenize INPUTS (files, directories, globs of .jsonl/.json/.txt[.gz|.zst],
+    .parquet, .arrow, save_to_disk directories) into shards."""
     if options.pop("no_dedup"):
         options["dedup"] = "none"
     stats = prepare(list(inputs), tokenizer, output, progress=not quiet, **options)
@@ -361,8 +362,8 @@ def prepare_cmd(
 def prepare_sft_cmd(
     inputs: tuple[str, ...], tokenizer: str, output: str, quiet: bool, **options: Any
 ) -> None:
-    """Render chat INPUTS (.jsonl[.gz|.zst]) with the tokenizer's chat template into
-    SFT shards with loss masks (1 on assistant replies)."""
+    """Render chat INPUTS (.jsonl/.json[.gz|.zst], .parquet, .arrow) with the
+    tokenizer's chat template into SFT shards with loss masks (1 on assistant replies)."""
     stats = prepare_sft(list(inputs), tokenizer, output, progress=not quiet, **options)
     click.echo(stats.summary())
     sft = stats.manifest.get("sft") or {}

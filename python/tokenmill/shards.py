@@ -151,7 +151,9 @@ def prepare(
 
     Args:
         inputs: files, directories (walked recursively) or globs of ``.jsonl``,
-            ``.json``, ``.ndjson`` or ``.txt``, optionally ``.gz``/``.zst``.
+            ``.json``, ``.ndjson`` or ``.txt``, optionally ``.gz``/``.zst``;
+            ``.parquet``/``.arrow`` files and ``Dataset.save_to_disk``
+            directories (one record per row).
         tokenizer: a ``tokenizer.json`` or a directory holding one (its
             ``tokenizer_config.json`` gives BOS/EOS/PAD).
         output: the dataset directory; it holds a dataset only once
@@ -258,7 +260,9 @@ def prepare_sft(
 
     Args:
         inputs: files, directories or globs of ``.jsonl``/``.json``/``.ndjson``,
-            optionally ``.gz``/``.zst``.
+            optionally ``.gz``/``.zst``, or ``.parquet``/``.arrow`` files and
+            ``save_to_disk`` directories whose rows hold the conversation
+            (``messages`` as a list of structs).
         tokenizer: a ``tokenizer.json`` or a directory holding one.
         output: the dataset directory.
         format: ``messages`` (OpenAI ``[{role, content}]``), ``sharegpt``

@@ -1,0 +1,395 @@
+//! Columnar inputs: Parquet files and Arrow IPC files (the `data-*.arrow`
+//! of `Dataset.save_to_disk`), read as records like JSON lines are.
+//!
+//! Rows come out in file order, numbered from 1 like lines, either as the
+//! text at a dotted path (`content.text` walks into struct columns; only
+//! that column is read) or, for stages that parse whole records
+//! (`prepare-sft`, the write pass of `dedup`), as the row written as one
+//! JSON object line by `arrow-json` (lists of structs become the
+//! `messages` arrays chat records hold). Memory is bounded by one batch of
+//! decoded rows, never the file.
+//!
+//! A file without the text column, or with a text column that is not a
+//! string, is an error naming the file and its columns: it would skip every
+//! row. A null text is counted as `not_a_string`, as `"text": null` is in
+//! JSON Lines; a file that fails to decode is `Corrupt`, naming the row.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use crate::error::{Result, TokenmillError};
+use crate::reader::{Format, Record, SkipReason};
+
+/// Rows decoded at a time from a Parquet file.
+const PARQUET_BATCH_ROWS: usize = 1024;
+
+type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
+
+/// Streams the rows of one Parquet or Arrow file as [`Record`]s.
+pub struct ColumnReader {
+    path: PathBuf,
+    batches: Batches,
+    /// The text column's path; empty when whole rows are handed on.
+    text_field: Vec<String>,
+    max_line_bytes: usize,
+    /// The current batch: its text column, or its rows as JSON lines.
+    current: Option<Rows>,
+    /// Rows returned so far (the number of the last one).
+    row: u64,
+    /// Progress for a Parquet file, which is read by pages, not as a
+    /// stream: bytes are counted in proportion to rows decoded.
+    parquet_progress: Option<(u64, u64)>,
+    counter: Arc<AtomicU64>,
+    counted: u64,
+}
+
+enum Rows {
+    /// The text column and the struct columns above it (a null struct
+    /// makes the text null).
+    Text {
+        column: ArrayRef,
+        parents: Vec<ArrayRef>,
+        next: usize,
+    },
+    Json {
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+        next: usize,
+    },
+}
+
+impl ColumnReader {
+    /// Opens `path`; `text_field` empty reads whole rows. `counter`
+    /// receives the bytes read (for Parquet, an estimate by rows).
+    pub fn open(
+        path: &Path,
+        format: Format,
+        text_field: &[String],
+        max_line_bytes: usize,
+        counter: Arc<AtomicU64>,
+    ) -> Result<ColumnReader> {
+        let io_err = |e| TokenmillError::io(path, e);
+        let corrupt = |e: &dyn std::fmt::Display| TokenmillError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let mut parquet_progress = None;
+        let batches: Batches = match format {
+            Format::Parquet => {
+                let size = file.metadata().map_err(io_err)?.len();
+                let builder =
+                    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
+                let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+                parquet_progress = Some((size, rows));
+                let mask = match text_column(path, builder.schema(), text_field)? {
+                    Some(root) => ProjectionMask::roots(builder.parquet_schema(), [root]),
+                    None => ProjectionMask::all(),
+                };
+                let reader = builder
+                    .with_projection(mask)
+                    .with_batch_size(PARQUET_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| corrupt(&e))?;
+                Box::new(reader)
+            }
+            Format::Arrow => {
+                let counted = CountingFile {
+                    file,
+                    counter: counter.clone(),
+                };
+                open_arrow(path, counted, text_field)?
+            }
+            Format::Jsonl | Format::Text => unreachable!("line formats are read by FileReader"),
+        };
+        Ok(ColumnReader {
+            path: path.to_path_buf(),
+            batches,
+            text_field: text_field.to_vec(),
+            max_line_bytes,
+            current: None,
+            row: 0,
+            parquet_progress,
+            counter,
+            counted: 0,
+        })
+    }
+
+    /// The next row, `None` at the end of the file. For whole rows, `raw`
+    /// receives the row as one JSON line (and the record's text is that line).
+    pub fn next_record(&mut self, raw: &mut Vec<u8>) -> Result<Option<Record>> {
+        loop {
+            if let Some(record) = self.take(raw) {
+                return Ok(Some(record));
+            }
+            let Some(batch) = self.batches.next() else {
+                return Ok(None);
+            };
+            let batch = batch.map_err(|e| TokenmillError::Corrupt {
+                path: self.path.clone(),
+                message: format!("after row {}: {e}", self.row),
+            })?;
+            self.count_progress(batch.num_rows() as u64);
+            self.current = Some(self.rows_of(&batch)?);
+        }
+    }
+
+    /// The next row of the current batch, if it has one left.
+    fn take(&mut self, raw: &mut Vec<u8>) -> Option<Record> {
+        let max = self.max_line_bytes;
+        let line = self.row + 1;
+        raw.clear();
+        let text = match self.current.as_mut()? {
+            Rows::Text {
+                column,
+                parents,
+                next,
+            } => {
+                if *next == column.len() {
+                    return None;
+                }
+                let i = *next;
+                *next += 1;
+                let null = parents.iter().any(|p| p.is_null(i));
+                match string_at(column, i).filter(|_| !null) {
+                    None => Err((SkipReason::NotAString, "text is null".to_owned())),
+                    Some(t) if t.len() > max => {
+                        Err((SkipReason::LineTooLong, format!("text over {max} bytes")))
+                    }
+                    Some(t) => Ok(t.to_owned()),
+                }
+            }
+            Rows::Json { bytes, ends, next } => {
+                if *next == ends.len() {
+                    return None;
+                }
+                let start = if *next == 0 { 0 } else { ends[*next - 1] + 1 };
+                let row = &bytes[start..ends[*next]];
+                *next += 1;
+                if row.len() > max {
+                    Err((
+                        SkipReason::LineTooLong,
+                        format!("row over {max} bytes as JSON"),
+                    ))
+                } else {
+                    raw.extend_from_slice(row);
+                    // arrow-json writes UTF-8.
+                    Ok(String::from_utf8_lossy(row).into_owned())
+                }
+            }
+        };
+        self.row = line;
+        Some(match text {
+            Ok(t) if t.trim().is_empty() => Record {
+                line,
+                text: Err((SkipReason::Empty, "text is empty or whitespace".into())),
+            },
+            text => Record { line, text },
+        })
+    }
+
+    fn rows_of(&self, batch: &RecordBatch) -> Result<Rows> {
+        if self.text_field.is_empty() {
+            let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+            writer
+                .write(batch)
+                .and_then(|()| writer.finish())
+                .map_err(|e| TokenmillError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!("row {}: cannot write as JSON: {e}", self.row + 1),
+                })?;
+            let bytes = writer.into_inner();
+            let ends = memchr::memchr_iter(b'\n', &bytes).collect();
+            return Ok(Rows::Json {
+                bytes,
+                ends,
+                next: 0,
+            });
+        }
+        let (column, parents) =
+            nested_column(batch, &self.text_field).ok_or_else(|| TokenmillError::Corrupt {
+                path: self.path.clone(),
+                message: format!(
+                    "row {}: no column {:?}",
+                    self.row + 1,
+                    self.text_field.join(".")
+                ),
+            })?;
+        Ok(Rows::Text {
+            column,
+            parents,
+            next: 0,
+        })
+    }
+
+    fn count_progress(&mut self, rows: u64) {
+        let Some((size, total)) = self.parquet_progress else {
+            return;
+        };
+        let done = (self.row + rows).min(total);
+        let bytes = (u128::from(size) * u128::from(done))
+            .checked_div(u128::from(total))
+            .map_or(size, |b| b as u64);
+        self.counter
+            .fetch_add(bytes - self.counted, Ordering::Relaxed);
+        self.counted = bytes;
+    }
+}
+
+/// Opens an Arrow IPC file: the stream format `datasets` writes, or the
+/// file format (magic `ARROW1`) pyarrow's `ipc.new_file` writes.
+fn open_arrow(path: &Path, mut file: CountingFile, text_field: &[String]) -> Result<Batches> {
+    let io_err = |e| TokenmillError::io(path, e);
+    let corrupt = |e: ArrowError| TokenmillError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut magic = [0u8; 6];
+    let n = file.file.read(&mut magic).map_err(io_err)?;
+    file.file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    if n == 6 && &magic == b"ARROW1" {
+        // The file format has a footer: read its schema first, then only
+        // the column needed.
+        let first = File::open(path).map_err(io_err)?;
+        let schema = arrow_ipc::reader::FileReader::try_new(first, None)
+            .map_err(corrupt)?
+            .schema();
+        let projection = text_column(path, &schema, text_field)?.map(|c| vec![c]);
+        let reader = arrow_ipc::reader::FileReader::try_new(file, projection).map_err(corrupt)?;
+        return Ok(Box::new(reader));
+    }
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None).map_err(corrupt)?;
+    let Some(column) = text_column(path, &reader.schema(), text_field)? else {
+        return Ok(Box::new(reader));
+    };
+    Ok(Box::new(ProjectedStream {
+        inner: reader,
+        column,
+    }))
+}
+
+/// A stream read in full with one column kept (the stream format has no
+/// index to skip the others by).
+struct ProjectedStream<R: Read> {
+    inner: arrow_ipc::reader::StreamReader<BufReader<R>>,
+    column: usize,
+}
+
+impl<R: Read> Iterator for ProjectedStream<R> {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.inner.next()?;
+        Some(batch.and_then(|b| b.project(&[self.column])))
+    }
+}
+
+/// A file that counts the bytes read from it, for progress.
+struct CountingFile {
+    file: File,
+    counter: Arc<AtomicU64>,
+}
+
+impl Read for CountingFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Seek for CountingFile {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// The top-level column holding `text_field` (`None` when whole rows are
+/// read), after checking that the dotted path leads to a string column.
+fn text_column(path: &Path, schema: &Schema, text_field: &[String]) -> Result<Option<usize>> {
+    let Some((first, rest)) = text_field.split_first() else {
+        return Ok(None);
+    };
+    let names = |fields: &arrow_schema::Fields| {
+        fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing = |what: &str, fields: &arrow_schema::Fields| {
+        TokenmillError::Invalid(format!(
+            "{}: no column {what:?} for text_field={:?} (columns: {})",
+            path.display(),
+            text_field.join("."),
+            names(fields)
+        ))
+    };
+    let Ok(root) = schema.index_of(first) else {
+        return Err(missing(first, schema.fields()));
+    };
+    let mut field = schema.field(root);
+    for (depth, key) in rest.iter().enumerate() {
+        let DataType::Struct(fields) = field.data_type() else {
+            return Err(TokenmillError::Invalid(format!(
+                "{}: column {:?} is {}, not a struct holding {key:?}",
+                path.display(),
+                text_field[..=depth].join("."),
+                field.data_type()
+            )));
+        };
+        let Some((_, inner)) = fields.find(key) else {
+            return Err(missing(&text_field[..=depth + 1].join("."), fields));
+        };
+        field = inner;
+    }
+    if !matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return Err(TokenmillError::Invalid(format!(
+            "{}: column {:?} is {}, not a string",
+            path.display(),
+            text_field.join("."),
+            field.data_type()
+        )));
+    }
+    Ok(Some(root))
+}
+
+/// The column at a dotted path and the struct columns above it; `None`
+/// if a level is missing from this batch (the schema was checked on open).
+fn nested_column(batch: &RecordBatch, path: &[String]) -> Option<(ArrayRef, Vec<ArrayRef>)> {
+    let (first, rest) = path.split_first()?;
+    let mut column = batch.column_by_name(first)?.clone();
+    let mut parents = Vec::new();
+    for key in rest {
+        let inner = column.as_struct_opt()?.column_by_name(key)?.clone();
+        parents.push(std::mem::replace(&mut column, inner));
+    }
+    Some((column, parents))
+}
+
+/// The string at row `i`; `None` for a null.
+fn string_at(column: &ArrayRef, i: usize) -> Option<&str> {
+    if column.is_null(i) {
+        return None;
+    }
+    if let Some(a) = column.as_string_opt::<i32>() {
+        Some(a.value(i))
+    } else if let Some(a) = column.as_string_opt::<i64>() {
+        Some(a.value(i))
+    } else {
+        column.as_string_view_opt().map(|a| a.value(i))
+    }
+}

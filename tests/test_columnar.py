@@ -1,0 +1,193 @@
+"""Parquet files and `datasets` directories as inputs: the same documents in
+the same order give the shards of the JSON Lines run, whatever the container."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tokenmill
+from corpus import read_texts, shard_bytes
+
+
+def prepare(src: Path, tok: Path, out: Path, **kw: Any) -> tokenmill.PrepareStats:
+    return tokenmill.prepare(src, tok, out, val_fraction=0, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def docs(texts: list[str]) -> list[str]:
+    # Real zh/en documents, each once, plus a blank one (counted as empty in
+    # every container).
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    return [*unique[:300], "   ", *unique[300:400]]
+
+
+def test_every_container_gives_the_shards_of_the_jsonl_run(
+    tmp_path: Path, bpe_tok: Path, docs: list[str]
+) -> None:
+    import datasets
+
+    jsonl = tmp_path / "plain.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps({"text": t, "n": i}, ensure_ascii=False) + "\n" for i, t in enumerate(docs)
+        ),
+        encoding="utf-8",
+    )
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text(
+        "".join(
+            json.dumps({"meta": {"n": i}, "content": {"text": t}}, ensure_ascii=False) + "\n"
+            for i, t in enumerate(docs)
+        ),
+        encoding="utf-8",
+    )
+    table = pa.table({"n": list(range(len(docs))), "text": docs})
+    parquet = tmp_path / "zstd.parquet"
+    pq.write_table(table, parquet, row_group_size=64, compression="zstd")
+    assert pq.ParquetFile(parquet).num_row_groups > 3
+    struct = tmp_path / "struct.parquet"
+    pq.write_table(
+        pa.table({"content": pa.array([{"text": t, "lang": "x"} for t in docs])}),
+        struct,
+        compression="snappy",
+    )
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": docs, "n": list(range(len(docs)))}).save_to_disk(
+        saved, max_shard_size="50KB"
+    )
+    assert len(list(saved.glob("*.arrow"))) > 1
+    arrow_file = tmp_path / "file.arrow"
+    with pa.ipc.new_file(arrow_file, table.schema) as w:
+        w.write_table(table, max_chunksize=100)
+
+    base = prepare(jsonl, bpe_tok, tmp_path / "base")
+    assert base.manifest["totals"]["docs"] == len(docs) - 1
+    for src, field in [
+        (nested, "content.text"),
+        (parquet, "text"),
+        (struct, "content.text"),
+        (saved, "text"),
+        (arrow_file, "text"),
+    ]:
+        out = tmp_path / f"out_{src.name}"
+        stats = prepare(src, bpe_tok, out, text_field=field)
+        assert shard_bytes(out) == shard_bytes(tmp_path / "base"), src.name
+        assert stats.skipped == {"empty": 1}, src.name
+
+
+def test_null_texts_are_counted_and_bad_columns_named(tmp_path: Path, bpe_tok: Path) -> None:
+    src = tmp_path / "nulls.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "text": ["one two", None, "three four", ""],
+                "meta": pa.array([{"body": "x"}, None, {"body": None}, {"body": "y"}]),
+                "n": [1, 2, 3, 4],
+            }
+        ),
+        src,
+    )
+    texts, skipped = read_texts([src])
+    assert texts == ["one two", "three four"]
+    assert skipped == {"not_a_string": 1, "empty": 1}
+    texts, skipped = read_texts([src], text_field="meta.body")
+    assert texts == ["x", "y"] and skipped == {"not_a_string": 2}
+    with pytest.raises(
+        tokenmill.InvalidOptionError, match=r'no column "body" .*columns: text, meta, n'
+    ):
+        read_texts([src], text_field="body")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r'column "n" is Int64, not a string'):
+        read_texts([src], text_field="n")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r'"meta.other" .*columns: body'):
+        read_texts([src], text_field="meta.other")
+    with pytest.raises(tokenmill.BadLineError, match=r"nulls\.parquet:2: not_a_string"):
+        prepare(src, bpe_tok, tmp_path / "o", strict=True)
+
+
+def test_a_damaged_parquet_file_names_itself(tmp_path: Path) -> None:
+    src = tmp_path / "cut.parquet"
+    pq.write_table(pa.table({"text": [f"document {i}" for i in range(1000)]}), src)
+    src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(tokenmill.CorruptDatasetError, match=r"cut\.parquet"):
+        read_texts([src])
+
+
+def test_a_dataset_dict_directory_names_its_splits(tmp_path: Path) -> None:
+    import datasets
+
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["a b", "c d"]}),
+            "test": datasets.Dataset.from_dict({"text": ["e f"]}),
+        }
+    )
+    dd.save_to_disk(tmp_path / "dd")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"a DatasetDict; .*dd/train, .*dd/test"):
+        read_texts([tmp_path / "dd"])
+    assert read_texts([tmp_path / "dd" / "test"]) == (["e f"], {})
+
+
+def test_dedup_and_sft_read_parquet_rows_whole(tmp_path: Path, bpe_tok: Path) -> None:
+    base = "the quick brown fox jumps over the lazy dog near the river bank today "
+    rows = [
+        {"id": i, "text": base * 3 + ("" if i % 2 else f"unique tail {i} " * 4)} for i in range(8)
+    ]
+    src = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=3)
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = tokenmill.dedup(src, tmp_path / "a.jsonl", progress=False)
+    b = tokenmill.dedup(jsonl, tmp_path / "b.jsonl", progress=False)
+    assert a.summary["output_format"] == "jsonl"
+
+    def kept(path: Path) -> list[Any]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    # Rows come back whole, as JSON records with every column.
+    assert kept(tmp_path / "a.jsonl") == kept(tmp_path / "b.jsonl")
+    assert a.removed == b.removed > 0
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"name the output \.jsonl"):
+        tokenmill.dedup(src, tmp_path / "c.parquet", progress=False)
+
+    convs = [
+        {
+            "messages": [
+                {"role": "user", "content": f"问题 {i}: what is {i} + {i}?"},
+                {"role": "assistant", "content": f"It is {2 * i}."},
+            ]
+        }
+        for i in range(20)
+    ]
+    sft_parquet = tmp_path / "chat.parquet"
+    pq.write_table(pa.Table.from_pylist(convs), sft_parquet, row_group_size=7)
+    sft_jsonl = tmp_path / "chat.jsonl"
+    sft_jsonl.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in convs))
+    kw: dict[str, Any] = {"val_fraction": 0, "progress": False}
+    tokenmill.prepare_sft(sft_parquet, bpe_tok, tmp_path / "sp", **kw)
+    tokenmill.prepare_sft(sft_jsonl, bpe_tok, tmp_path / "sj", **kw)
+    assert shard_bytes(tmp_path / "sp") == shard_bytes(tmp_path / "sj")
+
+
+def test_chunk_and_train_tokenizer_read_parquet(tmp_path: Path, docs: list[str]) -> None:
+    src = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": docs[:60]}), src, row_group_size=16)
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[:60]))
+    for path in (src, jsonl):
+        tokenmill.chunk_files(
+            path, tmp_path / f"{path.suffix[1:]}.jsonl", max_chars=40, progress=False
+        )
+
+    def chunks(name: str) -> list[tuple[str, int]]:
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        return [(r["text"], r["chunk_index"]) for r in rows]
+
+    assert chunks("parquet.jsonl") == chunks("jsonl.jsonl")
+    tok = tokenmill.train_tokenizer(src, tmp_path / "tok", vocab_size=300, progress=False)
+    assert (tok / "tokenizer.json").exists()
