@@ -25,9 +25,9 @@ use unicode_segmentation::GraphemeCursor;
 use crate::error::{Result, TokenmillError};
 use crate::manifest::FileStats;
 use crate::output::OutputFile;
-use crate::prepare::resolve_threads;
 use crate::progress::{Counts, Progress};
-use crate::reader::{bad_line, expand_inputs, FileReader, Format, ReaderOptions, TxtMode};
+use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
+use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Default `--max-chars` (the seed recipe's `split_text`).
@@ -355,7 +355,7 @@ pub fn chunk_char_spans(
     overlap: usize,
     threads: usize,
 ) -> Result<Vec<Vec<(usize, usize)>>> {
-    let pool = crate::dedup::build_pool(threads)?;
+    let pool = build_pool(threads, "chunk")?;
     pool.install(|| {
         texts
             .par_iter()
@@ -653,13 +653,14 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             limit.max()
         )));
     }
-    let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    opts.rows_as_json = true;
     let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
     if inputs.is_empty() {
         return Err(TokenmillError::Invalid("no input files given".into()));
     }
     let threads = resolve_threads(cfg.threads);
-    let pool = crate::dedup::build_pool(threads)?;
+    let pool = build_pool(threads, "chunk")?;
     let mut out = OutputFile::create(Path::new(&cfg.output), cfg.overwrite)?;
     let total_raw: u64 = inputs
         .iter()
@@ -675,7 +676,7 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     for input in &inputs {
         let mut stats = FileStats::new(&input.path);
         let mut reader = FileReader::open(input, &opts, raw.clone())?;
-        // Text, raw JSONL line (None for plain text), line number.
+        // Text, the record as a JSON line (None for plain text), line number.
         let mut batch = Batcher::new(BATCH_DOCS, BATCH_BYTES);
         let mut flush = |batch: Vec<(String, Option<Vec<u8>>, u64)>| -> Result<()> {
             let lines: Vec<Result<Vec<String>>> = pool.install(|| {
@@ -727,7 +728,10 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
             stats.lines += 1;
             match rec.text {
                 Ok(text) => {
-                    let raw = (input.format == Format::Jsonl).then(|| reader.raw_line().to_vec());
+                    let raw = input
+                        .format
+                        .has_fields()
+                        .then(|| reader.raw_line().to_vec());
                     stats.docs += 1;
                     stats.text_bytes += text.len() as u64;
                     let bytes = text.len() + raw.as_ref().map_or(0, Vec::len);

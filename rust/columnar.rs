@@ -27,7 +27,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use crate::error::{Result, TokenmillError};
-use crate::reader::{Format, Record, SkipReason};
+use crate::reader::{skip, text_record, Format, Record, SkipReason};
 
 /// Rows decoded at a time from a Parquet file.
 const PARQUET_BATCH_ROWS: usize = 1024;
@@ -40,6 +40,8 @@ pub struct ColumnReader {
     batches: Batches,
     /// The text column's path; empty when whole rows are handed on.
     text_field: Vec<String>,
+    /// Also write each row as JSON (`chunk` keeps every source field).
+    with_json: bool,
     max_line_bytes: usize,
     /// The current batch: its text column, or its rows as JSON lines.
     current: Option<Rows>,
@@ -52,28 +54,26 @@ pub struct ColumnReader {
     counted: u64,
 }
 
-enum Rows {
-    /// The text column and the struct columns above it (a null struct
-    /// makes the text null).
-    Text {
-        column: ArrayRef,
-        parents: Vec<ArrayRef>,
-        next: usize,
-    },
-    Json {
-        bytes: Vec<u8>,
-        ends: Vec<usize>,
-        next: usize,
-    },
+/// One decoded batch: the text column (with the struct columns above it,
+/// since a null struct makes the text null) and/or every row as a JSON line.
+struct Rows {
+    text: Option<(ArrayRef, Vec<ArrayRef>)>,
+    /// The rows written by `arrow-json`, and where each line ends.
+    json: Option<(Vec<u8>, Vec<usize>)>,
+    len: usize,
+    next: usize,
 }
 
 impl ColumnReader {
-    /// Opens `path`; `text_field` empty reads whole rows. `counter`
-    /// receives the bytes read (for Parquet, an estimate by rows).
+    /// Opens `path`; `text_field` empty reads whole rows (the record's text
+    /// is the row as JSON), `with_json` hands each row on as JSON beside its
+    /// text. `counter` receives the bytes read (for Parquet, an estimate by
+    /// rows).
     pub fn open(
         path: &Path,
         format: Format,
         text_field: &[String],
+        with_json: bool,
         max_line_bytes: usize,
         counter: Arc<AtomicU64>,
     ) -> Result<ColumnReader> {
@@ -92,8 +92,10 @@ impl ColumnReader {
                 let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
                 parquet_progress = Some((size, rows));
                 let mask = match text_column(path, builder.schema(), text_field)? {
-                    Some(root) => ProjectionMask::roots(builder.parquet_schema(), [root]),
-                    None => ProjectionMask::all(),
+                    Some(root) if !with_json => {
+                        ProjectionMask::roots(builder.parquet_schema(), [root])
+                    }
+                    _ => ProjectionMask::all(),
                 };
                 let reader = builder
                     .with_projection(mask)
@@ -107,7 +109,7 @@ impl ColumnReader {
                     file,
                     counter: counter.clone(),
                 };
-                open_arrow(path, counted, text_field)?
+                open_arrow(path, counted, text_field, with_json)?
             }
             Format::Jsonl | Format::Text => unreachable!("line formats are read by FileReader"),
         };
@@ -115,6 +117,7 @@ impl ColumnReader {
             path: path.to_path_buf(),
             batches,
             text_field: text_field.to_vec(),
+            with_json,
             max_line_bytes,
             current: None,
             row: 0,
@@ -146,87 +149,70 @@ impl ColumnReader {
     /// The next row of the current batch, if it has one left.
     fn take(&mut self, raw: &mut Vec<u8>) -> Option<Record> {
         let max = self.max_line_bytes;
-        let line = self.row + 1;
+        let rows = self.current.as_mut()?;
+        if rows.next == rows.len {
+            return None;
+        }
+        let i = rows.next;
+        rows.next += 1;
+        self.row += 1;
+        let line = self.row;
         raw.clear();
-        let text = match self.current.as_mut()? {
-            Rows::Text {
-                column,
-                parents,
-                next,
-            } => {
-                if *next == column.len() {
-                    return None;
-                }
-                let i = *next;
-                *next += 1;
+        if let Some((bytes, ends)) = &rows.json {
+            let start = if i == 0 { 0 } else { ends[i - 1] + 1 };
+            let row = &bytes[start..ends[i]];
+            if row.len() > max {
+                let detail = format!("row over {max} bytes as JSON");
+                return Some(skip(line, SkipReason::LineTooLong, detail));
+            }
+            raw.extend_from_slice(row);
+        }
+        let text = match &rows.text {
+            Some((column, parents)) => {
                 let null = parents.iter().any(|p| p.is_null(i));
                 match string_at(column, i).filter(|_| !null) {
-                    None => Err((SkipReason::NotAString, "text is null".to_owned())),
+                    None => return Some(skip(line, SkipReason::NotAString, "text is null".into())),
                     Some(t) if t.len() > max => {
-                        Err((SkipReason::LineTooLong, format!("text over {max} bytes")))
+                        let detail = format!("text over {max} bytes");
+                        return Some(skip(line, SkipReason::LineTooLong, detail));
                     }
-                    Some(t) => Ok(t.to_owned()),
+                    Some(t) => t.to_owned(),
                 }
             }
-            Rows::Json { bytes, ends, next } => {
-                if *next == ends.len() {
-                    return None;
-                }
-                let start = if *next == 0 { 0 } else { ends[*next - 1] + 1 };
-                let row = &bytes[start..ends[*next]];
-                *next += 1;
-                if row.len() > max {
-                    Err((
-                        SkipReason::LineTooLong,
-                        format!("row over {max} bytes as JSON"),
-                    ))
-                } else {
-                    raw.extend_from_slice(row);
-                    // arrow-json writes UTF-8.
-                    Ok(String::from_utf8_lossy(row).into_owned())
-                }
-            }
+            // arrow-json writes UTF-8.
+            None => String::from_utf8_lossy(raw).into_owned(),
         };
-        self.row = line;
-        Some(match text {
-            Ok(t) if t.trim().is_empty() => Record {
-                line,
-                text: Err((SkipReason::Empty, "text is empty or whitespace".into())),
-            },
-            text => Record { line, text },
-        })
+        Some(text_record(line, text))
     }
 
     fn rows_of(&self, batch: &RecordBatch) -> Result<Rows> {
-        if self.text_field.is_empty() {
+        let corrupt = |message: String| TokenmillError::Corrupt {
+            path: self.path.clone(),
+            message: format!("row {}: {message}", self.row + 1),
+        };
+        let json = if self.text_field.is_empty() || self.with_json {
             let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
             writer
                 .write(batch)
                 .and_then(|()| writer.finish())
-                .map_err(|e| TokenmillError::Corrupt {
-                    path: self.path.clone(),
-                    message: format!("row {}: cannot write as JSON: {e}", self.row + 1),
-                })?;
+                .map_err(|e| corrupt(format!("cannot write as JSON: {e}")))?;
             let bytes = writer.into_inner();
             let ends = memchr::memchr_iter(b'\n', &bytes).collect();
-            return Ok(Rows::Json {
-                bytes,
-                ends,
-                next: 0,
-            });
-        }
-        let (column, parents) =
-            nested_column(batch, &self.text_field).ok_or_else(|| TokenmillError::Corrupt {
-                path: self.path.clone(),
-                message: format!(
-                    "row {}: no column {:?}",
-                    self.row + 1,
-                    self.text_field.join(".")
-                ),
-            })?;
-        Ok(Rows::Text {
-            column,
-            parents,
+            Some((bytes, ends))
+        } else {
+            None
+        };
+        let text = if self.text_field.is_empty() {
+            None
+        } else {
+            let column = nested_column(batch, &self.text_field)
+                .ok_or_else(|| corrupt(format!("no column {:?}", self.text_field.join("."))))?;
+            Some(column)
+        };
+        Ok(Rows {
+            text,
+            json,
+            len: batch.num_rows(),
             next: 0,
         })
     }
@@ -247,7 +233,12 @@ impl ColumnReader {
 
 /// Opens an Arrow IPC file: the stream format `datasets` writes, or the
 /// file format (magic `ARROW1`) pyarrow's `ipc.new_file` writes.
-fn open_arrow(path: &Path, mut file: CountingFile, text_field: &[String]) -> Result<Batches> {
+fn open_arrow(
+    path: &Path,
+    mut file: CountingFile,
+    text_field: &[String],
+    with_json: bool,
+) -> Result<Batches> {
     let io_err = |e| TokenmillError::io(path, e);
     let corrupt = |e: ArrowError| TokenmillError::Corrupt {
         path: path.to_path_buf(),
@@ -263,13 +254,16 @@ fn open_arrow(path: &Path, mut file: CountingFile, text_field: &[String]) -> Res
         let schema = arrow_ipc::reader::FileReader::try_new(first, None)
             .map_err(corrupt)?
             .schema();
-        let projection = text_column(path, &schema, text_field)?.map(|c| vec![c]);
+        let projection = text_column(path, &schema, text_field)?
+            .filter(|_| !with_json)
+            .map(|c| vec![c]);
         let reader = arrow_ipc::reader::FileReader::try_new(file, projection).map_err(corrupt)?;
         return Ok(Box::new(reader));
     }
     let reader =
         arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None).map_err(corrupt)?;
-    let Some(column) = text_column(path, &reader.schema(), text_field)? else {
+    let column = text_column(path, &reader.schema(), text_field)?;
+    let Some(column) = column.filter(|_| !with_json) else {
         return Ok(Box::new(reader));
     };
     Ok(Box::new(ProjectedStream {

@@ -28,11 +28,11 @@ use crate::error::{Result, TokenmillError};
 use crate::manifest::FileStats;
 use crate::minhash::{jaccard, optimal_params, MinHasher, Shingling};
 use crate::output::OutputFile;
-use crate::prepare::resolve_threads;
 use crate::progress::{Counts, Progress};
 use crate::reader::{
     bad_line, expand_inputs, FileReader, Format, InputFile, ReaderOptions, TxtMode,
 };
+use crate::threads::{build_pool, resolve_threads};
 
 /// Default seed of the MinHash permutations.
 pub const DEFAULT_SEED: u64 = 1;
@@ -388,7 +388,7 @@ pub fn dedup_texts(
 ) -> Result<(Vec<u32>, ClusterStats, (usize, usize))> {
     let lsh = Lsh::new(opts)?;
     let threads = resolve_threads(threads);
-    let pool = build_pool(threads)?;
+    let pool = build_pool(threads, "dedup")?;
     pool.install(|| {
         let mut index = BandIndex::new(lsh.bands);
         for chunk in texts.chunks(BATCH_DOCS) {
@@ -408,15 +408,6 @@ pub fn dedup_texts(
         };
         Ok((uf.roots(), stats, (lsh.bands, lsh.rows)))
     })
-}
-
-/// A rayon pool of `threads` workers.
-pub fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("tokenmill-dedup{i}"))
-        .build()
-        .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))
 }
 
 /// Documents read from the inputs, in order.
@@ -786,7 +777,7 @@ pub fn dedup_files(
         }
     }
     let threads = resolve_threads(cfg.threads);
-    let pool = build_pool(threads)?;
+    let pool = build_pool(threads, "dedup")?;
     let fc = cluster_files(
         &inputs,
         &opts,

@@ -1,14 +1,16 @@
 //! tokenmill's data core: raw text in, memory-mapped token shards out.
 //!
 //! Stages are plain Rust with no Python types: `reader` (inputs, lines, JSON,
-//! bad-line accounting), `clean` (length filters, exact dedup, split choice),
-//! `minhash` and `dedup` (near-duplicate removal), `chunk` (boundary-aware
-//! splitting), `output` (compressed line files written atomically),
-//! `tokenize` (HF `tokenizers` with bounded pieces for long documents),
-//! `shard` (format v1 writer), `pack` (doc-mode packing plans), `prepare` (the pipeline over them), `chat` and `sft` (chat
-//! templates, loss masks and the `prepare-sft` pipeline), `verify`
-//! (integrity checks) and `progress`. The PyO3 bindings live in `py` behind
-//! the `python` feature, so `cargo test` builds and tests the stages alone.
+//! bad-line accounting; `columnar` for Parquet and Arrow rows), `clean`
+//! (length filters, exact dedup, split choice), `minhash` and `dedup`
+//! (near-duplicate removal), `chunk` (boundary-aware splitting), `output`
+//! (compressed line files written atomically), `tokenize` (HF `tokenizers`
+//! with bounded pieces for long documents), `shard` (format v1 writer),
+//! `pack` (doc-mode packing plans), `prepare` (the pipeline over them),
+//! `chat` and `sft` (chat templates, loss masks and the `prepare-sft`
+//! pipeline), `verify` (integrity checks), `threads` (thread counts and
+//! pools) and `progress`. The PyO3 bindings live in `py` behind the
+//! `python` feature, so `cargo test` builds and tests the stages alone.
 //!
 //! Rejected alternatives: a Python-side pipeline over the `tokenizers` wheel
 //! (pays the GIL and list conversions per document), and pickled/Arrow
@@ -31,6 +33,7 @@ pub mod progress;
 pub mod reader;
 pub mod sft;
 pub mod shard;
+pub mod threads;
 pub mod tokenize;
 pub mod verify;
 

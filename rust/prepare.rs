@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clean::{is_val, CleanOptions, Cleaner};
-use crate::dedup::{build_pool, cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
+use crate::dedup::{cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
 use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
@@ -26,6 +26,7 @@ use crate::reader::{bad_line, expand_inputs, FileReader, InputFile, ReaderOption
 use crate::shard::{
     finish_splits, prepare_output_dir, remove_unfinished, write_atomic, Dtype, SplitWriter,
 };
+use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Split names, in manifest order.
@@ -216,7 +217,7 @@ fn find_near_duplicates(
         e => e,
     })?;
     let threads = resolve_threads(cfg.threads);
-    let pool = build_pool(threads)?;
+    let pool = build_pool(threads, "dedup")?;
     let clean = CleanOptions {
         need_hash: false,
         ..clean_options(cfg)
@@ -258,18 +259,6 @@ fn find_near_duplicates(
 /// How `minhash` normalises text, as the manifest states it.
 pub const MINHASH_NORMALISATION: &str =
     "NFKC, lowercase, non-letter/mark/number characters to separators, separator runs to one space; xxh3-64 shingles";
-
-/// Resolves a thread count: explicit, else `TOKENMILL_THREADS`, else all cores.
-pub fn resolve_threads(requested: usize) -> usize {
-    if requested > 0 {
-        return requested;
-    }
-    std::env::var("TOKENMILL_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
 
 /// What `prepare` returns: the manifest plus timings.
 #[derive(Clone, Debug, Serialize)]
@@ -464,11 +453,7 @@ fn setup(cfg: &PrepareConfig) -> Result<Setup> {
         cfg.verify_fraction,
     )?;
     let threads = resolve_threads(cfg.threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("tokenmill-tok{i}"))
-        .build()
-        .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+    let pool = build_pool(threads, "tok")?;
 
     Ok(Setup {
         loaded,

@@ -23,9 +23,10 @@ use crate::dedup::{
 };
 use crate::error::TokenmillError as CoreError;
 use crate::minhash::{MinHasher, Shingling};
-use crate::prepare::{prepare as run_prepare, resolve_threads, PrepareConfig};
+use crate::prepare::{prepare as run_prepare, PrepareConfig};
 use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::sft::{prepare_sft as run_prepare_sft, SftConfig};
+use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
 
 create_exception!(
@@ -393,10 +394,7 @@ impl Encoder {
     ) -> PyResult<Vec<Vec<u32>>> {
         let threads = resolve_threads(threads);
         detached(py, |_| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| CoreError::Invalid(e.to_string()))?;
+            let pool = build_pool(threads, "encode")?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             pool.install(|| self.inner.encode_many(&texts))
                 .map(|batch| batch.ids)
@@ -737,7 +735,7 @@ impl TextBatches {
 fn _panic_for_tests(py: Python<'_>, message: &str, in_worker: bool) -> PyResult<()> {
     detached(py, |_| {
         if in_worker {
-            let pool = crate::dedup::build_pool(2)?;
+            let pool = build_pool(2, "panic")?;
             pool.install(|| rayon::join(|| panic!("{message}"), || ()));
         }
         panic!("{message}")

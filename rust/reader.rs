@@ -166,6 +166,10 @@ pub struct ReaderOptions {
     /// Hand JSON lines over whole (`prepare-sft` parses the record itself)
     /// instead of extracting `text_field`.
     pub whole_json_line: bool,
+    /// Make [`FileReader::raw_line`] hold each Parquet/Arrow row as JSON
+    /// beside the extracted text (a JSON line is always there); `chunk`
+    /// keeps every source field.
+    pub rows_as_json: bool,
 }
 
 impl ReaderOptions {
@@ -186,6 +190,7 @@ impl ReaderOptions {
             txt_mode,
             max_line_bytes,
             whole_json_line: false,
+            rows_as_json: false,
         })
     }
 }
@@ -694,6 +699,7 @@ impl FileReader {
                 &input.path,
                 input.format,
                 field,
+                opts.rows_as_json,
                 opts.max_line_bytes,
                 counter,
             )?;
@@ -909,14 +915,14 @@ impl FileReader {
     }
 }
 
-fn skip(line: u64, reason: SkipReason, detail: String) -> Record {
+pub(crate) fn skip(line: u64, reason: SkipReason, detail: String) -> Record {
     Record {
         line,
         text: Err((reason, detail)),
     }
 }
 
-fn text_record(line: u64, text: String) -> Record {
+pub(crate) fn text_record(line: u64, text: String) -> Record {
     if text.trim().is_empty() {
         skip(
             line,

@@ -21,10 +21,11 @@ use crate::chat::{parse_record, ChatEncoder, ChatFormat, ChatTemplate, Overflow,
 use crate::clean::{content_hash, is_val};
 use crate::error::{Result, TokenmillError};
 use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
-use crate::prepare::{resolve_threads, Summary, SPLITS};
+use crate::prepare::{Summary, SPLITS};
 use crate::progress::{Counts, Progress};
 use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
 use crate::shard::{finish_splits, prepare_output_dir, remove_unfinished, Dtype, SplitWriter};
+use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Records parsed and tokenized per batch: at most this many, and no more
@@ -140,11 +141,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         cfg.overflow,
     );
     let threads = resolve_threads(cfg.threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("tokenmill-sft{i}"))
-        .build()
-        .map_err(|e| TokenmillError::Invalid(format!("cannot start {threads} threads: {e}")))?;
+    let pool = build_pool(threads, "sft")?;
     let out = PathBuf::from(&cfg.output);
     prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
 

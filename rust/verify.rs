@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Result, TokenmillError};
 use crate::manifest::Manifest;
 use crate::shard::{Dtype, ShardInfo};
+use crate::threads::{build_pool, resolve_threads};
 
 /// Outcome of [`verify`]; `ok` is true when `errors` is empty.
 #[derive(Debug, Serialize)]
@@ -119,10 +120,7 @@ pub fn verify(root: &Path, threads: usize) -> Result<VerifyReport> {
         path: root.join("manifest.json"),
         message: format!("unknown dtype {:?}", m.dtype),
     })?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(crate::prepare::resolve_threads(threads))
-        .build()
-        .map_err(|e| TokenmillError::Invalid(e.to_string()))?;
+    let pool = build_pool(resolve_threads(threads), "verify")?;
     let shards: Vec<&ShardInfo> = m.splits.values().flat_map(|s| &s.shards).collect();
     let mut errors: Vec<String> = pool.install(|| {
         shards

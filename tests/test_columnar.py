@@ -175,19 +175,20 @@ def test_dedup_and_sft_read_parquet_rows_whole(tmp_path: Path, bpe_tok: Path) ->
 
 
 def test_chunk_and_train_tokenizer_read_parquet(tmp_path: Path, docs: list[str]) -> None:
+    """chunk keeps every source field of a row, as it does of a JSON record."""
+    rows = [{"id": f"doc{i}", "text": t, "meta": {"lang": "zh"}} for i, t in enumerate(docs[:60])]
     src = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"text": docs[:60]}), src, row_group_size=16)
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=16)
     jsonl = tmp_path / "c.jsonl"
-    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[:60]))
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     for path in (src, jsonl):
-        tokenmill.chunk_files(
-            path, tmp_path / f"{path.suffix[1:]}.jsonl", max_chars=40, progress=False
-        )
+        out = tmp_path / f"{path.suffix[1:]}.jsonl"
+        tokenmill.chunk_files(path, out, max_chars=40, progress=False)
 
-    def chunks(name: str) -> list[tuple[str, int]]:
-        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
-        return [(r["text"], r["chunk_index"]) for r in rows]
+    def chunks(name: str) -> list[Any]:
+        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
 
     assert chunks("parquet.jsonl") == chunks("jsonl.jsonl")
+    assert chunks("parquet.jsonl")[0]["meta"] == {"lang": "zh"}
     tok = tokenmill.train_tokenizer(src, tmp_path / "tok", vocab_size=300, progress=False)
     assert (tok / "tokenizer.json").exists()
