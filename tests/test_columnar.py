@@ -192,3 +192,57 @@ def test_chunk_and_train_tokenizer_read_parquet(tmp_path: Path, docs: list[str])
     assert chunks("parquet.jsonl")[0]["meta"] == {"lang": "zh"}
     tok = tokenmill.train_tokenizer(src, tmp_path / "tok", vocab_size=300, progress=False)
     assert (tok / "tokenizer.json").exists()
+
+
+def test_python_api_reads_datasets_and_iterators(
+    tmp_path: Path, bpe_tok: Path, docs: list[str]
+) -> None:
+    """A datasets.Dataset is read from the Arrow files behind it when they
+    hold exactly its rows (no copy), else from its rows; an iterator yields
+    texts or records. Each gives the shards of the JSON Lines run."""
+    import datasets
+
+    texts = [t for t in docs if t.strip()][:120]
+    jsonl = tmp_path / "base.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+    prepare(jsonl, bpe_tok, tmp_path / "base")
+    expected = shard_bytes(tmp_path / "base")
+
+    datasets.Dataset.from_dict({"text": texts, "n": list(range(len(texts)))}).save_to_disk(
+        tmp_path / "saved"
+    )
+    loaded = datasets.load_from_disk(str(tmp_path / "saved"))
+    stats = prepare(loaded, bpe_tok, tmp_path / "from_files")
+    assert shard_bytes(tmp_path / "from_files") == expected
+    # Read in place: the manifest names the dataset's own file.
+    assert [i["path"] for i in stats.manifest["inputs"]] == [
+        f["filename"] for f in loaded.cache_files
+    ]
+
+    in_memory = datasets.Dataset.from_dict({"text": texts})
+    reordered = loaded.filter(lambda row: True)  # an indices mapping over the same files
+    assert reordered._indices is not None
+    renamed = datasets.Dataset.from_dict({"body": texts}).rename_column("body", "text")
+    for name, source in [
+        ("in_memory", in_memory),
+        ("reordered", reordered),
+        ("renamed", renamed),
+        ("texts", iter(texts)),
+        ("records", ({"text": t, "extra": 1} for t in texts)),
+    ]:
+        prepare(source, bpe_tok, tmp_path / name)
+        assert shard_bytes(tmp_path / name) == expected, name
+    half = loaded.select(range(60))
+    prepare(half, bpe_tok, tmp_path / "half")
+    prepare(iter(texts[:60]), bpe_tok, tmp_path / "half_texts")
+    assert shard_bytes(tmp_path / "half") == shard_bytes(tmp_path / "half_texts")
+
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"DatasetDict with splits \['train'\]"):
+        prepare(datasets.DatasetDict({"train": in_memory}), bpe_tok, tmp_path / "dd")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"item 1 is int"):
+        prepare(iter(["a", 2]), bpe_tok, tmp_path / "bad")
+    nested = tokenmill.dedup(
+        iter(texts[:10]), tmp_path / "n.jsonl", text_field="a.b", progress=False
+    )
+    assert nested.summary["output_format"] == "jsonl"
+    assert json.loads((tmp_path / "n.jsonl").read_text().splitlines()[0]) == {"a": {"b": texts[0]}}

@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 
 from tokenmill import _core
 from tokenmill._text import counted
-from tokenmill.shards import PathLike, _as_list
+from tokenmill.inputs import Inputs, PathLike, input_paths
 
 
 @overload
@@ -152,7 +152,7 @@ class ChunkStats:
 
 
 def chunk_files(
-    inputs: PathLike | Sequence[PathLike],
+    inputs: Inputs,
     output: PathLike,
     *,
     max_chars: int | None = None,
@@ -183,7 +183,6 @@ def chunk_files(
     text and raw JSON lines (a larger document alone), so memory stays near
     that budget, or the largest document, plus the batch's chunks."""
     config = {
-        "inputs": _as_list(inputs),
         "output": os.fspath(output),
         "text_field": text_field,
         "id_field": id_field,
@@ -199,5 +198,6 @@ def chunk_files(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    s = json.loads(_core.chunk_files(json.dumps(config)))
+    with input_paths(inputs, text_field) as paths:
+        s = json.loads(_core.chunk_files(json.dumps({"inputs": paths, **config})))
     return ChunkStats(**s)

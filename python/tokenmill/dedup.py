@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
 from tokenmill._text import counted
-from tokenmill.shards import PathLike, _as_list
+from tokenmill.inputs import Inputs, PathLike, input_paths
 
 if TYPE_CHECKING:
     import numpy as np
@@ -164,7 +164,7 @@ def _options(
 
 
 def dedup(
-    inputs: PathLike | Sequence[PathLike] | None = None,
+    inputs: Inputs | None = None,
     output: PathLike | None = None,
     *,
     texts: Sequence[str] | None = None,
@@ -233,7 +233,6 @@ def dedup(
         )
     assert inputs is not None
     config = {
-        "inputs": _as_list(inputs),
         "output": None if output is None else os.fspath(output),
         "report": None if report is None else os.fspath(report),
         "text_field": text_field,
@@ -247,7 +246,8 @@ def dedup(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    raw, summary_json = _core.dedup_files(json.dumps(config))
+    with input_paths(inputs, text_field) as paths:
+        raw, summary_json = _core.dedup_files(json.dumps({"inputs": paths, **config}))
     summary = json.loads(summary_json)
     return DedupResult(
         roots=np.frombuffer(raw, dtype="<u4"),

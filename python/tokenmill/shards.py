@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
 from tokenmill._text import counted
+from tokenmill.inputs import Inputs, PathLike, input_paths
 
 if TYPE_CHECKING:
     import numpy as np
-
-PathLike = str | os.PathLike[str]
-
-
-def _as_list(inputs: PathLike | Sequence[PathLike]) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    return [os.fspath(p) for p in inputs]
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,7 @@ def _split_sizes(tokens: int, docs: int, shards: int) -> str:
 
 
 def prepare(
-    inputs: PathLike | Sequence[PathLike],
+    inputs: Inputs,
     tokenizer: PathLike,
     output: PathLike,
     *,
@@ -153,7 +146,9 @@ def prepare(
         inputs: files, directories (walked recursively) or globs of ``.jsonl``,
             ``.json``, ``.ndjson`` or ``.txt``, optionally ``.gz``/``.zst``;
             ``.parquet``/``.arrow`` files and ``Dataset.save_to_disk``
-            directories (one record per row).
+            directories (one record per row); or a ``datasets.Dataset`` (its
+            Arrow files read in place when they hold exactly its rows), or
+            an iterator of texts or records (see `tokenmill.inputs`).
         tokenizer: a ``tokenizer.json`` or a directory holding one (its
             ``tokenizer_config.json`` gives BOS/EOS/PAD).
         output: the dataset directory; it holds a dataset only once
@@ -195,7 +190,6 @@ def prepare(
             and writes no manifest.
     """
     config = {
-        "inputs": _as_list(inputs),
         "tokenizer": os.fspath(tokenizer),
         "output": os.fspath(output),
         "text_field": text_field,
@@ -224,12 +218,13 @@ def prepare(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    summary = json.loads(_core.prepare(json.dumps(config)))
+    with input_paths(inputs, text_field) as paths:
+        summary = json.loads(_core.prepare(json.dumps({"inputs": paths, **config})))
     return PrepareStats._from_summary(summary)
 
 
 def prepare_sft(
-    inputs: PathLike | Sequence[PathLike],
+    inputs: Inputs,
     tokenizer: PathLike,
     output: PathLike,
     *,
@@ -289,7 +284,6 @@ def prepare_sft(
         allow_empty: as for `prepare` (no conversation kept).
     """
     config = {
-        "inputs": _as_list(inputs),
         "tokenizer": os.fspath(tokenizer),
         "output": os.fspath(output),
         "format": format,
@@ -309,7 +303,8 @@ def prepare_sft(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    summary = json.loads(_core.prepare_sft(json.dumps(config)))
+    with input_paths(inputs) as paths:
+        summary = json.loads(_core.prepare_sft(json.dumps({"inputs": paths, **config})))
     return PrepareStats._from_summary(summary)
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tokenmill import _core
-from tokenmill.shards import PathLike, _as_list
+from tokenmill.inputs import Inputs, PathLike, input_paths
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 
@@ -36,7 +36,7 @@ CHATML_TEMPLATE = (
 
 
 def train_tokenizer(
-    inputs: PathLike | Sequence[PathLike],
+    inputs: Inputs,
     output: PathLike,
     *,
     vocab_size: int = 6144,
@@ -68,34 +68,9 @@ def train_tokenizer(
         raise _core.InvalidOptionError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
         )
-    input_list = _as_list(inputs)
-    batches = _core.TextBatches(input_list, text_field=text_field, txt_mode=txt_mode)
-
-    seen = 0
-
-    def texts() -> Iterator[list[str]]:
-        nonlocal seen
-        for batch in batches:
-            if max_docs is not None and seen + len(batch) > max_docs:
-                batch = batch[: max_docs - seen]
-            seen += len(batch)
-            if batch:
-                yield batch
-            if max_docs is not None and seen >= max_docs:
-                return
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=progress,
-    )
-    tok.train_from_iterator(texts(), trainer=trainer)
+    with input_paths(inputs, text_field) as input_list:
+        batches = _core.TextBatches(input_list, text_field=text_field, txt_mode=txt_mode)
+        tok, seen = _train(batches, vocab_size, min_frequency, max_docs, progress)
     skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
     if seen == 0:
         raise _core.NoDocumentsError(
@@ -165,3 +140,40 @@ def tokenizer_info(path: PathLike) -> dict[str, Any]:
     tokenizer directory, as the data core sees them."""
     info: dict[str, Any] = json.loads(_core.tokenizer_info(os.fspath(path)))
     return info
+
+
+def _train(
+    batches: Iterable[list[str]],
+    vocab_size: int,
+    min_frequency: int,
+    max_docs: int | None,
+    progress: bool,
+) -> tuple[Tokenizer, int]:
+    """A byte-level BPE trained on ``batches`` (at most ``max_docs``
+    documents) and the number of documents it saw."""
+    seen = 0
+
+    def texts() -> Iterator[list[str]]:
+        nonlocal seen
+        for batch in batches:
+            if max_docs is not None and seen + len(batch) > max_docs:
+                batch = batch[: max_docs - seen]
+            seen += len(batch)
+            if batch:
+                yield batch
+            if max_docs is not None and seen >= max_docs:
+                return
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress,
+    )
+    tok.train_from_iterator(texts(), trainer=trainer)
+    return tok, seen
