@@ -202,10 +202,11 @@ fn expected(data: &[u8], o: &Options) -> Option<Vec<Expected>> {
             out.push(Expected::Skip(SkipReason::InvalidUtf8));
             continue;
         };
-        out.push(match o.format {
-            Format::Text => text(line.to_owned()),
-            Format::Jsonl if o.whole_json_line => text(line.to_owned()),
-            Format::Jsonl => expected_json(line, o.field),
+        // The target makes only line files (`Format::Text` or `Format::Jsonl`).
+        out.push(if o.format == Format::Text || o.whole_json_line {
+            text(line.to_owned())
+        } else {
+            expected_json(line, o.field)
         });
     }
     Some(out)
