@@ -303,7 +303,7 @@ fn saved_dataset_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
             .map(|s| dir.join(s).display().to_string())
             .collect();
         return Err(TokenmillError::Invalid(format!(
-            "{}: a DatasetDict; name the split to read by its directory: {}",
+            "{}: a DatasetDict; pick a split with --input-split (input_split= in Python) or by its directory: {}",
             dir.display(),
             splits.join(", ")
         )));

@@ -246,3 +246,53 @@ def test_python_api_reads_datasets_and_iterators(
     )
     assert nested.summary["output_format"] == "jsonl"
     assert json.loads((tmp_path / "n.jsonl").read_text().splitlines()[0]) == {"a": {"b": texts[0]}}
+
+
+def test_input_split_and_dataset_names(
+    tmp_path: Path, bpe_tok: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+    from click.testing import CliRunner
+
+    from tokenmill.cli import main
+
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["一 two three", "four five six"]}),
+            "test": datasets.Dataset.from_dict({"text": ["seven eight"]}),
+        }
+    )
+    dd.save_to_disk(tmp_path / "dd")
+    args = ["prepare", str(tmp_path / "dd"), "--input-split", "test", "-t", str(bpe_tok)]
+    r = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "cli"), "--val-fraction", "0"])
+    assert r.exit_code == 0, r.output
+    assert tokenmill.open_shards(tmp_path / "cli").manifest["totals"]["docs"] == 1
+    stats = prepare(dd, bpe_tok, tmp_path / "obj", input_split="train")
+    assert stats.manifest["totals"]["docs"] == 2
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"has splits \['train', 'test'\]"):
+        prepare(tmp_path / "dd", bpe_tok, tmp_path / "x", input_split="validation")
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"no input is a DatasetDict"):
+        prepare(dd["test"], bpe_tok, tmp_path / "x", input_split="test")
+
+    # A name that is no path goes to datasets.load_dataset, with the split.
+    calls = []
+
+    def load_dataset(name: str, split: str | None = None) -> Any:
+        calls.append((name, split))
+        if name != "someone/corpus":
+            raise FileNotFoundError(f"Dataset {name} not found in the cache")
+        return dd if split is None else dd[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    stats = prepare("someone/corpus", bpe_tok, tmp_path / "hub", input_split="train")
+    assert calls == [("someone/corpus", "train")]
+    assert stats.manifest["totals"]["docs"] == 2
+    with pytest.raises(tokenmill.InvalidOptionError, match=r"a DatasetDict with splits"):
+        prepare("someone/corpus", bpe_tok, tmp_path / "hub2")
+    with pytest.raises(tokenmill.TokenmillFileNotFoundError, match=r"not found in the cache") as e:
+        prepare("nobody/nothing", bpe_tok, tmp_path / "hub3")
+    assert e.value.filename == "nobody/nothing"
+    # Names with a file suffix stay paths: the data core names the missing file.
+    with pytest.raises(tokenmill.TokenmillFileNotFoundError, match=r"missing\.jsonl"):
+        prepare("missing.jsonl", bpe_tok, tmp_path / "hub4")
+    assert len(calls) == 3

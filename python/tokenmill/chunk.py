@@ -168,6 +168,7 @@ def chunk_files(
     overwrite: bool = False,
     progress: bool = True,
     allow_empty: bool = False,
+    input_split: str | None = None,
 ) -> ChunkStats:
     """Writes the chunks of every document of ``inputs`` to ``output`` as
     JSON lines, in input order: each is the source record (every field, in
@@ -198,6 +199,6 @@ def chunk_files(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field) as paths:
+    with input_paths(inputs, text_field, input_split) as paths:
         s = json.loads(_core.chunk_files(json.dumps({"inputs": paths, **config})))
     return ChunkStats(**s)

@@ -138,6 +138,11 @@ _TEXT_FIELD = click.option(
     show_default=True,
     help="Dotted path of the text in JSON records.",
 )
+_INPUT_SPLIT = click.option(
+    "--input-split",
+    default=None,
+    help="The split to read of a DatasetDict directory or a dataset name.",
+)
 _TXT_MODE = click.option(
     "--txt-mode",
     type=click.Choice(["line", "file"]),
@@ -241,6 +246,7 @@ def main() -> None:
 
 @main.command("prepare")
 @click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
 @_TOKENIZER
 @_DATASET_OUTPUT
 @_TEXT_FIELD
@@ -327,6 +333,7 @@ def prepare_cmd(
 
 @main.command("prepare-sft")
 @click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
 @_TOKENIZER
 @_DATASET_OUTPUT
 @click.option(
@@ -394,6 +401,7 @@ _reader_options = _options(
 
 @main.command("dedup")
 @click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
 @click.option(
     "--output",
     "-o",
@@ -448,6 +456,7 @@ def dedup_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
 
 @main.command("chunk")
 @click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
 @click.option(
     "--output",
     "-o",
@@ -482,6 +491,7 @@ def chunk_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
 
 @main.command("train-tokenizer")
 @click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
 @click.option(
     "--output", "-o", required=True, type=click.Path(file_okay=False), help="Tokenizer directory."
 )

@@ -186,6 +186,7 @@ def dedup(
     overwrite: bool = False,
     progress: bool = True,
     allow_empty: bool = False,
+    input_split: str | None = None,
 ) -> DedupResult:
     """Finds near-duplicates with MinHash LSH and keeps the first of each cluster.
 
@@ -213,6 +214,8 @@ def dedup(
         allow_empty: finish a file run that reads no document; otherwise it
             raises `NoDocumentsError` naming the commonest reason lines gave
             none, and writes neither ``output`` nor ``report``.
+        input_split: the split to read of a ``DatasetDict`` (object or
+            ``save_to_disk`` directory) or of a dataset name.
     """
     import numpy as np
 
@@ -246,7 +249,7 @@ def dedup(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field) as paths:
+    with input_paths(inputs, text_field, input_split) as paths:
         raw, summary_json = _core.dedup_files(json.dumps({"inputs": paths, **config}))
     summary = json.loads(summary_json)
     return DedupResult(

@@ -1,14 +1,17 @@
 """What the Python API accepts as inputs, turned into the files the Rust
-reader reads: paths as they are, a `datasets.Dataset` as the Arrow files
-behind it (no copy) or, when it has none that match it, one Arrow file
-written from its rows, and an iterator of texts or records as one JSON
-Lines file. Files written here live in a temporary directory for the
-length of the call."""
+reader reads: paths as they are (the split's directory of a `DatasetDict`
+directory), a `datasets.Dataset` as the Arrow files behind it (no copy) or,
+when it has none that match it, one Arrow file written from its rows, a
+dataset name through ``datasets.load_dataset`` (the user's cache first), and
+an iterator of texts or records as one JSON Lines file. Files written here
+live in a temporary directory for the length of the call."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,32 +22,112 @@ from typing import Any
 from tokenmill import _core
 
 PathLike = str | os.PathLike[str]
-#: Paths, a `datasets.Dataset`, or an iterator of texts (``str``) or records
-#: (``dict``); a list of strings is a list of paths (``iter(texts)`` passes texts).
+#: Paths, dataset names, a `datasets.Dataset`, or an iterator of texts
+#: (``str``) or records (``dict``); a list of strings is a list of paths
+#: (``iter(texts)`` passes texts).
 Inputs = PathLike | Sequence[Any] | Iterable[Any]
+
+# `owner/name` or `name` as the hub spells dataset names.
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_FILE_SUFFIXES = (
+    ".jsonl",
+    ".json",
+    ".ndjson",
+    ".txt",
+    ".gz",
+    ".zst",
+    ".zstd",
+    ".parquet",
+    ".arrow",
+)
 
 
 @contextmanager
-def input_paths(inputs: Inputs, text_field: str = "text") -> Iterator[list[str]]:
-    """The files that hold ``inputs``, valid inside the ``with`` block."""
+def input_paths(
+    inputs: Inputs, text_field: str = "text", split: str | None = None
+) -> Iterator[list[str]]:
+    """The files that hold ``inputs``, valid inside the ``with`` block.
+    ``split`` picks the split of a `DatasetDict` (object or directory) and
+    of a dataset name; it is an error when no input has splits."""
     with tempfile.TemporaryDirectory(prefix="tokenmill-inputs-") as tmp:
-        yield _paths(inputs, text_field, Path(tmp))
+        resolver = _Resolver(text_field, split, Path(tmp))
+        paths = resolver.paths(inputs)
+        if split is not None and not resolver.used_split:
+            raise _core.InvalidOptionError(
+                f"input_split={split!r}: no input is a DatasetDict or a dataset name"
+            )
+        yield paths
 
 
-def _paths(inputs: Any, text_field: str, tmp: Path) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    if _is_dataset(inputs) or _is_dataset_dict(inputs):
-        return _dataset_files(inputs, tmp)
-    if isinstance(inputs, Sequence) and all(
-        isinstance(x, (str, os.PathLike)) or _is_dataset(x) or _is_dataset_dict(x) for x in inputs
-    ):
-        return [p for x in inputs for p in _paths(x, text_field, tmp)]
-    if isinstance(inputs, Iterable):
-        return [_write_records(inputs, text_field, tmp / f"records-{len(list(tmp.iterdir()))}")]
-    raise _core.InvalidOptionError(
-        f"inputs: expected paths, a datasets.Dataset or an iterator of texts, got {type(inputs)}"
-    )
+class _Resolver:
+    def __init__(self, text_field: str, split: str | None, tmp: Path) -> None:
+        self.text_field, self.split, self.tmp = text_field, split, tmp
+        self.used_split = False
+
+    def paths(self, inputs: Any) -> list[str]:
+        if isinstance(inputs, (str, os.PathLike)):
+            return self._spec(os.fspath(inputs))
+        if _is_dataset(inputs) or _is_dataset_dict(inputs):
+            return _dataset_files(self._pick(inputs), self.tmp)
+        if isinstance(inputs, Sequence) and all(
+            isinstance(x, (str, os.PathLike)) or _is_dataset(x) or _is_dataset_dict(x)
+            for x in inputs
+        ):
+            return [p for x in inputs for p in self.paths(x)]
+        if isinstance(inputs, Iterable):
+            stem = self.tmp / f"records-{len(list(self.tmp.iterdir()))}"
+            return [_write_records(inputs, self.text_field, stem)]
+        raise _core.InvalidOptionError(
+            "inputs: expected paths, a datasets.Dataset or an iterator of texts, "
+            f"got {type(inputs)}"
+        )
+
+    def _pick(self, ds: Any) -> Any:
+        """The split of a DatasetDict; without one, an error naming its splits."""
+        if not _is_dataset_dict(ds):
+            return ds
+        if self.split is None:
+            first = next(iter(ds), "train")
+            raise _core.InvalidOptionError(
+                f"inputs: a DatasetDict with splits {list(ds)}; pass one split, "
+                f"e.g. dataset[{first!r}], or input_split"
+            )
+        if self.split not in ds:
+            raise _core.InvalidOptionError(
+                f"input_split={self.split!r}: the DatasetDict has splits {list(ds)}"
+            )
+        self.used_split = True
+        return ds[self.split]
+
+    def _spec(self, spec: str) -> list[str]:
+        """A path as it is (a DatasetDict directory: its split's directory),
+        or the files of a dataset name."""
+        path = Path(spec)
+        if path.exists():
+            if self.split is not None and (path / "dataset_dict.json").is_file():
+                splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+                if self.split not in splits:
+                    raise _core.InvalidOptionError(
+                        f"input_split={self.split!r}: {spec} has splits {splits}"
+                    )
+                self.used_split = True
+                return [str(path / self.split)]
+            return [spec]
+        if not _DATASET_NAME.fullmatch(spec) or spec.lower().endswith(_FILE_SUFFIXES):
+            return [spec]  # the data core names what is missing
+        import datasets
+
+        try:
+            loaded = datasets.load_dataset(spec, split=self.split)
+        except Exception as e:  # datasets raises many types for "cannot load"
+            raise _core.TokenmillFileNotFoundError(
+                errno.ENOENT,
+                f"no such file or directory, and datasets cannot load it as a dataset ({e})",
+                spec,
+            ) from e
+        if self.split is not None:
+            self.used_split = True
+        return _dataset_files(self._pick(loaded), self.tmp)
 
 
 def _is_dataset(x: object) -> bool:
@@ -63,11 +146,6 @@ def _dataset_files(ds: Any, tmp: Path) -> list[str]:
     or changed), else one stream file written from its rows."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
-    if _is_dataset_dict(ds):
-        first = next(iter(ds), "train")
-        raise _core.InvalidOptionError(
-            f"inputs: a DatasetDict with splits {list(ds)}; pass one split, e.g. dataset[{first!r}]"
-        )
     files = [f["filename"] for f in ds.cache_files]
     if files and ds._indices is None:
         tables = [_read_ipc(f) for f in files]

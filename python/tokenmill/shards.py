@@ -139,6 +139,7 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     allow_empty: bool = False,
+    input_split: str | None = None,
 ) -> PrepareStats:
     """Turns JSONL/text files into token shards in ``output``.
 
@@ -154,6 +155,8 @@ def prepare(
         output: the dataset directory; it holds a dataset only once
             ``manifest.json`` is written, which happens last.
         text_field: dotted path of the text in each JSON record.
+        input_split: the split to read of a ``DatasetDict`` (object or
+            ``save_to_disk`` directory) or of a dataset name.
         txt_mode: ``.txt`` inputs hold one document per line or per file.
         max_line_bytes: longer lines are skipped without being held in memory.
         strict: raise `BadLineError` (naming file and line) at the first bad
@@ -218,7 +221,7 @@ def prepare(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field) as paths:
+    with input_paths(inputs, text_field, input_split) as paths:
         summary = json.loads(_core.prepare(json.dumps({"inputs": paths, **config})))
     return PrepareStats._from_summary(summary)
 
@@ -244,6 +247,7 @@ def prepare_sft(
     overwrite: bool = False,
     progress: bool = True,
     allow_empty: bool = False,
+    input_split: str | None = None,
 ) -> PrepareStats:
     """Turns chat JSONL into SFT shards (manifest kind ``sft``) in ``output``.
 
@@ -282,6 +286,7 @@ def prepare_sft(
         overwrite: replace an existing dataset in ``output``.
         progress: draw a progress line on stderr.
         allow_empty: as for `prepare` (no conversation kept).
+        input_split: as for `prepare`.
     """
     config = {
         "tokenizer": os.fspath(tokenizer),
@@ -303,7 +308,7 @@ def prepare_sft(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs) as paths:
+    with input_paths(inputs, split=input_split) as paths:
         summary = json.loads(_core.prepare_sft(json.dumps({"inputs": paths, **config})))
     return PrepareStats._from_summary(summary)
 

@@ -47,6 +47,7 @@ def train_tokenizer(
     model_max_length: int = 2048,
     overwrite: bool = False,
     progress: bool = True,
+    input_split: str | None = None,
 ) -> Path:
     """Trains a byte-level BPE tokenizer and writes a transformers-loadable
     directory (tokenizer.json, tokenizer_config.json, special_tokens_map.json) plus
@@ -68,7 +69,7 @@ def train_tokenizer(
         raise _core.InvalidOptionError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
         )
-    with input_paths(inputs, text_field) as input_list:
+    with input_paths(inputs, text_field, input_split) as input_list:
         batches = _core.TextBatches(input_list, text_field=text_field, txt_mode=txt_mode)
         tok, seen = _train(batches, vocab_size, min_frequency, max_docs, progress)
     skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
