@@ -30,7 +30,7 @@ use crate::error::{Result, TokenmillError};
 use crate::reader::{skip, text_record, Format, Record, SkipReason};
 
 /// Rows decoded at a time from a Parquet file.
-const PARQUET_BATCH_ROWS: usize = 1024;
+const PARQUET_BATCH_ROWS: usize = 256;
 
 type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
 
