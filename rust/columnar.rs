@@ -6,8 +6,10 @@
 //! that column is read) or, for stages that parse whole records
 //! (`prepare-sft`, the write pass of `dedup`), as the row written as one
 //! JSON object line by `arrow-json` (lists of structs become the
-//! `messages` arrays chat records hold). Memory is bounded by one batch of
-//! decoded rows, never the file.
+//! `messages` arrays chat records hold), or both (`chunk` keeps every
+//! source field). Memory is bounded by one batch of decoded rows (256 for
+//! Parquet; Arrow streams as written) and the page being decoded, never
+//! the file.
 //!
 //! A file without the text column, or with a text column that is not a
 //! string, is an error naming the file and its columns: it would skip every
@@ -111,7 +113,12 @@ impl ColumnReader {
                 };
                 open_arrow(path, counted, text_field, with_json)?
             }
-            Format::Jsonl | Format::Text => unreachable!("line formats are read by FileReader"),
+            Format::Jsonl | Format::Text => {
+                return Err(TokenmillError::Invalid(format!(
+                    "{}: a line file, not Parquet or Arrow",
+                    path.display()
+                )))
+            }
         };
         Ok(ColumnReader {
             path: path.to_path_buf(),
