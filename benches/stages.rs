@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokenmill::clean::content_hash;
-use tokenmill::reader::extract_text;
+use tokenmill::input::reader::extract_text;
 use tokenmill::shard::{Dtype, SplitWriter};
 
 fn sample_lines() -> Vec<String> {

@@ -205,7 +205,7 @@ pub fn record_hint(reason: &str) -> &'static str {
         }
         "too_long" => "raise max_length or pass overflow='truncate'",
         "too_many_turns" => "split conversations with thousands of turns into shorter records",
-        other => crate::reader::skip_hint(other),
+        other => crate::input::skip_hint(other),
     }
 }
 

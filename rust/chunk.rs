@@ -13,8 +13,7 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -23,10 +22,12 @@ use serde_json::value::RawValue;
 use unicode_segmentation::GraphemeCursor;
 
 use crate::error::{Result, TokenmillError};
+use crate::input::{
+    skip_hint, Batcher, Budget, Corpus, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+};
 use crate::manifest::FileStats;
 use crate::output::OutputFile;
 use crate::progress::{Counts, Progress};
-use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
 
@@ -398,7 +399,7 @@ impl Default for ChunkConfig {
             text_field: "text".into(),
             id_field: "id".into(),
             txt_mode: TxtMode::Line,
-            max_line_bytes: 64 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             strict: false,
             max_chars: None,
             max_tokens: None,
@@ -514,7 +515,7 @@ impl Members {
         let line = std::str::from_utf8(line).ok()?;
         let line = line.strip_prefix('\u{feff}').unwrap_or(line);
         serde_json::from_str(line)
-            .or_else(|_| serde_json::from_str(&crate::reader::repair_lone_surrogates(line)))
+            .or_else(|_| serde_json::from_str(&crate::input::reader::repair_lone_surrogates(line)))
             .ok()
     }
 
@@ -584,62 +585,6 @@ fn chunk_line(
     line
 }
 
-/// Documents chunked together (on the worker threads) before their chunks
-/// are written: at most this many...
-const BATCH_DOCS: usize = 1024;
-
-/// ...and at most this many bytes of text and raw JSON lines, so that a run
-/// of huge documents (up to `max_line_bytes` each) is not held in memory at
-/// once: 1024 documents of 64 MiB were 64 GiB. A larger document is a batch
-/// of its own. The output does not depend on the batching.
-pub const BATCH_BYTES: usize = 64 << 20;
-
-/// Groups documents into batches of at most `max_docs` documents and
-/// `max_bytes` bytes (a single larger document alone), in order.
-struct Batcher<T> {
-    items: Vec<T>,
-    bytes: usize,
-    max_docs: usize,
-    max_bytes: usize,
-}
-
-impl<T> Batcher<T> {
-    fn new(max_docs: usize, max_bytes: usize) -> Self {
-        Batcher {
-            items: Vec::new(),
-            bytes: 0,
-            max_docs,
-            max_bytes,
-        }
-    }
-
-    /// Adds `item` of `bytes` bytes, handing `flush` the batch before it
-    /// when the item would overflow that, and the batch with it when that is
-    /// full: a full batch is never kept while the next document is read.
-    fn add(
-        &mut self,
-        item: T,
-        bytes: usize,
-        flush: &mut impl FnMut(Vec<T>) -> Result<()>,
-    ) -> Result<()> {
-        if !self.items.is_empty() && self.bytes.saturating_add(bytes) > self.max_bytes {
-            self.finish(flush)?;
-        }
-        self.items.push(item);
-        self.bytes = self.bytes.saturating_add(bytes);
-        if self.items.len() >= self.max_docs || self.bytes >= self.max_bytes {
-            self.finish(flush)?;
-        }
-        Ok(())
-    }
-
-    /// Hands `flush` the batch so far (possibly empty).
-    fn finish(&mut self, flush: &mut impl FnMut(Vec<T>) -> Result<()>) -> Result<()> {
-        self.bytes = 0;
-        flush(std::mem::take(&mut self.items))
-    }
-}
-
 /// Chunks every document of the inputs into records that keep the source
 /// record's fields, the text field holding the chunk, plus `source_id` and
 /// `chunk_index` ([`chunk_line`]), in input order.
@@ -655,112 +600,86 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     }
     let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
     opts.rows_as_json = true;
-    let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
-    if inputs.is_empty() {
-        return Err(TokenmillError::Invalid("no input files given".into()));
-    }
+    let mut corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
+    let inputs = corpus.inputs().to_vec();
+    let text_field = corpus.options().text_field.clone();
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads, "chunk")?;
     let mut out = OutputFile::create(Path::new(&cfg.output), cfg.overwrite)?;
-    let total_raw: u64 = inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
-    let raw = Arc::new(AtomicU64::new(0));
-    let mut bar = Progress::new("chunk", cfg.progress, total_raw).without_tokens();
+    let raw = corpus.bytes_read();
+    let mut bar = Progress::new("chunk", cfg.progress, corpus.total_bytes()).without_tokens();
     let mut counts = Counts::default();
-    let mut files = Vec::new();
-    let mut examples = Vec::new();
     let (mut chunks, mut docs_split) = (0u64, 0u64);
-    for input in &inputs {
-        let mut stats = FileStats::new(&input.path);
-        let mut reader = FileReader::open(input, &opts, raw.clone())?;
-        // Text, the record as a JSON line (None for plain text), line number.
-        let mut batch = Batcher::new(BATCH_DOCS, BATCH_BYTES);
-        let mut flush = |batch: Vec<(String, Option<Vec<u8>>, u64)>| -> Result<()> {
-            let lines: Vec<Result<Vec<String>>> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .map(|(text, raw, line)| {
-                        let members = raw.as_deref().and_then(Members::parse);
-                        let id = members
-                            .as_ref()
-                            .and_then(|m| m.get(&cfg.id_field))
-                            .unwrap_or_else(|| format!("{}:{}", input.path.display(), line).into());
-                        // Only the tokenizer can fail here: name the document.
-                        let ranges = limit.split(text, cfg.overlap).map_err(|e| {
-                            TokenmillError::BadLine {
-                                path: input.path.clone(),
+    // A document: its text, its record as a JSON line (None for plain
+    // text), and its file and line.
+    type Source = (String, Option<Vec<u8>>, usize, u64);
+    let next_doc = |corpus: &mut Corpus| -> Result<Option<(Source, usize)>> {
+        let Some(doc) = corpus.next_doc()? else {
+            return Ok(None);
+        };
+        let record = inputs[doc.file]
+            .format
+            .has_fields()
+            .then(|| corpus.raw_line().to_vec());
+        corpus.kept(doc.file, doc.text.len());
+        let bytes = doc.text.len() + record.as_ref().map_or(0, Vec::len);
+        Ok(Some(((doc.text, record, doc.file, doc.line), bytes)))
+    };
+    let mut batcher = Batcher::new(Budget::HELD);
+    while let Some(batch) = batcher.next_batch(|| next_doc(&mut corpus))? {
+        let lines: Vec<Result<Vec<String>>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|(text, record, file, line)| {
+                    let path = &inputs[*file].path;
+                    let members = record.as_deref().and_then(Members::parse);
+                    let id = members
+                        .as_ref()
+                        .and_then(|m| m.get(&cfg.id_field))
+                        .unwrap_or_else(|| format!("{}:{}", path.display(), line).into());
+                    // Only the tokenizer can fail here: name the document.
+                    let ranges =
+                        limit
+                            .split(text, cfg.overlap)
+                            .map_err(|e| TokenmillError::BadLine {
+                                path: path.clone(),
                                 line: *line,
                                 reason: "tokenizer_error",
                                 detail: e.to_string(),
-                            }
-                        })?;
-                        Ok(ranges
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, r)| {
-                                chunk_line(members.as_ref(), &opts.text_field, &text[r], &id, i)
-                            })
-                            .collect())
-                    })
-                    .collect()
-            });
-            for (doc_lines, (text, _, _)) in lines.into_iter().zip(batch.iter()) {
-                let doc_lines = doc_lines?;
-                chunks += doc_lines.len() as u64;
-                docs_split += u64::from(doc_lines.len() > 1);
-                counts.text_bytes += text.len() as u64;
-                for l in doc_lines {
-                    out.write_line(l.as_bytes())?;
-                }
-            }
-            counts.docs += batch.len() as u64;
-            counts.raw_bytes = raw.load(Ordering::Relaxed);
-            bar.update(counts);
-            if interrupted() {
-                return Err(TokenmillError::Interrupted);
-            }
-            Ok(())
-        };
-        while let Some(rec) = reader.next_record()? {
-            stats.lines += 1;
-            match rec.text {
-                Ok(text) => {
-                    let raw = input
-                        .format
-                        .has_fields()
-                        .then(|| reader.raw_line().to_vec());
-                    stats.docs += 1;
-                    stats.text_bytes += text.len() as u64;
-                    let bytes = text.len() + raw.as_ref().map_or(0, Vec::len);
-                    batch.add((text, raw, rec.line), bytes, &mut flush)?;
-                }
-                Err((reason, detail)) => bad_line(
-                    cfg.strict,
-                    &input.path,
-                    rec.line,
-                    reason.name(),
-                    detail,
-                    &mut stats.skipped,
-                    &mut examples,
-                )?,
+                            })?;
+                    Ok(ranges
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, r)| chunk_line(members.as_ref(), &text_field, &text[r], &id, i))
+                        .collect())
+                })
+                .collect()
+        });
+        for (doc_lines, (text, ..)) in lines.into_iter().zip(&batch) {
+            let doc_lines = doc_lines?;
+            chunks += doc_lines.len() as u64;
+            docs_split += u64::from(doc_lines.len() > 1);
+            counts.text_bytes += text.len() as u64;
+            for l in doc_lines {
+                out.write_line(l.as_bytes())?;
             }
         }
-        batch.finish(&mut flush)?;
-        stats.repaired_surrogates = reader.repaired_surrogates;
-        files.push(stats);
+        counts.docs += batch.len() as u64;
+        counts.raw_bytes = raw.load(Ordering::Relaxed);
+        bar.update(counts);
+        if interrupted() {
+            return Err(TokenmillError::Interrupted);
+        }
     }
     counts.raw_bytes = raw.load(Ordering::Relaxed);
     bar.finish(counts);
-    let mut totals = FileStats::default();
-    files.iter().for_each(|f| totals.add(f));
-    totals.require_documents(cfg.allow_empty, &examples, crate::reader::skip_hint)?;
+    let read = corpus.finish();
+    read.totals()
+        .require_documents(cfg.allow_empty, &read.examples, skip_hint)?;
     out.finish()?;
     Ok(ChunkSummary {
-        docs: files.iter().map(|f| f.docs).sum(),
-        inputs: files,
+        docs: read.files.iter().map(|f| f.docs).sum(),
+        inputs: read.files,
         output: cfg.output.clone(),
         chunks,
         docs_split,
@@ -1279,41 +1198,6 @@ mod tests {
         // 31 flags a chunk (an odd limit cannot take the 32nd's first half).
         assert!(ranges.iter().all(|r| r.len() % 8 == 0));
         assert_eq!(ranges[0], 0..31 * 8);
-    }
-
-    /// Batches hold at most `max_docs` documents and `max_bytes` bytes, or
-    /// one larger document alone, and keep every document in order.
-    #[test]
-    fn batches_keep_the_byte_budget() {
-        let mut rng = Rng(1024);
-        let sizes: Vec<usize> = (0..5000)
-            .map(|_| match rng.below(10) {
-                0 => 64 + rng.below(200), // a huge document: over the budget
-                1 => 30 + rng.below(40),
-                _ => rng.below(8),
-            })
-            .collect();
-        let mut batches: Vec<Vec<(usize, usize)>> = Vec::new();
-        let mut flush = |b: Vec<(usize, usize)>| -> Result<()> {
-            batches.push(b);
-            Ok(())
-        };
-        let mut batcher = Batcher::new(16, 100);
-        for (i, &n) in sizes.iter().enumerate() {
-            batcher.add((i, n), n, &mut flush).unwrap();
-        }
-        batcher.finish(&mut flush).unwrap();
-        let order: Vec<usize> = batches.iter().flatten().map(|&(i, _)| i).collect();
-        assert_eq!(order, (0..sizes.len()).collect::<Vec<_>>());
-        for b in &batches {
-            let bytes: usize = b.iter().map(|&(_, n)| n).sum();
-            assert!(b.len() <= 16, "{b:?}");
-            assert!(bytes <= 100 || b.len() == 1, "{b:?}");
-        }
-        // Full batches are handed on at once, not kept until the next document.
-        assert!(batches.iter().filter(|b| b.len() == 16).count() > 10);
-        // Only the last call may hand on an empty batch.
-        assert!(batches[..batches.len() - 1].iter().all(|b| !b.is_empty()));
     }
 
     #[test]

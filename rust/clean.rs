@@ -42,7 +42,7 @@ pub fn filter_hint(reason: &str) -> &'static str {
     match reason {
         "too_short" => "lower min_chars",
         "too_long" => "raise max_chars",
-        other => crate::reader::skip_hint(other),
+        other => crate::input::skip_hint(other),
     }
 }
 

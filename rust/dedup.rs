@@ -15,8 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::bounded;
@@ -25,21 +24,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::clean::{CleanOptions, Cleaner};
 use crate::error::{Result, TokenmillError};
+use crate::input::{
+    classify, skip_hint, Batcher, Budget, Corpus, Doc, Format, InputFile, ReadStats, ReaderOptions,
+    TxtMode, DEFAULT_MAX_LINE_BYTES,
+};
 use crate::manifest::FileStats;
 use crate::minhash::{jaccard, optimal_params, MinHasher, Shingling};
 use crate::output::OutputFile;
 use crate::progress::{Counts, Progress};
-use crate::reader::{
-    bad_line, expand_inputs, FileReader, Format, InputFile, ReaderOptions, TxtMode,
-};
 use crate::threads::{build_pool, resolve_threads};
 
 /// Default seed of the MinHash permutations.
 pub const DEFAULT_SEED: u64 = 1;
 /// Name of the filter reason for removed near-duplicates.
 pub const NEAR_DUPLICATE: &str = "near_duplicate";
-const BATCH_BYTES: usize = 4 << 20;
-const BATCH_DOCS: usize = 8192;
 
 /// MinHash LSH settings, shared by `dedup`, `prepare --dedup minhash` and the Python API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -391,12 +389,12 @@ pub fn dedup_texts(
     let pool = build_pool(threads, "dedup")?;
     pool.install(|| {
         let mut index = BandIndex::new(lsh.bands);
-        for chunk in texts.chunks(BATCH_DOCS) {
+        for chunk in texts.chunks(Budget::STREAM.docs) {
             index.push(&lsh, chunk)?;
         }
         let (uf, stats) = if lsh.verify {
             let mut v = Verifier::new(&index, threads);
-            for chunk in texts.chunks(BATCH_DOCS) {
+            for chunk in texts.chunks(Budget::STREAM.docs) {
                 if v.done() {
                     break;
                 }
@@ -410,88 +408,42 @@ pub fn dedup_texts(
     })
 }
 
-/// Documents read from the inputs, in order.
-struct DocBatch {
-    texts: Vec<String>,
-    lines: Vec<u64>,
-    /// Input file of each document.
-    files: Vec<u32>,
-}
-
-/// What a read of the inputs counted.
-pub struct ReadStats {
-    pub files: Vec<FileStats>,
-    pub examples: Vec<String>,
-}
-
-/// Reads the documents of `inputs` on a reader thread and hands them to
+/// Reads the documents of `corpus` on a reader thread and hands them to
 /// `consume` in batches, in input order. Bad lines are counted (or, under
-/// `strict`, an error naming file and line); with `clean`, documents the
-/// clean stage's length filters drop are counted and skipped too.
-#[allow(clippy::too_many_arguments)]
+/// the corpus's `strict`, an error naming file and line); with `clean`,
+/// documents the clean stage's length filters drop are counted and skipped
+/// too.
 fn read_docs(
-    inputs: &[InputFile],
-    opts: &ReaderOptions,
-    strict: bool,
+    mut corpus: Corpus,
     clean: Option<&CleanOptions>,
-    raw_counter: Arc<AtomicU64>,
     interrupted: &dyn Fn() -> bool,
-    mut consume: impl FnMut(DocBatch) -> Result<()>,
+    mut consume: impl FnMut(Vec<Doc>) -> Result<()>,
 ) -> Result<ReadStats> {
     std::thread::scope(|s| {
-        let (tx, rx) = bounded::<DocBatch>(2);
+        let (tx, rx) = bounded::<Vec<Doc>>(2);
         let reader = std::thread::Builder::new()
             .name("tokenmill-read".into())
             .spawn_scoped(s, move || -> Result<ReadStats> {
                 let mut cleaner = clean.map(|c| Cleaner::new(c.clone()));
-                let mut files: Vec<FileStats> =
-                    inputs.iter().map(|f| FileStats::new(&f.path)).collect();
-                let mut examples = Vec::new();
-                let new_batch = || DocBatch {
-                    texts: Vec::new(),
-                    lines: Vec::new(),
-                    files: Vec::new(),
-                };
-                let mut batch = new_batch();
-                let mut bytes = 0;
-                for (fi, input) in inputs.iter().enumerate() {
-                    let mut reader = FileReader::open(input, opts, raw_counter.clone())?;
-                    let stats = &mut files[fi];
-                    while let Some(rec) = reader.next_record()? {
-                        stats.lines += 1;
-                        let text = match rec.text {
-                            Ok(t) => t,
-                            Err((reason, detail)) => {
-                                let (path, line) = (&input.path, rec.line);
-                                let skipped = &mut stats.skipped;
-                                let name = reason.name();
-                                bad_line(strict, path, line, name, detail, skipped, &mut examples)?;
-                                continue;
-                            }
-                        };
-                        if let Some(Err(reason)) = cleaner.as_mut().map(|c| c.check(&text)) {
-                            *stats.filtered.entry(reason.name().into()).or_default() += 1;
+                let mut next_doc = || -> Result<Option<(Doc, usize)>> {
+                    while let Some(doc) = corpus.next_doc()? {
+                        if let Some(Err(reason)) = cleaner.as_mut().map(|c| c.check(&doc.text)) {
+                            corpus.filtered(doc.file, reason.name());
                             continue;
                         }
-                        stats.docs += 1;
-                        stats.text_bytes += text.len() as u64;
-                        bytes += text.len();
-                        batch.texts.push(text);
-                        batch.lines.push(rec.line);
-                        batch.files.push(fi as u32);
-                        if bytes >= BATCH_BYTES || batch.texts.len() >= BATCH_DOCS {
-                            if tx.send(std::mem::replace(&mut batch, new_batch())).is_err() {
-                                return Ok(ReadStats { files, examples });
-                            }
-                            bytes = 0;
-                        }
+                        corpus.kept(doc.file, doc.text.len());
+                        let bytes = doc.text.len();
+                        return Ok(Some((doc, bytes)));
                     }
-                    stats.repaired_surrogates += reader.repaired_surrogates;
+                    Ok(None)
+                };
+                let mut batcher = Batcher::new(Budget::STREAM);
+                while let Some(batch) = batcher.next_batch(&mut next_doc)? {
+                    if tx.send(batch).is_err() {
+                        break; // the consumer stopped; its error is reported
+                    }
                 }
-                if !batch.texts.is_empty() {
-                    let _ = tx.send(batch);
-                }
-                Ok(ReadStats { files, examples })
+                Ok(corpus.finish())
             })
             .map_err(|e| TokenmillError::Invalid(format!("cannot start a thread: {e}")))?;
         let mut result = Ok(());
@@ -565,12 +517,10 @@ impl FileClusters {
 }
 
 /// Runs pass 1 (band hashes), LSH and clustering (with `verify`, a second
-/// read) over `inputs`.
+/// read) over `corpus`.
 #[allow(clippy::too_many_arguments)]
 pub fn cluster_files(
-    inputs: &[InputFile],
-    opts: &ReaderOptions,
-    strict: bool,
+    corpus: Corpus,
     clean: Option<&CleanOptions>,
     lsh: &Lsh,
     pool: &rayon::ThreadPool,
@@ -579,24 +529,23 @@ pub fn cluster_files(
     interrupted: &dyn Fn() -> bool,
 ) -> Result<FileClusters> {
     let started = Instant::now();
-    let total_raw: u64 = inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
-    let raw = Arc::new(AtomicU64::new(0));
+    let total_raw = corpus.total_bytes();
+    let again = lsh
+        .verify
+        .then(|| corpus.reread(corpus.options().clone(), false));
+    let raw = corpus.bytes_read();
     let mut progress_bar = Progress::new("minhash", progress, total_raw).without_tokens();
     let mut counts = Counts::default();
     let mut index = BandIndex::new(lsh.bands);
     let mut lines = Vec::new();
     let mut files = Vec::new();
-    let read = read_docs(inputs, opts, strict, clean, raw.clone(), interrupted, |b| {
-        let texts: Vec<&str> = b.texts.iter().map(String::as_str).collect();
+    let read = read_docs(corpus, clean, interrupted, |b| {
+        let texts: Vec<&str> = b.iter().map(|d| d.text.as_str()).collect();
         pool.install(|| index.push(lsh, &texts))?;
-        lines.extend_from_slice(&b.lines);
-        files.extend_from_slice(&b.files);
+        lines.extend(b.iter().map(|d| d.line));
+        files.extend(b.iter().map(|d| d.file as u32));
         counts.docs += texts.len() as u64;
-        counts.text_bytes += b.texts.iter().map(|t| t.len() as u64).sum::<u64>();
+        counts.text_bytes += texts.iter().map(|t| t.len() as u64).sum::<u64>();
         counts.raw_bytes = raw.load(Ordering::Relaxed);
         progress_bar.update(counts);
         Ok(())
@@ -605,14 +554,14 @@ pub fn cluster_files(
     progress_bar.finish(counts);
     let signature_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let (uf, stats) = if lsh.verify {
+    let (uf, stats) = if let Some(again) = again {
         let mut v = pool.install(|| Verifier::new(&index, threads));
         if !v.done() {
-            let raw = Arc::new(AtomicU64::new(0));
+            let raw = again.bytes_read();
             let mut bar = Progress::new("verify", progress, total_raw).without_tokens();
             let mut c = Counts::default();
-            let r = read_docs(inputs, opts, false, clean, raw.clone(), interrupted, |b| {
-                let texts: Vec<&str> = b.texts.iter().map(String::as_str).collect();
+            let r = read_docs(again, clean, interrupted, |b| {
+                let texts: Vec<&str> = b.iter().map(|d| d.text.as_str()).collect();
                 if !v.done() {
                     pool.install(|| v.feed(lsh, &texts));
                 }
@@ -686,7 +635,7 @@ impl Default for DedupConfig {
             text_field: "text".into(),
             id_field: "id".into(),
             txt_mode: TxtMode::Line,
-            max_line_bytes: 64 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             strict: false,
             minhash: MinHashOptions::default(),
             threads: 0,
@@ -743,10 +692,8 @@ pub fn dedup_files(
         .flatten()
         .map(Path::new)
         .collect();
-    let inputs = expand_inputs(&cfg.inputs, &outputs)?;
-    if inputs.is_empty() {
-        return Err(TokenmillError::Invalid("no input files given".into()));
-    }
+    let corpus = Corpus::open(&cfg.inputs, &outputs, opts, cfg.strict)?;
+    let inputs = corpus.inputs().to_vec();
     let output_format = cfg
         .output
         .as_deref()
@@ -778,10 +725,11 @@ pub fn dedup_files(
     }
     let threads = resolve_threads(cfg.threads);
     let pool = build_pool(threads, "dedup")?;
+    let mut whole = corpus.options().clone();
+    whole.whole_json_line = true;
+    let again = corpus.reread(whole, false);
     let fc = cluster_files(
-        &inputs,
-        &opts,
-        cfg.strict,
+        corpus,
         None,
         &lsh,
         &pool,
@@ -789,13 +737,12 @@ pub fn dedup_files(
         cfg.progress,
         interrupted,
     )?;
-    let mut totals = FileStats::default();
-    fc.read.files.iter().for_each(|f| totals.add(f));
-    totals.require_documents(cfg.allow_empty, &fc.read.examples, crate::reader::skip_hint)?;
+    let totals = fc.read.totals();
+    totals.require_documents(cfg.allow_empty, &fc.read.examples, skip_hint)?;
     let write_started = Instant::now();
     let removed_per_file = fc.removed_lines(inputs.len());
     if cfg.output.is_some() || cfg.report.is_some() {
-        write_outputs(cfg, &inputs, &fc, output_format, interrupted)?;
+        write_outputs(cfg, again, &fc, output_format, interrupted)?;
     }
     let mut files = fc.read.files.clone();
     for (f, removed) in files.iter_mut().zip(&removed_per_file) {
@@ -847,7 +794,7 @@ pub fn dedup_files(
 /// a `.txt` line becomes a record with the text field) or text lines (from `.txt` inputs only: a JSON record has no
 /// faithful text line).
 fn output_format(path: &Path, inputs: &[InputFile]) -> Result<Format> {
-    let Some((format, _)) = crate::reader::classify(path).filter(|(f, _)| !f.is_columnar()) else {
+    let Some((format, _)) = classify(path).filter(|(f, _)| !f.is_columnar()) else {
         return Err(TokenmillError::Invalid(format!(
             "{}: name the output .jsonl (JSON Lines) or .txt (text lines), optionally .gz or .zst",
             path.display()
@@ -884,10 +831,12 @@ fn record_id(line: &[u8], field: &str) -> Option<serde_json::Value> {
 /// Pass 2: copies the kept records (each line byte for byte, less a BOM; an
 /// element of a JSON array on one line; a `.txt` line as a record with the
 /// text field when the output is JSON Lines) and writes one report line per
-/// cluster. `output_format` is [`output_format`]'s answer for `cfg.output`.
+/// cluster. `corpus` reads the inputs again, each record whole (no text
+/// extraction); `output_format` is [`output_format`]'s answer for
+/// `cfg.output`.
 fn write_outputs(
     cfg: &DedupConfig,
-    inputs: &[InputFile],
+    mut corpus: Corpus,
     fc: &FileClusters,
     output_format: Option<Format>,
     interrupted: &dyn Fn() -> bool,
@@ -904,85 +853,68 @@ fn write_outputs(
         Some(p) => Some(OutputFile::create(Path::new(p), cfg.overwrite)?),
         None => None,
     };
-    let total_raw: u64 = inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
-    let raw = Arc::new(AtomicU64::new(0));
-    let mut bar = Progress::new("write", cfg.progress, total_raw).without_tokens();
+    let inputs = corpus.inputs().to_vec();
+    let raw = corpus.bytes_read();
+    let mut bar = Progress::new("write", cfg.progress, corpus.total_bytes()).without_tokens();
     let mut counts = Counts::default();
     // (root, ordinal, id) of every document in a cluster.
     let mut members: Vec<(u32, u32, Option<serde_json::Value>)> = Vec::new();
-    let mut ord = 0usize;
-    // The same records as pass 1, each line whole (no text extraction).
-    let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    opts.whole_json_line = true;
     let as_json = output_format == Some(Format::Jsonl);
-    for (fi, input) in inputs.iter().enumerate() {
-        let jsonl = input.format.has_fields();
-        let wanted = |o: usize| o < n && fc.files[o] as usize == fi;
-        if input.format == Format::Text && cfg.txt_mode == TxtMode::File {
-            // Only a report is written for whole-file documents.
-            if wanted(ord) {
-                if in_cluster(ord) {
-                    members.push((fc.roots[ord], ord as u32, None));
-                }
-                ord += 1;
-            }
-            continue;
+    let gone = |ord: usize| {
+        let file = &inputs[fc.files[ord] as usize].path;
+        TokenmillError::Invalid(format!(
+            "{}: changed between two reads (line {} is gone)",
+            file.display(),
+            fc.lines[ord]
+        ))
+    };
+    let mut ord = 0usize;
+    while ord < n {
+        let Some(entry) = corpus.next_entry()? else {
+            return Err(gone(ord));
+        };
+        let want = (fc.files[ord] as usize, fc.lines[ord]);
+        match (entry.file, entry.line).cmp(&want) {
+            std::cmp::Ordering::Less => continue, // a bad line, not a document
+            std::cmp::Ordering::Greater => return Err(gone(ord)),
+            std::cmp::Ordering::Equal => {}
         }
-        let mut reader = FileReader::open(input, &opts, raw.clone())?;
-        while wanted(ord) {
-            let Some(rec) = reader.next_record()? else {
-                break;
+        let Ok(text) = entry.text else {
+            return Err(gone(ord));
+        };
+        let jsonl = inputs[entry.file].format.has_fields();
+        // The line byte for byte (a CR kept), less a BOM.
+        let line = corpus.raw_line();
+        let line = match entry.line {
+            1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
+            _ => line,
+        };
+        if in_cluster(ord) {
+            let id = if jsonl {
+                record_id(line, &cfg.id_field)
+            } else {
+                None
             };
-            if rec.line != fc.lines[ord] {
-                continue; // a bad line, not a document
-            }
-            let Ok(text) = rec.text else {
-                break; // reported below as a changed file
-            };
-            // The line byte for byte (a CR kept), less a BOM.
-            let line = reader.raw_line();
-            let line = match rec.line {
-                1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
-                _ => line,
-            };
-            if in_cluster(ord) {
-                let id = if jsonl {
-                    record_id(line, &cfg.id_field)
+            members.push((fc.roots[ord], ord as u32, id));
+        }
+        if fc.roots[ord] as usize == ord {
+            if let Some(out) = out.as_mut() {
+                if as_json && !jsonl {
+                    out.write_line(&text_record_json(&cfg.text_field, &text))?;
                 } else {
-                    None
-                };
-                members.push((fc.roots[ord], ord as u32, id));
-            }
-            if fc.roots[ord] as usize == ord {
-                if let Some(out) = out.as_mut() {
-                    if as_json && !jsonl {
-                        out.write_line(&text_record_json(&cfg.text_field, &text))?;
-                    } else {
-                        out.write_line(line)?;
-                    }
+                    out.write_line(line)?;
                 }
-                counts.docs += 1;
-                counts.text_bytes += line.len() as u64;
             }
-            ord += 1;
-            if ord.is_multiple_of(4096) {
-                if interrupted() {
-                    return Err(TokenmillError::Interrupted);
-                }
-                counts.raw_bytes = raw.load(Ordering::Relaxed);
-                bar.update(counts);
-            }
+            counts.docs += 1;
+            counts.text_bytes += line.len() as u64;
         }
-        if wanted(ord) {
-            return Err(TokenmillError::Invalid(format!(
-                "{}: changed between two reads (line {} is gone)",
-                input.path.display(),
-                fc.lines[ord]
-            )));
+        ord += 1;
+        if ord.is_multiple_of(4096) {
+            if interrupted() {
+                return Err(TokenmillError::Interrupted);
+            }
+            counts.raw_bytes = raw.load(Ordering::Relaxed);
+            bar.update(counts);
         }
     }
     counts.raw_bytes = raw.load(Ordering::Relaxed);

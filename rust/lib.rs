@@ -1,9 +1,9 @@
 //! tokenmill's data core: raw text in, memory-mapped token shards out.
 //!
-//! Stages are plain Rust with no Python types: `reader` (inputs, lines, JSON,
-//! bad-line accounting; `columnar` for Parquet and Arrow rows), `clean`
-//! (length filters, exact dedup, split choice), `minhash` and `dedup`
-//! (near-duplicate removal), `chunk` (boundary-aware splitting), `output`
+//! Stages are plain Rust with no Python types: `input` (the one reader of
+//! every stage: inputs, lines, JSON, Parquet and Arrow rows, batches,
+//! bad-record accounting), `clean` (length filters, exact dedup, split
+//! choice), `minhash` and `dedup` (near-duplicate removal), `chunk` (boundary-aware splitting), `output`
 //! (compressed line files written atomically), `tokenize` (HF `tokenizers`
 //! with bounded pieces for long documents), `shard` (format v1 writer),
 //! `pack` (doc-mode packing plans), `prepare` (the pipeline over them),
@@ -20,17 +20,16 @@
 pub mod chat;
 pub mod chunk;
 pub mod clean;
-pub mod columnar;
 pub mod dedup;
 pub mod error;
 pub mod fast;
+pub mod input;
 pub mod manifest;
 pub mod minhash;
 pub mod output;
 pub mod pack;
 pub mod prepare;
 pub mod progress;
-pub mod reader;
 pub mod sft;
 pub mod shard;
 pub mod threads;

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TokenmillError};
-use crate::reader::Compression;
+use crate::input::Compression;
 use crate::shard::sync_dir;
 
 enum Sink {

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -20,9 +19,11 @@ use serde_json::json;
 use crate::clean::{is_val, CleanOptions, Cleaner};
 use crate::dedup::{cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
 use crate::error::{Result, TokenmillError};
-use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
+use crate::input::{
+    Batcher, Budget, Corpus, InputFile, ReadStats, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+};
+use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
-use crate::reader::{bad_line, expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::shard::{
     finish_splits, prepare_output_dir, remove_unfinished, write_atomic, Dtype, SplitWriter,
 };
@@ -31,11 +32,6 @@ use crate::tokenize::{self, Backend, Encoder};
 
 /// Split names, in manifest order.
 pub const SPLITS: [&str; 2] = ["train", "val"];
-/// Bad lines quoted in the manifest and summary.
-/// A batch is handed to the tokenizer once it holds this much text...
-const BATCH_BYTES: usize = 4 << 20;
-/// ...or this many documents.
-const BATCH_DOCS: usize = 8192;
 
 /// Which duplicates `prepare` removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +148,7 @@ impl Default for PrepareConfig {
             output: String::new(),
             text_field: "text".into(),
             txt_mode: TxtMode::Line,
-            max_line_bytes: 64 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             strict: false,
             min_chars: 0,
             max_chars: None,
@@ -200,8 +196,7 @@ struct NearDuplicates {
 /// same length filters) and returns the lines to skip.
 fn find_near_duplicates(
     cfg: &PrepareConfig,
-    inputs: &[InputFile],
-    opts: &ReaderOptions,
+    corpus: Corpus,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<NearDuplicates> {
     let mh = MinHashOptions {
@@ -222,10 +217,9 @@ fn find_near_duplicates(
         need_hash: false,
         ..clean_options(cfg)
     };
+    let files = corpus.inputs().len();
     let fc = cluster_files(
-        inputs,
-        opts,
-        cfg.strict,
+        corpus,
         Some(&clean),
         &lsh,
         &pool,
@@ -251,7 +245,7 @@ fn find_near_duplicates(
         "seconds": fc.signature_seconds + fc.cluster_seconds,
     });
     Ok(NearDuplicates {
-        lines: fc.removed_lines(inputs.len()),
+        lines: fc.removed_lines(files),
         entry,
     })
 }
@@ -304,89 +298,56 @@ struct Doc {
     val: bool,
 }
 
-struct ReadResult {
-    files: Vec<FileStats>,
-    examples: Vec<String>,
-}
-
 /// Reader stage: runs on its own thread, sends batches in input order.
 fn read_all(
-    inputs: &[InputFile],
-    opts: &ReaderOptions,
+    mut corpus: Corpus,
     cfg: &PrepareConfig,
-    raw_counter: Arc<AtomicU64>,
     near_duplicates: &[Vec<u64>],
     tx: Sender<Vec<Doc>>,
-) -> Result<ReadResult> {
+) -> Result<ReadStats> {
     let mut cleaner = Cleaner::new(CleanOptions {
         dedup: cfg.dedup == DedupMode::Exact,
         ..clean_options(cfg)
     });
-    let mut files: Vec<FileStats> = inputs.iter().map(|f| FileStats::new(&f.path)).collect();
-    let mut examples = Vec::new();
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
+    // The next near-duplicate of each file (their lines are sorted).
+    let mut near_next = vec![0usize; near_duplicates.len()];
     let mut kept = 0u64;
-    'files: for (fi, input) in inputs.iter().enumerate() {
-        let mut reader = FileReader::open(input, opts, raw_counter.clone())?;
-        let stats = &mut files[fi];
-        let mut near = near_duplicates.get(fi).map_or(&[][..], Vec::as_slice);
-        while let Some(rec) = reader.next_record()? {
-            stats.lines += 1;
-            let text = match rec.text {
-                Ok(t) => t,
-                Err((reason, detail)) => {
-                    let (path, line) = (&input.path, rec.line);
-                    let skipped = &mut stats.skipped;
-                    bad_line(
-                        cfg.strict,
-                        path,
-                        line,
-                        reason.name(),
-                        detail,
-                        skipped,
-                        &mut examples,
-                    )?;
-                    continue;
-                }
+    let mut next_doc = || -> Result<Option<(Doc, usize)>> {
+        while cfg.max_docs.is_none_or(|m| kept < m) {
+            let Some(doc) = corpus.next_doc()? else {
+                break;
             };
-            if near.first() == Some(&rec.line) {
-                near = &near[1..];
-                *stats.filtered.entry(NEAR_DUPLICATE.into()).or_default() += 1;
+            let near = near_duplicates.get(doc.file);
+            if near.and_then(|n| n.get(near_next[doc.file])) == Some(&doc.line) {
+                near_next[doc.file] += 1;
+                corpus.filtered(doc.file, NEAR_DUPLICATE);
                 continue;
             }
-            match cleaner.check(&text) {
-                Err(reason) => *stats.filtered.entry(reason.name().into()).or_default() += 1,
+            match cleaner.check(&doc.text) {
+                Err(reason) => corpus.filtered(doc.file, reason.name()),
                 Ok(hash) => {
-                    stats.docs += 1;
-                    stats.text_bytes += text.len() as u64;
-                    batch_bytes += text.len();
-                    batch.push(Doc {
-                        val: is_val(hash, cfg.val_fraction, cfg.seed),
-                        text,
-                        file: fi,
-                        line: rec.line,
-                    });
+                    corpus.kept(doc.file, doc.text.len());
                     kept += 1;
-                    if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_DOCS {
-                        if tx.send(std::mem::take(&mut batch)).is_err() {
-                            break 'files; // downstream stopped; its error is reported
-                        }
-                        batch_bytes = 0;
-                    }
-                    if cfg.max_docs.is_some_and(|m| kept >= m) {
-                        stats.repaired_surrogates += reader.repaired_surrogates;
-                        break 'files;
-                    }
+                    let bytes = doc.text.len();
+                    let doc = Doc {
+                        val: is_val(hash, cfg.val_fraction, cfg.seed),
+                        text: doc.text,
+                        file: doc.file,
+                        line: doc.line,
+                    };
+                    return Ok(Some((doc, bytes)));
                 }
             }
         }
-        stats.repaired_surrogates += reader.repaired_surrogates;
+        Ok(None)
+    };
+    let mut batcher = Batcher::new(Budget::STREAM);
+    while let Some(batch) = batcher.next_batch(&mut next_doc)? {
+        if tx.send(batch).is_err() {
+            break; // downstream stopped; its error is reported
+        }
     }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
-    }
-    Ok(ReadResult { files, examples })
+    Ok(corpus.finish())
 }
 
 /// What the tokenizer loop counted.
@@ -487,28 +448,23 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         ));
     }
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
-    if inputs.is_empty() {
-        return Err(TokenmillError::Invalid("no input files given".into()));
-    }
+    let corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
+    let inputs = corpus.inputs().to_vec();
     let out = PathBuf::from(&cfg.output);
-    let total_raw: u64 = inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
-    let raw_counter = Arc::new(AtomicU64::new(0));
+    let total_raw = corpus.total_bytes();
+    let raw_counter = corpus.bytes_read();
     let near = if cfg.dedup == DedupMode::Minhash {
         if out.join("manifest.json").exists() && !cfg.overwrite {
             return Err(TokenmillError::OutputExists(out.clone()));
         }
-        Some(find_near_duplicates(cfg, &inputs, &opts, interrupted)?)
+        let again = corpus.reread(corpus.options().clone(), cfg.strict);
+        Some(find_near_duplicates(cfg, again, interrupted)?)
     } else {
         None
     };
     let near_lines = near.as_ref().map_or(&[][..], |n| n.lines.as_slice());
 
-    let run = || -> Result<(Setup, ReadResult, Vec<SplitEntry>, Tokenized)> {
+    let run = || -> Result<(Setup, ReadStats, Vec<SplitEntry>, Tokenized)> {
         std::thread::scope(|s| {
             let (batch_tx, batch_rx) = bounded::<Vec<Doc>>(2);
             let named = |name: &str| std::thread::Builder::new().name(format!("tokenmill-{name}"));
@@ -516,16 +472,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                 |e: std::io::Error| TokenmillError::Invalid(format!("cannot start a thread: {e}"));
             // The reader needs no tokenizer: it starts while the tokenizer loads.
             let reader = named("read")
-                .spawn_scoped(s, || {
-                    read_all(
-                        &inputs,
-                        &opts,
-                        cfg,
-                        raw_counter.clone(),
-                        near_lines,
-                        batch_tx,
-                    )
-                })
+                .spawn_scoped(s, || read_all(corpus, cfg, near_lines, batch_tx))
                 .map_err(spawn_err)?;
             let ready = setup(cfg).and_then(|st| {
                 prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
@@ -564,7 +511,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             Ok((st, read, splits, tokenized))
         })
     };
-    let (st, read, splits, tokenized) = match run() {
+    let (st, mut read, splits, tokenized) = match run() {
         Ok(r) => r,
         Err(e) => {
             remove_unfinished(&out, &SPLITS);
@@ -581,17 +528,15 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         ..
     } = st;
 
-    let mut files = read.files;
     let mut split_map = BTreeMap::new();
     for (name, entry) in SPLITS.iter().zip(splits) {
         split_map.insert(name.to_string(), entry);
     }
     // Lines, docs and text bytes per file come from the reader, tokens from the tokenizer loop.
-    let mut totals = FileStats::default();
-    for (f, tokens) in files.iter_mut().zip(&tokenized.file_tokens) {
+    for (f, tokens) in read.files.iter_mut().zip(&tokenized.file_tokens) {
         f.tokens = *tokens;
-        totals.add(f);
     }
+    let totals = read.totals();
     let duplicates = totals.filtered.get("duplicate").copied().unwrap_or(0);
     let near_removed = totals.filtered.get(NEAR_DUPLICATE).copied().unwrap_or(0);
     let manifest = Manifest {
@@ -608,7 +553,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         bos_added: bos.is_some(),
         eos_added: eos.is_some(),
         splits: split_map,
-        inputs: files,
+        inputs: read.files,
         totals,
         skipped_examples: read.examples,
         dedup: {

@@ -5,8 +5,7 @@
 //! place, [`to_py`].
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -22,9 +21,9 @@ use crate::dedup::{
     dedup_files as run_dedup_files, dedup_texts as run_dedup_texts, DedupConfig, MinHashOptions,
 };
 use crate::error::TokenmillError as CoreError;
+use crate::input::{Batcher, Budget, Corpus, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES};
 use crate::minhash::{MinHasher, Shingling};
 use crate::prepare::{prepare as run_prepare, PrepareConfig};
-use crate::reader::{expand_inputs, FileReader, InputFile, ReaderOptions, TxtMode};
 use crate::sft::{prepare_sft as run_prepare_sft, SftConfig};
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
@@ -617,61 +616,18 @@ fn chunk_files(py: Python<'_>, config_json: &str) -> PyResult<String> {
     serde_json::to_string(&summary).map_err(json_err)
 }
 
-struct TextStream {
-    inputs: Vec<InputFile>,
-    opts: ReaderOptions,
-    next_file: usize,
-    current: Option<FileReader>,
-    counter: Arc<AtomicU64>,
-    skipped: std::collections::BTreeMap<String, u64>,
-}
-
-impl TextStream {
-    /// Up to `max_docs` texts, and no more than [`TEXT_BATCH_BYTES`] of
-    /// them past the first (a batch of 1024 documents of 64 MiB each would
-    /// be 64 GiB).
-    fn next_batch(&mut self, max_docs: usize) -> crate::Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while out.len() < max_docs && bytes < TEXT_BATCH_BYTES {
-            if self.current.is_none() {
-                let Some(input) = self.inputs.get(self.next_file) else {
-                    break;
-                };
-                self.current = Some(FileReader::open(input, &self.opts, self.counter.clone())?);
-                self.next_file += 1;
-            }
-            let reader = self.current.as_mut().expect("opened above");
-            match reader.next_record()? {
-                None => self.current = None,
-                Some(rec) => match rec.text {
-                    Ok(t) => {
-                        bytes += t.len();
-                        out.push(t);
-                    }
-                    Err((reason, _)) => *self.skipped.entry(reason.name().into()).or_default() += 1,
-                },
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Text bytes per batch of [`TextBatches`].
-const TEXT_BATCH_BYTES: usize = 16 << 20;
-
 /// Streams document texts out of the same inputs `prepare` reads, in
-/// batches (lists of str); bad lines are skipped and counted in `skipped`.
+/// batches (lists of str) within [`Budget::HELD`]'s bytes; bad lines are
+/// skipped and counted in `skipped`.
 #[pyclass(module = "tokenmill._core")]
 struct TextBatches {
-    state: Mutex<TextStream>,
-    batch_docs: usize,
+    state: Mutex<(Corpus, Batcher<String>)>,
 }
 
 #[pymethods]
 impl TextBatches {
     #[new]
-    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = 67108864, batch_docs = 1024))]
+    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = DEFAULT_MAX_LINE_BYTES as usize, batch_docs = Budget::HELD.docs))]
     fn new(
         inputs: Vec<String>,
         text_field: &str,
@@ -689,17 +645,13 @@ impl TextBatches {
             }
         };
         let opts = ReaderOptions::new(text_field, mode, max_line_bytes).map_err(to_py)?;
-        let inputs = expand_inputs(&inputs, &[]).map_err(to_py)?;
+        let corpus = Corpus::open(&inputs, &[], opts, false).map_err(to_py)?;
+        let budget = Budget {
+            docs: batch_docs,
+            ..Budget::HELD
+        };
         Ok(TextBatches {
-            state: Mutex::new(TextStream {
-                inputs,
-                opts,
-                next_file: 0,
-                current: None,
-                counter: Arc::new(AtomicU64::new(0)),
-                skipped: Default::default(),
-            }),
-            batch_docs: batch_docs.max(1),
+            state: Mutex::new((corpus, Batcher::new(budget))),
         })
     }
 
@@ -708,11 +660,17 @@ impl TextBatches {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<String>>> {
-        let batch = detached(py, |_| {
+        detached(py, |_| {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.next_batch(self.batch_docs)
-        })?;
-        Ok(if batch.is_empty() { None } else { Some(batch) })
+            let (corpus, batcher) = &mut *state;
+            batcher.next_batch(|| {
+                let doc = corpus.next_doc()?;
+                Ok(doc.map(|d| {
+                    let bytes = d.text.len();
+                    (d.text, bytes)
+                }))
+            })
+        })
     }
 
     /// Skipped lines so far, by reason.
@@ -720,11 +678,8 @@ impl TextBatches {
     fn skipped(&self) -> std::collections::BTreeMap<String, u64> {
         // A panic (a bug, raised as InternalError) while the lock was held
         // must not fail every later call: the state is kept as it was.
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .skipped
-            .clone()
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0.stats().totals().skipped
     }
 }
 
@@ -746,6 +701,7 @@ fn _panic_for_tests(py: Python<'_>, message: &str, in_worker: bool) -> PyResult<
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", crate::VERSION)?;
+    m.add("DEFAULT_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES)?;
     m.add("TokenmillError", py.get_type::<TokenmillError>())?;
     m.add("BadLineError", py.get_type::<BadLineError>())?;
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;

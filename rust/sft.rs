@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -20,19 +18,15 @@ use serde_json::json;
 use crate::chat::{parse_record, ChatEncoder, ChatFormat, ChatTemplate, Overflow, TrainOn};
 use crate::clean::{content_hash, is_val};
 use crate::error::{Result, TokenmillError};
-use crate::manifest::{FileStats, Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
+use crate::input::{
+    Batcher, Budget, Corpus, Entry, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+};
+use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::prepare::{Summary, SPLITS};
 use crate::progress::{Counts, Progress};
-use crate::reader::{bad_line, expand_inputs, FileReader, ReaderOptions, TxtMode};
 use crate::shard::{finish_splits, prepare_output_dir, remove_unfinished, Dtype, SplitWriter};
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
-
-/// Records parsed and tokenized per batch: at most this many, and no more
-/// record bytes than [`BATCH_BYTES`] (a batch is held with its rendered and
-/// tokenized forms, so 1024 records of 64 MiB must not make one batch).
-const BATCH_RECORDS: usize = 1024;
-const BATCH_BYTES: usize = 16 << 20;
 
 /// Every argument of a `prepare-sft` run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,7 +75,7 @@ impl Default for SftConfig {
             train_on: TrainOn::All,
             max_length: None,
             overflow: Overflow::Truncate,
-            max_line_bytes: 64 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             strict: false,
             val_fraction: 0.01,
             seed: 0,
@@ -94,13 +88,6 @@ impl Default for SftConfig {
             allow_empty: false,
         }
     }
-}
-
-/// One record read, before parsing.
-struct Line {
-    text: std::result::Result<String, (&'static str, String)>,
-    file: usize,
-    line: u64,
 }
 
 /// Runs `prepare-sft`. `interrupted` is polled between batches.
@@ -122,10 +109,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     }
     let mut opts = ReaderOptions::new("text", TxtMode::Line, cfg.max_line_bytes as usize)?;
     opts.whole_json_line = true;
-    let inputs = expand_inputs(&cfg.inputs, &[Path::new(&cfg.output)])?;
-    if inputs.is_empty() {
-        return Err(TokenmillError::Invalid("no input files given".into()));
-    }
+    let mut corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
     let loaded = tokenize::load(Path::new(&cfg.tokenizer))?;
     let dtype = Dtype::choose(&cfg.dtype, loaded.vocab_size)?;
     let template = ChatTemplate::load(Path::new(&cfg.tokenizer), &loaded)?;
@@ -145,101 +129,69 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     let out = PathBuf::from(&cfg.output);
     prepare_output_dir(&out, &SPLITS, cfg.overwrite)?;
 
-    let mut files: Vec<FileStats> = inputs.iter().map(|f| FileStats::new(&f.path)).collect();
     let mut writers: Vec<SplitWriter> = SPLITS
         .iter()
         .map(|s| SplitWriter::new(&out, s, dtype, cfg.shard_bytes).with_mask())
         .collect();
-    let total_raw: u64 = inputs
-        .iter()
-        .filter_map(|f| std::fs::metadata(&f.path).ok())
-        .map(|m| m.len())
-        .sum();
-    let mut progress = Progress::new("prepare-sft", cfg.progress, total_raw);
+    let mut progress = Progress::new("prepare-sft", cfg.progress, corpus.total_bytes());
     let mut counts = Counts::default();
-    let mut examples = Vec::new();
     let mut truncated = 0u64;
     let mut inexact_turns = 0u64;
     let mut masked_tokens = 0u64;
-    let counter = Arc::new(AtomicU64::new(0));
     let mut run = || -> Result<()> {
-        let mut batch: Vec<Line> = Vec::with_capacity(BATCH_RECORDS);
-        let mut batch_bytes = 0usize;
-        let mut flush = |batch: &mut Vec<Line>, files: &mut Vec<FileStats>| -> Result<()> {
+        // Records that give no text stay in the batch, so that every bad
+        // record is counted (and, under strict, reported) in input order.
+        let mut batcher = Batcher::new(Budget::HELD);
+        let next = |corpus: &mut Corpus| -> Result<Option<(Entry, usize)>> {
+            let entry = corpus.next_entry()?;
+            Ok(entry.map(|e| {
+                let bytes = e.text.as_ref().map_or(0, String::len);
+                (e, bytes)
+            }))
+        };
+        while let Some(batch) = batcher.next_batch(|| next(&mut corpus))? {
             if interrupted() {
                 return Err(TokenmillError::Interrupted);
             }
             let done: Vec<_> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map(|l| {
-                        let text = l.text.as_ref().map_err(|e| e.clone())?;
+                    .map(|e| {
+                        let text = e.text.as_ref().map_err(|(r, d)| (r.name(), d.clone()))?;
                         let messages = parse_record(text, cfg.format, cfg.system.as_deref())?;
                         let conv = chat.encode_conversation(&messages)?;
                         Ok((content_hash(text), conv))
                     })
                     .collect::<Vec<std::result::Result<_, (&'static str, String)>>>()
             });
-            for (l, r) in batch.drain(..).zip(done) {
-                let stats = &mut files[l.file];
+            for (e, r) in batch.iter().zip(done) {
                 match r {
                     Ok((hash, conv)) => {
+                        let text_bytes = e.text.as_ref().map_or(0, String::len);
                         counts.docs += 1;
                         counts.tokens += conv.ids.len() as u64;
-                        counts.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
-                        stats.docs += 1;
-                        stats.tokens += conv.ids.len() as u64;
-                        stats.text_bytes += l.text.as_ref().map_or(0, |t| t.len() as u64);
+                        counts.text_bytes += text_bytes as u64;
+                        corpus.kept(e.file, text_bytes);
+                        corpus.stats_mut(e.file).tokens += conv.ids.len() as u64;
                         truncated += u64::from(conv.truncated);
                         inexact_turns += conv.inexact_turns;
                         masked_tokens += conv.mask.iter().map(|&b| u64::from(b)).sum::<u64>();
                         let val = is_val(hash, cfg.val_fraction, cfg.seed);
                         writers[usize::from(val)].write_masked_doc(&conv.ids, &conv.mask)?;
                     }
-                    Err((reason, detail)) => {
-                        let path = &inputs[l.file].path;
-                        let counts = if reason == "too_long" {
-                            &mut stats.filtered
-                        } else {
-                            &mut stats.skipped
-                        };
-                        bad_line(
-                            cfg.strict,
-                            path,
-                            l.line,
-                            reason,
-                            detail,
-                            counts,
-                            &mut examples,
-                        )?;
+                    Err(("too_long", detail)) => {
+                        corpus.refuse(e.file, e.line, "too_long", detail)?
                     }
+                    Err((reason, detail)) => corpus.skip(e.file, e.line, reason, detail)?,
                 }
             }
-            counts.raw_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+            counts.raw_bytes = corpus.raw_bytes();
             progress.update(counts);
-            Ok(())
-        };
-        for (fi, input) in inputs.iter().enumerate() {
-            let mut reader = FileReader::open(input, &opts, counter.clone())?;
-            while let Some(rec) = reader.next_record()? {
-                files[fi].lines += 1;
-                batch_bytes += rec.text.as_ref().map_or(0, String::len);
-                batch.push(Line {
-                    text: rec.text.map_err(|(r, d)| (r.name(), d)),
-                    file: fi,
-                    line: rec.line,
-                });
-                if batch.len() >= BATCH_RECORDS || batch_bytes >= BATCH_BYTES {
-                    flush(&mut batch, &mut files)?;
-                    batch_bytes = 0;
-                }
-            }
-            files[fi].repaired_surrogates += reader.repaired_surrogates;
         }
-        flush(&mut batch, &mut files)
+        Ok(())
     };
     let result = run();
-    counts.raw_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+    counts.raw_bytes = corpus.raw_bytes();
     progress.finish(counts);
     let splits = match result.and_then(|()| finish_splits(writers)) {
         Ok(s) => s,
@@ -248,10 +200,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             return Err(e);
         }
     };
-    let mut totals = FileStats::default();
-    for f in &files {
-        totals.add(f);
-    }
+    let read = corpus.finish();
     let split_map: BTreeMap<String, SplitEntry> =
         SPLITS.iter().map(|s| s.to_string()).zip(splits).collect();
     let manifest = Manifest {
@@ -265,9 +214,9 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         bos_added: false,
         eos_added: false,
         splits: split_map,
-        inputs: files,
-        totals,
-        skipped_examples: examples,
+        totals: read.totals(),
+        inputs: read.files,
+        skipped_examples: read.examples,
         dedup: json!({"method": "none", "exact": false, "removed": 0}),
         chunking: json!({}),
         val_split: json!({

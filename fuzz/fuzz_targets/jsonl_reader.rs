@@ -23,7 +23,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tokenmill::reader::{FileReader, Format, ReaderOptions, SkipReason, TxtMode};
+use tokenmill::input::{FileReader, Format, ReaderOptions, SkipReason, TxtMode};
 
 /// What the reader must make of one line (or of the whole file).
 #[derive(Debug)]

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import final
 
 __all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
     "BadLineError",
     "CorruptDatasetError",
     "Encoder",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 __version__: str
+# The longest line (record, row, whole-file document) read by default: 64 MiB.
+DEFAULT_MAX_LINE_BYTES: int
 
 class TokenmillError(Exception): ...
 class BadLineError(TokenmillError): ...
@@ -110,13 +113,14 @@ class Encoder:
 
 @final
 class TextBatches:
+    # Defaults: max_line_bytes=DEFAULT_MAX_LINE_BYTES, batch_docs=1024.
     def __new__(
         cls,
         inputs: list[str],
         text_field: str = "text",
         txt_mode: str = "line",
-        max_line_bytes: int = 67108864,
-        batch_docs: int = 1024,
+        max_line_bytes: int = ...,
+        batch_docs: int = ...,
     ) -> TextBatches: ...
     def __iter__(self) -> Iterator[list[str]]: ...
     def __next__(self) -> list[str]: ...

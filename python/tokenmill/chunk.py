@@ -162,7 +162,7 @@ def chunk_files(
     text_field: str = "text",
     id_field: str = "id",
     txt_mode: Literal["line", "file"] = "line",
-    max_line_bytes: int = 64 << 20,
+    max_line_bytes: int = _core.DEFAULT_MAX_LINE_BYTES,
     strict: bool = False,
     threads: int = 0,
     overwrite: bool = False,

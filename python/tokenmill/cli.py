@@ -154,7 +154,7 @@ _MAX_LINE_BYTES = click.option(
     "--max-line-bytes",
     type=_size,
     metavar="SIZE",
-    default="64MiB",
+    default=f"{_core.DEFAULT_MAX_LINE_BYTES >> 20}MiB",
     show_default=True,
     help="Longer lines are skipped (line_too_long) without being held in memory.",
 )

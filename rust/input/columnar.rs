@@ -28,8 +28,8 @@ use arrow_schema::{ArrowError, DataType, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
+use super::reader::{skip, text_record, Format, Record, SkipReason};
 use crate::error::{Result, TokenmillError};
-use crate::reader::{skip, text_record, Format, Record, SkipReason};
 
 /// Rows decoded at a time from a Parquet file.
 const PARQUET_BATCH_ROWS: usize = 256;

@@ -1,8 +1,10 @@
-//! Reader stage: expands inputs (files, directories, globs), decompresses,
-//! splits lines with bounded memory, parses JSON and extracts the text field.
+//! One input file at a time: expands inputs (files, directories, globs),
+//! decompresses, splits lines with bounded memory, parses JSON and extracts
+//! the text field.
 //!
-//! Every line that does not yield a document gets a [`SkipReason`]; the
-//! pipeline counts them per file and, under `strict`, stops at the first one.
+//! Every line that does not yield a document gets a [`SkipReason`];
+//! [`super::Corpus`] counts them per file and, under `strict`, stops at the
+//! first one.
 //! Why a hand-rolled line splitter: `BufRead::read_line` grows its buffer to
 //! the longest line, so one 2 GB line would take 2 GB of RAM; here a line over
 //! `max_line_bytes` is skipped while being read, never held.
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::columnar::ColumnReader;
+use super::columnar::ColumnReader;
 use crate::error::{Result, TokenmillError};
 
 /// Compression of one input file, chosen from its name.
@@ -34,7 +36,7 @@ pub enum Format {
     Jsonl,
     /// Plain text (`.txt`): one document per line or per file, see [`TxtMode`].
     Text,
-    /// Parquet (`.parquet`): one record per row, see [`crate::columnar`].
+    /// Parquet (`.parquet`): one record per row, see [`super::columnar`].
     Parquet,
     /// Arrow IPC (`.arrow`, as `Dataset.save_to_disk` writes): one record per row.
     Arrow,
@@ -47,7 +49,7 @@ impl Format {
         self != Format::Text
     }
 
-    /// Whether the file is read by columns ([`crate::columnar`]).
+    /// Whether the file is read by columns ([`super::columnar`]).
     pub fn is_columnar(self) -> bool {
         matches!(self, Format::Parquet | Format::Arrow)
     }
@@ -128,33 +130,6 @@ pub fn skip_hint(reason: &str) -> &'static str {
 /// Bad lines quoted (`file:line: reason (detail)`) in manifests and summaries.
 pub const MAX_EXAMPLES: usize = 10;
 
-/// One bad input line: under `strict` the error naming file and line;
-/// otherwise counted by reason in `counts` and quoted in `examples` (the
-/// first [`MAX_EXAMPLES`]).
-pub fn bad_line(
-    strict: bool,
-    path: &Path,
-    line: u64,
-    reason: &'static str,
-    detail: String,
-    counts: &mut std::collections::BTreeMap<String, u64>,
-    examples: &mut Vec<String>,
-) -> Result<()> {
-    if strict {
-        return Err(TokenmillError::BadLine {
-            path: path.to_path_buf(),
-            line,
-            reason,
-            detail,
-        });
-    }
-    *counts.entry(reason.into()).or_default() += 1;
-    if examples.len() < MAX_EXAMPLES {
-        examples.push(format!("{}:{line}: {reason} ({detail})", path.display()));
-    }
-    Ok(())
-}
-
 /// Options of the reader stage.
 #[derive(Clone, Debug)]
 pub struct ReaderOptions {
@@ -205,7 +180,7 @@ pub struct Record {
 
 /// The record layout and compression a file's name says (inputs, and the
 /// output of `dedup`); `None` for unsupported names.
-pub(crate) fn classify(path: &Path) -> Option<(Format, Compression)> {
+pub fn classify(path: &Path) -> Option<(Format, Compression)> {
     let name = path.file_name()?.to_string_lossy().to_lowercase();
     let (stem, compression) = if let Some(s) = name.strip_suffix(".gz") {
         (s, Compression::Gzip)
