@@ -108,6 +108,12 @@ def test_null_texts_are_counted_and_bad_columns_named(tmp_path: Path, bpe_tok: P
         read_texts([src], text_field="meta.other")
     with pytest.raises(tokenmill.BadLineError, match=r"nulls\.parquet:2: not_a_string"):
         prepare(src, bpe_tok, tmp_path / "o", strict=True)
+    # Row 4 is in the second row group of two rows each (numbered from 0).
+    pq.write_table(pa.table({"text": ["a b", "c d", "e f", None]}), src, row_group_size=2)
+    with pytest.raises(
+        tokenmill.BadLineError, match=r"nulls\.parquet:4: not_a_string \(text is null, row group 1\)"
+    ):
+        prepare(src, bpe_tok, tmp_path / "o", strict=True)
 
 
 def test_a_damaged_parquet_file_names_itself(tmp_path: Path) -> None:

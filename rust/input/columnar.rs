@@ -34,6 +34,27 @@ use crate::error::{Result, TokenmillError};
 /// Rows decoded at a time from a Parquet file.
 const PARQUET_BATCH_ROWS: usize = 256;
 
+/// Rows decoded between two [`release_free_memory`] calls.
+const TRIM_ROWS: u64 = 8192;
+
+/// Hands the allocator's free pages back to the system. Each page of a
+/// Parquet column (up to 1,024 rows as pyarrow writes them: megabytes of
+/// text) and each Arrow batch is decompressed into a buffer of its own and
+/// freed; glibc then raises its mmap threshold and serves the next such
+/// buffers from the heap, where they fragment with the documents' strings.
+/// Each trim walks every free list (about 4 ms here), so it runs every
+/// 8,192 rows. Measured on 1 GB of text in 10,000-row groups (`prepare`, 2
+/// threads): peak RSS 134 MB without trims, 127 MB with one every 8,192
+/// rows and 125 MB every 2,048 (JSON Lines: 108 MB); throughput against
+/// JSON Lines 1.02x without, 0.96x and 0.92x with.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
 
 /// Streams the rows of one Parquet or Arrow file as [`Record`]s.
@@ -52,6 +73,9 @@ pub struct ColumnReader {
     /// Progress for a Parquet file, which is read by pages, not as a
     /// stream: bytes are counted in proportion to rows decoded.
     parquet_progress: Option<(u64, u64)>,
+    /// Where each row group of a Parquet file ends (rows, running total),
+    /// so that a message can name the row group of a row.
+    row_group_ends: Vec<u64>,
     counter: Arc<AtomicU64>,
     counted: u64,
 }
@@ -86,6 +110,7 @@ impl ColumnReader {
         };
         let file = File::open(path).map_err(io_err)?;
         let mut parquet_progress = None;
+        let mut row_group_ends = Vec::new();
         let batches: Batches = match format {
             Format::Parquet => {
                 let size = file.metadata().map_err(io_err)?.len();
@@ -93,6 +118,15 @@ impl ColumnReader {
                     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
                 let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
                 parquet_progress = Some((size, rows));
+                row_group_ends = builder
+                    .metadata()
+                    .row_groups()
+                    .iter()
+                    .scan(0u64, |end, g| {
+                        *end += g.num_rows().max(0) as u64;
+                        Some(*end)
+                    })
+                    .collect();
                 let mask = match text_column(path, builder.schema(), text_field)? {
                     Some(root) if !with_json => {
                         ProjectionMask::roots(builder.parquet_schema(), [root])
@@ -129,6 +163,7 @@ impl ColumnReader {
             current: None,
             row: 0,
             parquet_progress,
+            row_group_ends,
             counter,
             counted: 0,
         })
@@ -146,15 +181,31 @@ impl ColumnReader {
             };
             let batch = batch.map_err(|e| TokenmillError::Corrupt {
                 path: self.path.clone(),
-                message: format!("after row {}: {e}", self.row),
+                message: format!(
+                    "after row {}{}: {e}",
+                    self.row,
+                    row_group(&self.row_group_ends, self.row + 1)
+                ),
             })?;
             self.count_progress(batch.num_rows() as u64);
+            if self.row / TRIM_ROWS != (self.row + batch.num_rows() as u64) / TRIM_ROWS {
+                release_free_memory();
+            }
             self.current = Some(self.rows_of(&batch)?);
         }
     }
 
-    /// The next row of the current batch, if it has one left.
+    /// The next row of the current batch, if it has one left; a row that
+    /// gives no document names its row group.
     fn take(&mut self, raw: &mut Vec<u8>) -> Option<Record> {
+        let mut record = self.take_row(raw)?;
+        if let Err((_, detail)) = &mut record.text {
+            detail.push_str(&row_group(&self.row_group_ends, record.line));
+        }
+        Some(record)
+    }
+
+    fn take_row(&mut self, raw: &mut Vec<u8>) -> Option<Record> {
         let max = self.max_line_bytes;
         let rows = self.current.as_mut()?;
         if rows.next == rows.len {
@@ -178,7 +229,10 @@ impl ColumnReader {
             Some((column, parents)) => {
                 let null = parents.iter().any(|p| p.is_null(i));
                 match string_at(column, i).filter(|_| !null) {
-                    None => return Some(skip(line, SkipReason::NotAString, "text is null".into())),
+                    None => {
+                        let detail = "text is null".into();
+                        return Some(skip(line, SkipReason::NotAString, detail));
+                    }
                     Some(t) if t.len() > max => {
                         let detail = format!("text over {max} bytes");
                         return Some(skip(line, SkipReason::LineTooLong, detail));
@@ -195,7 +249,11 @@ impl ColumnReader {
     fn rows_of(&self, batch: &RecordBatch) -> Result<Rows> {
         let corrupt = |message: String| TokenmillError::Corrupt {
             path: self.path.clone(),
-            message: format!("row {}: {message}", self.row + 1),
+            message: format!(
+                "row {}{}: {message}",
+                self.row + 1,
+                row_group(&self.row_group_ends, self.row + 1)
+            ),
         };
         let json = if self.text_field.is_empty() || self.with_json {
             let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
@@ -235,6 +293,18 @@ impl ColumnReader {
         self.counter
             .fetch_add(bytes - self.counted, Ordering::Relaxed);
         self.counted = bytes;
+    }
+}
+
+/// `, row group G` for row `row` (1-based) of a Parquet file whose row
+/// groups end at `ends`; groups are numbered from 0, as pyarrow's
+/// `read_row_group` takes them. Empty for an Arrow file.
+fn row_group(ends: &[u64], row: u64) -> String {
+    let group = ends.partition_point(|&end| end < row);
+    if group < ends.len() {
+        format!(", row group {group}")
+    } else {
+        String::new()
     }
 }
 
