@@ -23,7 +23,8 @@ use unicode_segmentation::GraphemeCursor;
 
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    skip_hint, Batcher, Budget, Corpus, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+    skip_hint, Batcher, Budget, Corpus, InputSpec, MemoryTable, ReaderOptions, TxtMode,
+    DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::FileStats;
 use crate::output::OutputFile;
@@ -369,7 +370,12 @@ pub fn chunk_char_spans(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkConfig {
-    pub inputs: Vec<String>,
+    /// Files, directories or globs (.jsonl/.json/.ndjson/.txt, optionally
+    /// .gz/.zst, .parquet, .arrow), or tables in memory by index.
+    pub inputs: Vec<InputSpec>,
+    /// The tables in memory that `inputs` name (the Python API's datasets).
+    #[serde(skip)]
+    pub tables: Vec<MemoryTable>,
     pub output: String,
     pub text_field: String,
     /// Field copied as `source_id` when a record has it (else `file:line`).
@@ -395,6 +401,7 @@ impl Default for ChunkConfig {
     fn default() -> Self {
         ChunkConfig {
             inputs: Vec::new(),
+            tables: Vec::new(),
             output: String::new(),
             text_field: "text".into(),
             id_field: "id".into(),
@@ -600,7 +607,13 @@ pub fn chunk_files(cfg: &ChunkConfig, interrupted: &dyn Fn() -> bool) -> Result<
     }
     let mut opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
     opts.rows_as_json = true;
-    let mut corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
+    let mut corpus = Corpus::open(
+        &cfg.inputs,
+        &cfg.tables,
+        &[Path::new(&cfg.output)],
+        opts,
+        cfg.strict,
+    )?;
     let inputs = corpus.inputs().to_vec();
     let text_field = corpus.options().text_field.clone();
     let threads = resolve_threads(cfg.threads);

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::clean::{CleanOptions, Cleaner};
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    classify, skip_hint, Batcher, Budget, Corpus, Doc, Format, InputFile, ReadStats, ReaderOptions,
-    TxtMode, DEFAULT_MAX_LINE_BYTES,
+    classify, skip_hint, Batcher, Budget, Corpus, Doc, Format, InputFile, InputSpec, MemoryTable,
+    ReadStats, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::FileStats;
 use crate::minhash::{jaccard, optimal_params, MinHasher, Shingling};
@@ -607,7 +607,12 @@ pub fn cluster_files(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
-    pub inputs: Vec<String>,
+    /// Files, directories or globs (.jsonl/.json/.ndjson/.txt, optionally
+    /// .gz/.zst, .parquet, .arrow), or tables in memory by index.
+    pub inputs: Vec<InputSpec>,
+    /// The tables in memory that `inputs` name (the Python API's datasets).
+    #[serde(skip)]
+    pub tables: Vec<MemoryTable>,
     /// The kept records, compressed as the name says; none: no output.
     pub output: Option<String>,
     /// One JSON line per cluster: kept and removed documents.
@@ -630,6 +635,7 @@ impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             inputs: Vec::new(),
+            tables: Vec::new(),
             output: None,
             report: None,
             text_field: "text".into(),
@@ -692,7 +698,7 @@ pub fn dedup_files(
         .flatten()
         .map(Path::new)
         .collect();
-    let corpus = Corpus::open(&cfg.inputs, &outputs, opts, cfg.strict)?;
+    let corpus = Corpus::open(&cfg.inputs, &cfg.tables, &outputs, opts, cfg.strict)?;
     let inputs = corpus.inputs().to_vec();
     let output_format = cfg
         .output
@@ -716,9 +722,11 @@ pub fn dedup_files(
                 "{path} already exists; pass overwrite=True to replace it"
             )));
         }
-        if inputs
-            .iter()
-            .any(|f| std::fs::canonicalize(&f.path).ok() == std::fs::canonicalize(p).ok())
+        let output = std::fs::canonicalize(p).ok();
+        if output.is_some()
+            && inputs
+                .iter()
+                .any(|f| f.table.is_none() && std::fs::canonicalize(&f.path).ok() == output)
         {
             return Err(TokenmillError::Invalid(format!("{path} is also an input")));
         }

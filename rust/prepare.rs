@@ -20,7 +20,8 @@ use crate::clean::{is_val, CleanOptions, Cleaner};
 use crate::dedup::{cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    Batcher, Budget, Corpus, InputFile, ReadStats, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+    Batcher, Budget, Corpus, InputFile, InputSpec, MemoryTable, ReadStats, ReaderOptions, TxtMode,
+    DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::progress::{Counts, Progress};
@@ -84,8 +85,12 @@ pub enum BosMode {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrepareConfig {
-    /// Files, directories or globs of .jsonl/.json/.ndjson/.txt, optionally .gz/.zst.
-    pub inputs: Vec<String>,
+    /// Files, directories or globs (.jsonl/.json/.ndjson/.txt, optionally
+    /// .gz/.zst, .parquet, .arrow), or tables in memory by index.
+    pub inputs: Vec<InputSpec>,
+    /// The tables in memory that `inputs` name (the Python API's datasets).
+    #[serde(skip)]
+    pub tables: Vec<MemoryTable>,
     /// A tokenizer.json or a directory holding one.
     pub tokenizer: String,
     /// Output dataset directory.
@@ -144,6 +149,7 @@ impl Default for PrepareConfig {
     fn default() -> Self {
         PrepareConfig {
             inputs: Vec::new(),
+            tables: Vec::new(),
             tokenizer: String::new(),
             output: String::new(),
             text_field: "text".into(),
@@ -448,7 +454,13 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         ));
     }
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
-    let corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
+    let corpus = Corpus::open(
+        &cfg.inputs,
+        &cfg.tables,
+        &[Path::new(&cfg.output)],
+        opts,
+        cfg.strict,
+    )?;
     let inputs = corpus.inputs().to_vec();
     let out = PathBuf::from(&cfg.output);
     let total_raw = corpus.total_bytes();

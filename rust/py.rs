@@ -14,19 +14,23 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyString, PyTuple, PyType};
 
 use crate::chunk::{chunk_files as run_chunk_files, ChunkConfig, Limit};
 use crate::dedup::{
     dedup_files as run_dedup_files, dedup_texts as run_dedup_texts, DedupConfig, MinHashOptions,
 };
 use crate::error::TokenmillError as CoreError;
-use crate::input::{Batcher, Budget, Corpus, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES};
+use crate::input::{
+    Batcher, Budget, Corpus, InputSpec, MemoryTable, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+};
 use crate::minhash::{MinHasher, Shingling};
 use crate::prepare::{prepare as run_prepare, PrepareConfig};
 use crate::sft::{prepare_sft as run_prepare_sft, SftConfig};
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
+use arrow_array::ffi_stream::RecordBatchStreamReader;
+use arrow_array::RecordBatchReader;
 
 create_exception!(
     _core,
@@ -214,6 +218,40 @@ fn detached<T: Send>(
     })
 }
 
+/// Tables in memory handed over with a configuration: `(name, table)`
+/// pairs, each table an object with `__arrow_c_stream__` (a pyarrow
+/// `Table` or `RecordBatchReader`).
+type Tables<'py> = Vec<(String, Bound<'py, PyAny>)>;
+
+/// Imports `tables` through the Arrow C stream interface: their batches
+/// reference the exporter's buffers, nothing is copied. Read while the GIL
+/// is held, so that an exporter that needs Python is served; the batches
+/// are then plain Arrow memory any thread may read.
+fn import_tables(tables: Tables<'_>) -> PyResult<Vec<MemoryTable>> {
+    tables
+        .into_iter()
+        .map(|(name, table)| {
+            let capsule = table.call_method0("__arrow_c_stream__")?;
+            let capsule = capsule.cast::<PyCapsule>()?;
+            let stream = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+            // SAFETY: a capsule named "arrow_array_stream" holds an
+            // `ArrowArrayStream` (the C stream interface); `from_raw` moves
+            // it out and leaves a released stream for the capsule to drop.
+            let reader = unsafe { RecordBatchStreamReader::from_raw(stream.as_ptr().cast()) }
+                .map_err(|e| invalid_err(format!("{name}: {e}")))?;
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid_err(format!("{name}: {e}")))?;
+            Ok(MemoryTable {
+                name,
+                schema,
+                batches: batches.into(),
+            })
+        })
+        .collect()
+}
+
 fn json_err(e: serde_json::Error) -> PyErr {
     invalid_err(format!("invalid configuration: {e}"))
 }
@@ -221,8 +259,10 @@ fn json_err(e: serde_json::Error) -> PyErr {
 /// Runs the prepare pipeline on a JSON-encoded `PrepareConfig`; returns the
 /// JSON summary (manifest plus timings).
 #[pyfunction]
-fn prepare(py: Python<'_>, config_json: &str) -> PyResult<String> {
-    let cfg: PrepareConfig = serde_json::from_str(config_json).map_err(json_err)?;
+#[pyo3(signature = (config_json, tables = Vec::new()))]
+fn prepare(py: Python<'_>, config_json: &str, tables: Tables<'_>) -> PyResult<String> {
+    let mut cfg: PrepareConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    cfg.tables = import_tables(tables)?;
     let summary = detached(py, |interrupted| run_prepare(&cfg, interrupted))?;
     serde_json::to_string(&summary).map_err(json_err)
 }
@@ -230,8 +270,10 @@ fn prepare(py: Python<'_>, config_json: &str) -> PyResult<String> {
 /// Runs the prepare-sft pipeline on a JSON-encoded `SftConfig`; returns the
 /// JSON summary (manifest plus timings).
 #[pyfunction]
-fn prepare_sft(py: Python<'_>, config_json: &str) -> PyResult<String> {
-    let cfg: SftConfig = serde_json::from_str(config_json).map_err(json_err)?;
+#[pyo3(signature = (config_json, tables = Vec::new()))]
+fn prepare_sft(py: Python<'_>, config_json: &str, tables: Tables<'_>) -> PyResult<String> {
+    let mut cfg: SftConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    cfg.tables = import_tables(tables)?;
     let summary = detached(py, |interrupted| run_prepare_sft(&cfg, interrupted))?;
     serde_json::to_string(&summary).map_err(json_err)
 }
@@ -580,8 +622,14 @@ fn dedup_texts<'py>(
 /// Runs `dedup` over files from a JSON-encoded `DedupConfig`: ``(roots,
 /// summary_json)``.
 #[pyfunction]
-fn dedup_files<'py>(py: Python<'py>, config_json: &str) -> PyResult<(Bound<'py, PyBytes>, String)> {
-    let cfg: DedupConfig = serde_json::from_str(config_json).map_err(json_err)?;
+#[pyo3(signature = (config_json, tables = Vec::new()))]
+fn dedup_files<'py>(
+    py: Python<'py>,
+    config_json: &str,
+    tables: Tables<'py>,
+) -> PyResult<(Bound<'py, PyBytes>, String)> {
+    let mut cfg: DedupConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    cfg.tables = import_tables(tables)?;
     let (summary, roots) = detached(py, |interrupted| run_dedup_files(&cfg, interrupted))?;
     let summary = serde_json::to_string(&summary).map_err(json_err)?;
     Ok((roots_bytes(py, &roots), summary))
@@ -610,8 +658,10 @@ fn chunk_spans<'py>(
 /// Runs `chunk` over files from a JSON-encoded `ChunkConfig`; returns the
 /// JSON summary.
 #[pyfunction]
-fn chunk_files(py: Python<'_>, config_json: &str) -> PyResult<String> {
-    let cfg: ChunkConfig = serde_json::from_str(config_json).map_err(json_err)?;
+#[pyo3(signature = (config_json, tables = Vec::new()))]
+fn chunk_files(py: Python<'_>, config_json: &str, tables: Tables<'_>) -> PyResult<String> {
+    let mut cfg: ChunkConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    cfg.tables = import_tables(tables)?;
     let summary = detached(py, |interrupted| run_chunk_files(&cfg, interrupted))?;
     serde_json::to_string(&summary).map_err(json_err)
 }
@@ -627,9 +677,10 @@ struct TextBatches {
 #[pymethods]
 impl TextBatches {
     #[new]
-    #[pyo3(signature = (inputs, text_field = "text", txt_mode = "line", max_line_bytes = DEFAULT_MAX_LINE_BYTES as usize, batch_docs = Budget::HELD.docs))]
+    #[pyo3(signature = (inputs, tables = Vec::new(), text_field = "text", txt_mode = "line", max_line_bytes = DEFAULT_MAX_LINE_BYTES as usize, batch_docs = Budget::HELD.docs))]
     fn new(
-        inputs: Vec<String>,
+        inputs: Vec<Bound<'_, PyAny>>,
+        tables: Tables<'_>,
         text_field: &str,
         txt_mode: &str,
         max_line_bytes: usize,
@@ -645,7 +696,18 @@ impl TextBatches {
             }
         };
         let opts = ReaderOptions::new(text_field, mode, max_line_bytes).map_err(to_py)?;
-        let corpus = Corpus::open(&inputs, &[], opts, false).map_err(to_py)?;
+        // Each input is a path, or a table spec as configurations give it.
+        let specs = inputs
+            .iter()
+            .map(|x| match x.extract::<String>() {
+                Ok(path) => Ok(InputSpec::Path(path)),
+                Err(_) => Ok(InputSpec::Table {
+                    table: x.get_item("table")?.extract()?,
+                }),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let tables = import_tables(tables)?;
+        let corpus = Corpus::open(&specs, &tables, &[], opts, false).map_err(to_py)?;
         let budget = Budget {
             docs: batch_docs,
             ..Budget::HELD

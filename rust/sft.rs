@@ -19,7 +19,8 @@ use crate::chat::{parse_record, ChatEncoder, ChatFormat, ChatTemplate, Overflow,
 use crate::clean::{content_hash, is_val};
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    Batcher, Budget, Corpus, Entry, ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
+    Batcher, Budget, Corpus, Entry, InputSpec, MemoryTable, ReaderOptions, TxtMode,
+    DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
 use crate::prepare::{Summary, SPLITS};
@@ -32,8 +33,12 @@ use crate::tokenize::{self, Backend, Encoder};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
-    /// Files, directories or globs of .jsonl/.json/.ndjson, optionally .gz/.zst.
-    pub inputs: Vec<String>,
+    /// Files, directories or globs (.jsonl/.json/.ndjson/.txt, optionally
+    /// .gz/.zst, .parquet, .arrow), or tables in memory by index.
+    pub inputs: Vec<InputSpec>,
+    /// The tables in memory that `inputs` name (the Python API's datasets).
+    #[serde(skip)]
+    pub tables: Vec<MemoryTable>,
     /// A tokenizer.json or a directory holding one (and its tokenizer_config.json).
     pub tokenizer: String,
     pub output: String,
@@ -68,6 +73,7 @@ impl Default for SftConfig {
     fn default() -> Self {
         SftConfig {
             inputs: Vec::new(),
+            tables: Vec::new(),
             tokenizer: String::new(),
             output: String::new(),
             format: ChatFormat::Auto,
@@ -109,7 +115,13 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     }
     let mut opts = ReaderOptions::new("text", TxtMode::Line, cfg.max_line_bytes as usize)?;
     opts.whole_json_line = true;
-    let mut corpus = Corpus::open(&cfg.inputs, &[Path::new(&cfg.output)], opts, cfg.strict)?;
+    let mut corpus = Corpus::open(
+        &cfg.inputs,
+        &cfg.tables,
+        &[Path::new(&cfg.output)],
+        opts,
+        cfg.strict,
+    )?;
     let loaded = tokenize::load(Path::new(&cfg.tokenizer))?;
     let dtype = Dtype::choose(&cfg.dtype, loaded.vocab_size)?;
     let template = ChatTemplate::load(Path::new(&cfg.tokenizer), &loaded)?;

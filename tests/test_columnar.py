@@ -111,7 +111,8 @@ def test_null_texts_are_counted_and_bad_columns_named(tmp_path: Path, bpe_tok: P
     # Row 4 is in the second row group of two rows each (numbered from 0).
     pq.write_table(pa.table({"text": ["a b", "c d", "e f", None]}), src, row_group_size=2)
     with pytest.raises(
-        tokenmill.BadLineError, match=r"nulls\.parquet:4: not_a_string \(text is null, row group 1\)"
+        tokenmill.BadLineError,
+        match=r"nulls\.parquet:4: not_a_string \(text is null, row group 1\)",
     ):
         prepare(src, bpe_tok, tmp_path / "o", strict=True)
 
@@ -178,6 +179,10 @@ def test_dedup_and_sft_read_parquet_rows_whole(tmp_path: Path, bpe_tok: Path) ->
     tokenmill.prepare_sft(sft_parquet, bpe_tok, tmp_path / "sp", **kw)
     tokenmill.prepare_sft(sft_jsonl, bpe_tok, tmp_path / "sj", **kw)
     assert shard_bytes(tmp_path / "sp") == shard_bytes(tmp_path / "sj")
+    import datasets
+
+    tokenmill.prepare_sft(datasets.Dataset.from_list(convs), bpe_tok, tmp_path / "sm", **kw)
+    assert shard_bytes(tmp_path / "sm") == shard_bytes(tmp_path / "sj")
 
 
 def test_chunk_and_train_tokenizer_read_parquet(tmp_path: Path, docs: list[str]) -> None:
@@ -196,6 +201,11 @@ def test_chunk_and_train_tokenizer_read_parquet(tmp_path: Path, docs: list[str])
 
     assert chunks("parquet.jsonl") == chunks("jsonl.jsonl")
     assert chunks("parquet.jsonl")[0]["meta"] == {"lang": "zh"}
+    import datasets
+
+    in_memory = datasets.Dataset.from_list(rows)
+    tokenmill.chunk_files(in_memory, tmp_path / "memory.jsonl", max_chars=40, progress=False)
+    assert chunks("memory.jsonl") == chunks("jsonl.jsonl")
     tok = tokenmill.train_tokenizer(src, tmp_path / "tok", vocab_size=300, progress=False)
     assert (tok / "tokenizer.json").exists()
 
@@ -204,8 +214,10 @@ def test_python_api_reads_datasets_and_iterators(
     tmp_path: Path, bpe_tok: Path, docs: list[str]
 ) -> None:
     """A datasets.Dataset is read from the Arrow files behind it when they
-    hold exactly its rows (no copy), else from its rows; an iterator yields
-    texts or records. Each gives the shards of the JSON Lines run."""
+    hold exactly its rows, or from its table in memory (the Arrow C stream
+    interface: no copy either), else from its rows written once; an
+    iterator yields texts or records. Each gives the shards of the JSON
+    Lines run."""
     import datasets
 
     texts = [t for t in docs if t.strip()][:120]
@@ -236,8 +248,33 @@ def test_python_api_reads_datasets_and_iterators(
         ("texts", iter(texts)),
         ("records", ({"text": t, "extra": 1} for t in texts)),
     ]:
-        prepare(source, bpe_tok, tmp_path / name)
+        stats = prepare(source, bpe_tok, tmp_path / name)
         assert shard_bytes(tmp_path / name) == expected, name
+        if name in ("in_memory", "renamed"):
+            [read] = stats.manifest["inputs"]
+            assert read["path"] == f"<datasets.Dataset 0 in memory, {len(texts)} rows>"
+            assert read["docs"] == len(texts)
+    # A table of several chunks, and two tables beside a file, in order.
+    chunked = datasets.concatenate_datasets([in_memory.select(range(50)), in_memory])
+    chunked = chunked.flatten_indices().select(range(50, 50 + len(texts))).flatten_indices()
+    assert chunked._indices is None and not chunked.cache_files
+    prepare(chunked, bpe_tok, tmp_path / "chunked")
+    assert shard_bytes(tmp_path / "chunked") == expected
+    first = datasets.Dataset.from_dict({"text": texts[:40]})
+    last = datasets.Dataset.from_dict({"text": texts[80:]})
+    middle = tmp_path / "middle.jsonl"
+    middle.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[40:80]))
+    stats = prepare([first, middle, last], bpe_tok, tmp_path / "mixed")
+    assert shard_bytes(tmp_path / "mixed") == expected
+    assert [i["docs"] for i in stats.manifest["inputs"]] == [40, 40, len(texts) - 80]
+    assert stats.manifest["args"]["inputs"] == [{"table": 0}, str(middle), {"table": 1}]
+    # Every command reads a table in memory.
+    kept = tokenmill.dedup(in_memory, tmp_path / "kept.jsonl", progress=False)
+    assert kept.summary["kept"] == len(set(texts))
+    rows = [json.loads(x) for x in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    assert rows[0] == {"text": texts[0]}
+    tok = tokenmill.train_tokenizer(in_memory, tmp_path / "tok", vocab_size=300, progress=False)
+    assert (tok / "tokenizer.json").exists()
     half = loaded.select(range(60))
     prepare(half, bpe_tok, tmp_path / "half")
     prepare(iter(texts[:60]), bpe_tok, tmp_path / "half_texts")

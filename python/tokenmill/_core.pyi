@@ -1,7 +1,7 @@
 """Type stubs for the compiled data core (checked against the module by mypy.stubtest)."""
 
 from collections.abc import Iterator
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -66,8 +66,14 @@ class NoDocumentsError(TokenmillError):
     """A run kept no document, so nothing was finished (``allow_empty=True`` accepts that)."""
 
 def _panic_for_tests(message: str, in_worker: bool = False) -> None: ...
-def prepare(config_json: str) -> str: ...
-def prepare_sft(config_json: str) -> str: ...
+
+# `tables`: (name, table) pairs that a configuration's inputs name as
+# {"table": i}; each table exports `__arrow_c_stream__` (a pyarrow Table)
+# and is read in place, without a copy.
+_Tables = list[tuple[str, Any]]
+
+def prepare(config_json: str, tables: _Tables = ...) -> str: ...
+def prepare_sft(config_json: str, tables: _Tables = ...) -> str: ...
 def verify(path: str, threads: int = 0) -> str: ...
 def read_manifest(root: str) -> str: ...
 def check_index(path: str, docs: int, tokens: int) -> None: ...
@@ -83,7 +89,7 @@ def minhash(
 ) -> bytes: ...
 def shingles(text: str, shingle: str = "auto", ngram: int = 5) -> tuple[str, list[str]]: ...
 def dedup_texts(texts: list[str], options_json: str, threads: int = 0) -> tuple[bytes, str]: ...
-def dedup_files(config_json: str) -> tuple[bytes, str]: ...
+def dedup_files(config_json: str, tables: _Tables = ...) -> tuple[bytes, str]: ...
 def chunk_spans(
     texts: list[str],
     max_chars: int | None = None,
@@ -92,7 +98,7 @@ def chunk_spans(
     overlap: int = 0,
     threads: int = 0,
 ) -> list[list[tuple[int, int]]]: ...
-def chunk_files(config_json: str) -> str: ...
+def chunk_files(config_json: str, tables: _Tables = ...) -> str: ...
 
 @final
 class Encoder:
@@ -116,7 +122,8 @@ class TextBatches:
     # Defaults: max_line_bytes=DEFAULT_MAX_LINE_BYTES, batch_docs=1024.
     def __new__(
         cls,
-        inputs: list[str],
+        inputs: list[str | dict[str, int]],
+        tables: _Tables = ...,
         text_field: str = "text",
         txt_mode: str = "line",
         max_line_bytes: int = ...,

@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 
 from tokenmill import _core
 from tokenmill._text import counted
-from tokenmill.inputs import Inputs, PathLike, input_paths
+from tokenmill.inputs import Inputs, PathLike, resolved_inputs
 
 
 @overload
@@ -199,6 +199,6 @@ def chunk_files(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field, input_split) as paths:
-        s = json.loads(_core.chunk_files(json.dumps({"inputs": paths, **config})))
+    with resolved_inputs(inputs, text_field, input_split) as r:
+        s = json.loads(_core.chunk_files(json.dumps({"inputs": r.specs, **config}), r.tables))
     return ChunkStats(**s)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
 from tokenmill._text import counted
-from tokenmill.inputs import Inputs, PathLike, input_paths
+from tokenmill.inputs import Inputs, PathLike, resolved_inputs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -249,8 +249,8 @@ def dedup(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field, input_split) as paths:
-        raw, summary_json = _core.dedup_files(json.dumps({"inputs": paths, **config}))
+    with resolved_inputs(inputs, text_field, input_split) as r:
+        raw, summary_json = _core.dedup_files(json.dumps({"inputs": r.specs, **config}), r.tables)
     summary = json.loads(summary_json)
     return DedupResult(
         roots=np.frombuffer(raw, dtype="<u4"),

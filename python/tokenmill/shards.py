@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
 from tokenmill._text import counted
-from tokenmill.inputs import Inputs, PathLike, input_paths
+from tokenmill.inputs import Inputs, PathLike, resolved_inputs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -221,8 +221,8 @@ def prepare(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, text_field, input_split) as paths:
-        summary = json.loads(_core.prepare(json.dumps({"inputs": paths, **config})))
+    with resolved_inputs(inputs, text_field, input_split) as r:
+        summary = json.loads(_core.prepare(json.dumps({"inputs": r.specs, **config}), r.tables))
     return PrepareStats._from_summary(summary)
 
 
@@ -308,8 +308,8 @@ def prepare_sft(
         "progress": progress,
         "allow_empty": allow_empty,
     }
-    with input_paths(inputs, split=input_split) as paths:
-        summary = json.loads(_core.prepare_sft(json.dumps({"inputs": paths, **config})))
+    with resolved_inputs(inputs, split=input_split) as r:
+        summary = json.loads(_core.prepare_sft(json.dumps({"inputs": r.specs, **config}), r.tables))
     return PrepareStats._from_summary(summary)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tokenmill import _core
-from tokenmill.inputs import Inputs, PathLike, input_paths
+from tokenmill.inputs import Inputs, PathLike, resolved_inputs
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 
@@ -69,8 +69,8 @@ def train_tokenizer(
         raise _core.InvalidOptionError(
             f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for byte-level BPE"
         )
-    with input_paths(inputs, text_field, input_split) as input_list:
-        batches = _core.TextBatches(input_list, text_field=text_field, txt_mode=txt_mode)
+    with resolved_inputs(inputs, text_field, input_split) as r:
+        batches = _core.TextBatches(r.specs, r.tables, text_field=text_field, txt_mode=txt_mode)
         tok, seen = _train(batches, vocab_size, min_frequency, max_docs, progress)
     skipped = ", ".join(f"{k}={v}" for k, v in batches.skipped.items())
     if seen == 0:
@@ -118,7 +118,7 @@ def train_tokenizer(
         "tool": "tokenmill train-tokenizer",
         "tokenmill_version": _core.__version__,
         "args": {
-            "inputs": input_list,
+            "inputs": r.names(),
             "vocab_size": vocab_size,
             "min_frequency": min_frequency,
             "text_field": text_field,

@@ -28,7 +28,7 @@ use arrow_schema::{ArrowError, DataType, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::reader::{skip, text_record, Format, Record, SkipReason};
+use super::reader::{skip, text_record, Format, InputFile, Record, SkipReason};
 use crate::error::{Result, TokenmillError};
 
 /// Rows decoded at a time from a Parquet file.
@@ -94,25 +94,38 @@ impl ColumnReader {
     /// Opens `path`; `text_field` empty reads whole rows (the record's text
     /// is the row as JSON), `with_json` hands each row on as JSON beside its
     /// text. `counter` receives the bytes read (for Parquet, an estimate by
-    /// rows).
+    /// rows; for a table in memory, each batch's bytes).
     pub fn open(
-        path: &Path,
-        format: Format,
+        input: &InputFile,
         text_field: &[String],
         with_json: bool,
         max_line_bytes: usize,
         counter: Arc<AtomicU64>,
     ) -> Result<ColumnReader> {
+        let path = &input.path;
         let io_err = |e| TokenmillError::io(path, e);
         let corrupt = |e: &dyn std::fmt::Display| TokenmillError::Corrupt {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let file = File::open(path).map_err(io_err)?;
         let mut parquet_progress = None;
         let mut row_group_ends = Vec::new();
-        let batches: Batches = match format {
-            Format::Parquet => {
+        let batches: Batches = match (&input.table, input.format) {
+            (Some(table), _) => {
+                let column = text_column(path, &table.schema, text_field)?;
+                let batches = table.batches.clone();
+                let counted = counter.clone();
+                Box::new((0..batches.len()).map(move |i| {
+                    let batch = &batches[i];
+                    counted.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+                    match column.filter(|_| !with_json) {
+                        Some(c) => batch.project(&[c]),
+                        None => Ok(batch.clone()),
+                    }
+                }))
+            }
+            (None, Format::Parquet) => {
+                let file = File::open(path).map_err(io_err)?;
                 let size = file.metadata().map_err(io_err)?.len();
                 let builder =
                     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
@@ -140,14 +153,14 @@ impl ColumnReader {
                     .map_err(|e| corrupt(&e))?;
                 Box::new(reader)
             }
-            Format::Arrow => {
+            (None, Format::Arrow) => {
                 let counted = CountingFile {
-                    file,
+                    file: File::open(path).map_err(io_err)?,
                     counter: counter.clone(),
                 };
                 open_arrow(path, counted, text_field, with_json)?
             }
-            Format::Jsonl | Format::Text => {
+            (None, Format::Jsonl | Format::Text) => {
                 return Err(TokenmillError::Invalid(format!(
                     "{}: a line file, not Parquet or Arrow",
                     path.display()

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use crate::error::{Result, TokenmillError};
 use crate::manifest::FileStats;
 pub use reader::{
-    classify, expand_inputs, skip_hint, Compression, FileReader, Format, InputFile, ReaderOptions,
-    SkipReason, TxtMode, MAX_EXAMPLES,
+    classify, expand_inputs, skip_hint, Compression, FileReader, Format, InputFile, InputSpec,
+    MemoryTable, ReaderOptions, SkipReason, TxtMode, MAX_EXAMPLES,
 };
 
 /// Longest line (JSON record, Parquet/Arrow row, whole-file `.txt`
@@ -165,15 +165,17 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// The inputs `specs` name ([`expand_inputs`]; never `outputs` or what
-    /// is in them); an error when they name no file.
+    /// The inputs `specs` name ([`expand_inputs`]: files, and `tables` in
+    /// memory; never `outputs` or what is in them); an error when they name
+    /// none.
     pub fn open(
-        specs: &[String],
+        specs: &[InputSpec],
+        tables: &[MemoryTable],
         outputs: &[&Path],
         opts: ReaderOptions,
         strict: bool,
     ) -> Result<Corpus> {
-        let inputs = expand_inputs(specs, outputs)?;
+        let inputs = expand_inputs(specs, tables, outputs)?;
         if inputs.is_empty() {
             return Err(TokenmillError::Invalid("no input files given".into()));
         }
@@ -209,13 +211,10 @@ impl Corpus {
         &self.opts
     }
 
-    /// The size on disk of every input: the total of a progress bar.
+    /// The size of every input (on disk, or in memory): the total of a
+    /// progress bar.
     pub fn total_bytes(&self) -> u64 {
-        self.inputs
-            .iter()
-            .filter_map(|f| std::fs::metadata(&f.path).ok())
-            .map(|m| m.len())
-            .sum()
+        self.inputs.iter().map(InputFile::size).sum()
     }
 
     /// Bytes read from the files so far (compressed, as on disk), for a
@@ -456,8 +455,9 @@ mod tests {
         std::fs::write(&a, "{\"text\": \"one\"}\nnot json\n{\"text\": \"two\"}\n").unwrap();
         std::fs::write(&b, "three\n\nfour\n").unwrap();
         let specs = [a.display().to_string(), b.display().to_string()];
+        let specs: Vec<InputSpec> = specs.iter().map(|s| s.as_str().into()).collect();
         let opts = ReaderOptions::new("text", TxtMode::Line, 1 << 20).unwrap();
-        let mut corpus = Corpus::open(&specs, &[], opts.clone(), false).unwrap();
+        let mut corpus = Corpus::open(&specs, &[], &[], opts.clone(), false).unwrap();
         let mut docs = Vec::new();
         while let Some(d) = corpus.next_doc().unwrap() {
             docs.push((d.file, d.line, d.text));
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(stats.examples.len(), 2);
         assert!(stats.examples[0].contains("a.jsonl:2: malformed_json"));
 
-        let mut strict = Corpus::open(&specs, &[], opts.clone(), true).unwrap();
+        let mut strict = Corpus::open(&specs, &[], &[], opts.clone(), true).unwrap();
         assert!(strict.next_doc().unwrap().is_some());
         match strict.next_doc() {
             Err(TokenmillError::BadLine { path, line, .. }) => {
@@ -486,7 +486,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let none: [String; 0] = [];
-        assert!(Corpus::open(&none, &[], opts, false).is_err());
+        assert!(Corpus::open(&[], &[], &[], opts, false).is_err());
     }
 }

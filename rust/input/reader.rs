@@ -55,12 +55,69 @@ impl Format {
     }
 }
 
+/// An input as a command names it: a path (a file, a directory or a glob),
+/// or a table the Python API hands over in memory, by its index in the
+/// run's tables (`{"table": 0}` in a configuration).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum InputSpec {
+    Path(String),
+    Table { table: usize },
+}
+
+impl From<&str> for InputSpec {
+    fn from(path: &str) -> Self {
+        InputSpec::Path(path.to_owned())
+    }
+}
+
+/// A table in memory (a `datasets.Dataset` without files of its own,
+/// imported through the Arrow C stream interface without copying its
+/// buffers), read as the rows of an Arrow file are.
+#[derive(Clone)]
+pub struct MemoryTable {
+    /// What messages and manifests call it (in place of a path).
+    pub name: String,
+    pub schema: arrow_schema::SchemaRef,
+    pub batches: Arc<[arrow_array::RecordBatch]>,
+}
+
+impl MemoryTable {
+    /// Bytes of Arrow memory it holds (a progress bar's total).
+    pub fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
+    }
+}
+
+impl std::fmt::Debug for MemoryTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: usize = self.batches.iter().map(|b| b.num_rows()).sum();
+        write!(f, "MemoryTable({:?}, {rows} rows)", self.name)
+    }
+}
+
 /// One input file after expansion.
 #[derive(Clone, Debug)]
 pub struct InputFile {
+    /// The file, or the name of a table in memory.
     pub path: PathBuf,
     pub format: Format,
     pub compression: Compression,
+    /// The rows of a table in memory (then `format` is `Arrow`).
+    pub table: Option<MemoryTable>,
+}
+
+impl InputFile {
+    /// Its size on disk, or a table's bytes in memory.
+    pub fn size(&self) -> u64 {
+        match &self.table {
+            Some(t) => t.bytes(),
+            None => std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+        }
+    }
 }
 
 /// How plain `.txt` inputs are cut into documents.
@@ -311,15 +368,34 @@ fn saved_dataset_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
 /// named explicitly must be supported. A file reached twice is read once.
 /// Walks and globs never yield the run's own `outputs` (directories or
 /// files) or anything in them: `prepare data/ -o data/shards` must not read
-/// its own manifest.json on the next run.
-pub fn expand_inputs(specs: &[String], outputs: &[&Path]) -> Result<Vec<InputFile>> {
+/// its own manifest.json on the next run. A table spec names one of `tables`.
+pub fn expand_inputs(
+    specs: &[InputSpec],
+    tables: &[MemoryTable],
+    outputs: &[&Path],
+) -> Result<Vec<InputFile>> {
     let skip: Vec<PathBuf> = outputs
         .iter()
         .filter_map(|o| std::fs::canonicalize(o).ok())
         .collect();
     let skip = &skip[..];
     let mut paths = Vec::new();
+    let mut in_memory = std::collections::HashMap::new();
     for spec in specs {
+        let spec = match spec {
+            InputSpec::Path(p) => p,
+            InputSpec::Table { table } => {
+                let t = tables.get(*table).ok_or_else(|| {
+                    TokenmillError::Invalid(format!(
+                        "input table {table} was not handed over ({} tables)",
+                        tables.len()
+                    ))
+                })?;
+                paths.push(PathBuf::from(&t.name));
+                in_memory.insert(PathBuf::from(&t.name), t.clone());
+                continue;
+            }
+        };
         let path = Path::new(spec);
         if path.is_dir() {
             let before = paths.len();
@@ -372,6 +448,15 @@ pub fn expand_inputs(specs: &[String], outputs: &[&Path]) -> Result<Vec<InputFil
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for path in paths {
+        if let Some(table) = in_memory.get(&path) {
+            out.push(InputFile {
+                path,
+                format: Format::Arrow,
+                compression: Compression::None,
+                table: Some(table.clone()),
+            });
+            continue;
+        }
         let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if seen.insert(key) {
             let (format, compression) = classify(&path).expect("filtered above");
@@ -379,6 +464,7 @@ pub fn expand_inputs(specs: &[String], outputs: &[&Path]) -> Result<Vec<InputFil
                 path,
                 format,
                 compression,
+                table: None,
             });
         }
     }
@@ -671,8 +757,7 @@ impl FileReader {
                 &opts.text_field
             };
             let columns = ColumnReader::open(
-                &input.path,
-                input.format,
+                input,
                 field,
                 opts.rows_as_json,
                 opts.max_line_bytes,
