@@ -1079,7 +1079,7 @@ mod tests {
             "Ġ of", "Ġ abc", "Ċ Ċ",
         ];
         let mut vocab = serde_json::Map::new();
-        for (i, c) in crate::fast::byte_chars().iter().enumerate() {
+        for (i, c) in crate::tokenize::byte_chars().iter().enumerate() {
             vocab.insert(c.to_string(), i.into());
         }
         for m in merges {

@@ -3,26 +3,28 @@
 //! Stages are plain Rust with no Python types: `input` (the one reader of
 //! every stage: inputs, lines, JSON, Parquet and Arrow rows, batches,
 //! bad-record accounting), `clean` (length filters, exact dedup, split
-//! choice), `minhash` and `dedup` (near-duplicate removal), `chunk` (boundary-aware splitting), `output`
-//! (compressed line files written atomically), `tokenize` (HF `tokenizers`
-//! with bounded pieces for long documents), `shard` (format v1 writer),
-//! `pack` (doc-mode packing plans), `prepare` (the pipeline over them),
-//! `chat` and `sft` (chat templates, loss masks and the `prepare-sft`
-//! pipeline), `verify` (integrity checks), `threads` (thread counts and
-//! pools) and `progress`. The PyO3 bindings live in `py` behind the
-//! `python` feature, so `cargo test` builds and tests the stages alone.
+//! choice), `minhash` and `dedup` (near-duplicate removal), `chunk`
+//! (boundary-aware splitting), `output` (compressed line files written
+//! atomically), `tokenize` (loading, fingerprints, the fast BPE engine and
+//! the `tokenizers` crate, bounded pieces for long documents), `chars`
+//! (per-code-point tables), `shard` (format v1 writer), `pack` (doc-mode
+//! packing plans), `prepare` (the pipeline over them), `chat` and `sft`
+//! (chat templates, loss masks and the `prepare-sft` pipeline), `verify`
+//! (integrity checks), `threads` (thread counts and pools) and `progress`.
+//! The PyO3 bindings live in `py` behind the `python` feature, so `cargo
+//! test` builds and tests the stages alone.
 //!
 //! Rejected alternatives: a Python-side pipeline over the `tokenizers` wheel
 //! (pays the GIL and list conversions per document), and pickled/Arrow
 //! intermediate datasets (the seed recipe's `save_to_disk` copies the corpus
 //! several times). Shards are flat little-endian arrays so numpy can memmap them.
 
+pub mod chars;
 pub mod chat;
 pub mod chunk;
 pub mod clean;
 pub mod dedup;
 pub mod error;
-pub mod fast;
 pub mod input;
 pub mod manifest;
 pub mod minhash;

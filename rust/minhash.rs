@@ -42,8 +42,8 @@ use unicode_normalization_alignments::char::is_combining_mark;
 use unicode_normalization_alignments::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::chars::CharTable;
 use crate::error::{Result, TokenmillError};
-use crate::fast::CharTable;
 
 /// How documents are cut into shingles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

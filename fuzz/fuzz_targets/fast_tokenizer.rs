@@ -21,7 +21,7 @@ use tokenizers::{
     OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior,
     Tokenizer,
 };
-use tokenmill::fast::{self, SplitPattern};
+use tokenmill::tokenize::split::{self, SplitPattern};
 use tokenmill::tokenize::{self, Backend, Encoder};
 
 const FIXTURES: [&str; 3] = ["byte_level", "sentencepiece", "metaspace"];
@@ -68,9 +68,9 @@ fn splits() -> &'static [(SplitPattern, Split)] {
     static SPLITS: OnceLock<Vec<(SplitPattern, Split)>> = OnceLock::new();
     SPLITS.get_or_init(|| {
         [
-            (SplitPattern::Gpt2, fast::GPT2_PATTERN),
-            (SplitPattern::Llama3, fast::LLAMA3_PATTERN),
-            (SplitPattern::Qwen2, fast::QWEN2_PATTERN),
+            (SplitPattern::Gpt2, split::GPT2_PATTERN),
+            (SplitPattern::Llama3, split::LLAMA3_PATTERN),
+            (SplitPattern::Qwen2, split::QWEN2_PATTERN),
         ]
         .into_iter()
         .map(|(p, regex)| {
@@ -113,7 +113,7 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(ids, want.get_ids(), "ids of {text:?}");
 
     let (pattern, split) = &splits()[first / (2 * FIXTURES.len()) % 3];
-    let got = fast::pre_tokens(*pattern, &text);
+    let got = split::pre_tokens(*pattern, &text);
     assert_eq!(
         got,
         regex_pieces(split, &text),

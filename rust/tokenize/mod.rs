@@ -1,6 +1,6 @@
 //! Tokenize stage: loads a Hugging Face `tokenizer.json` (plus the
 //! `tokenizer_config.json` beside it for BOS/EOS/PAD), fingerprints it and
-//! encodes documents with tokenmill's fast engine ([`crate::fast`]) where it
+//! encodes documents with tokenmill's fast engine ([`fast`]) where it
 //! supports the tokenizer, else with the `tokenizers` crate; either way ids
 //! equal the Python `tokenizers` library's for the same file.
 //!
@@ -16,6 +16,22 @@
 //! ids are identical to encoding the document whole; this keeps per-call
 //! memory bounded, avoids the `tokenizers` crate's superlinear time on one
 //! huge SentencePiece "word", and lets one huge document use every thread.
+//!
+//! The fast engine's parts, one file each: [`fast`] (which tokenizers it
+//! takes, and the encode loop over added tokens, normalisation and words),
+//! `split` (the split regexes as scanners), `normalize`, `words` (the
+//! pre-tokenizers), `bpe` (the model and its merge loop) and [`cache`]
+//! (pre-token -> ids caches, with their concurrency test). Character tables
+//! live in [`crate::chars`], shared with MinHash.
+
+mod bpe;
+pub mod cache;
+pub mod fast;
+mod normalize;
+pub mod split;
+mod words;
+
+pub use self::bpe::byte_chars;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -30,7 +46,8 @@ use sha2::{Digest, Sha256};
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, Encoding, PostProcessor, Token, Tokenizer};
 
-use crate::fast::{self, FastBpe};
+use self::fast::FastBpe;
+use self::split::{LLAMA3_PATTERN, QWEN2_PATTERN};
 
 use crate::error::{Result, TokenmillError};
 
@@ -41,7 +58,7 @@ pub const PIECE_BYTES: usize = 64 * 1024;
 
 /// Split regexes whose cut behaviour at `<non-space>\n<letter|digit>` is
 /// known (see `safe_cut_at`): LLaMA-3 / tiktoken cl100k and Qwen2.
-const KNOWN_SPLIT_PATTERNS: [&str; 2] = [fast::LLAMA3_PATTERN, fast::QWEN2_PATTERN];
+const KNOWN_SPLIT_PATTERNS: [&str; 2] = [LLAMA3_PATTERN, QWEN2_PATTERN];
 
 /// A special token and its id.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -525,7 +542,7 @@ fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
     let no_unk = model["fuse_unk"] != true
         || (model["byte_fallback"] == true
             && (0..=255).all(|b| vocab.contains_key(&format!("<0x{b:02X}>"))));
-    let merges_stay_apart = fast::no_space_after_char(vocab.keys());
+    let merges_stay_apart = words::no_space_after_char(vocab.keys());
     // An added token that matches splits the text into segments that are
     // normalised separately, each with its own prepended `▁`; a cut next to
     // one would change that. So no added token may be able to match.
@@ -937,7 +954,7 @@ mod tests {
     /// "abc", and the given merges; `</s>` as a special added token.
     fn tiny_byte_level(merges: &[&str]) -> Value {
         let mut vocab = serde_json::Map::new();
-        for (i, c) in crate::fast::byte_chars().iter().enumerate() {
+        for (i, c) in byte_chars().iter().enumerate() {
             vocab.insert(c.to_string(), Value::from(i));
         }
         vocab.insert("ab".into(), Value::from(256));

@@ -1,0 +1,639 @@
+//! The BPE model on byte strings: vocabulary, the merge table, and the
+//! merge loop (a linear scan for short words, the crate's heap procedure
+//! beyond), with ids identical to the `tokenizers` crate.
+
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use super::cache::{HotCache, WordCache, CACHE_SHARDS, CACHE_WORD_BYTES};
+
+/// Words of at most this many initial symbols are merged by a linear scan
+/// instead of a heap.
+pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
+
+/// GPT-2's byte-to-character table of byte-level BPE.
+pub fn byte_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut n = 0;
+    for b in 0..256u32 {
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        out[b as usize] = if printable {
+            char::from_u32(b).expect("a Latin-1 code point")
+        } else {
+            n += 1;
+            char::from_u32(255 + n).expect("a code point below 512")
+        };
+    }
+    out
+}
+
+/// The BPE model, on byte strings: for byte-level models a vocabulary token
+/// is keyed by the bytes its characters stand for.
+pub(super) struct Bpe {
+    vocab: FxHashMap<Box<[u8]>, u32>,
+    merges: MergeTable,
+    byte_level: bool,
+    /// Byte-level: the id of each byte's character. SentencePiece: the id of
+    /// each `<0xXX>` byte-fallback token (`u32::MAX` when absent).
+    byte_ids: [u32; 256],
+    /// Byte-level: the merge of each pair of bytes, (u32::MAX, 0) for none.
+    byte_pairs: Vec<(u32, u32)>,
+    unk: Option<u32>,
+    fuse_unk: bool,
+    byte_fallback: bool,
+    ignore_merges: bool,
+    /// No two vocabulary strings share an id (see [`Bpe::merge_short`]).
+    unique_ids: bool,
+    /// Pre-token -> ids, shared by the worker threads.
+    cache: Vec<WordCache>,
+    /// Byte-level: characters that start as one symbol, code point -> id.
+    chars: FxHashMap<u32, u32>,
+}
+
+/// Bytes of the UTF-8 character that starts with `lead` (1 for other bytes).
+pub(super) fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
+}
+
+/// In `Worker::bytes`, a symbol that is a whole character.
+pub(super) const NOT_A_BYTE: u16 = u16::MAX;
+
+/// Whether every token made by a merge is made by exactly one, and every
+/// merge comes after the merges that make its two parts (as BPE training
+/// writes them). BPE then runs merges in rising rank.
+/// Returns the rank that makes each merged token, when that is the case.
+pub(super) fn well_ordered(merges: &[(u32, u32, u32)]) -> Option<FxHashMap<u32, usize>> {
+    let mut made_at: FxHashMap<u32, usize> = FxHashMap::default();
+    let mut pairs = rustc_hash::FxHashSet::default();
+    for (rank, &(a, b, new)) in merges.iter().enumerate() {
+        if made_at.insert(new, rank).is_some() || !pairs.insert((a, b)) {
+            return None;
+        }
+    }
+    let ordered = merges.iter().enumerate().all(|(rank, (a, b, _))| {
+        made_at.get(a).is_none_or(|&r| r < rank) && made_at.get(b).is_none_or(|&r| r < rank)
+    });
+    ordered.then_some(made_at)
+}
+
+pub(super) const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+pub(super) struct Symbol {
+    id: u32,
+    prev: i32,
+    next: i32,
+    /// 0 once merged into its left neighbour.
+    len: u32,
+}
+
+/// Pair -> (rank, new id): open addressing at most half full over 8-byte
+/// slots (both ids and the rank packed into one word), so that the table
+/// is half the size of a plain map and a lookup touches one cache line;
+/// the new id comes from a table by rank.
+pub(super) struct MergeTable {
+    slots: Vec<u64>,
+    new_ids: Vec<u32>,
+}
+
+/// Bits of each id and of the rank in a slot.
+pub(super) const ID_BITS: u32 = 21;
+pub(super) const RANK_BITS: u32 = 64 - 2 * ID_BITS;
+/// Ids below this fit a slot (the all-ones key marks an empty slot).
+pub const MAX_FAST_IDS: u32 = (1 << ID_BITS) - 1;
+pub(super) const EMPTY_SLOT: u64 = u64::MAX;
+
+impl MergeTable {
+    fn with_capacity(n: usize) -> MergeTable {
+        MergeTable {
+            slots: vec![EMPTY_SLOT; (2 * n).next_power_of_two().max(16)],
+            new_ids: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    fn key(a: u32, b: u32) -> u64 {
+        (u64::from(a) << ID_BITS) | u64::from(b)
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & mask;
+        while self.slots[i] != EMPTY_SLOT && self.slots[i] >> RANK_BITS != key {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Adds the merge of the next rank. Later merges of the same pair
+    /// replace earlier ones, as in the crate. Ids and ranks must fit.
+    fn push(&mut self, a: u32, b: u32, new_id: u32) -> std::result::Result<(), String> {
+        let rank = self.new_ids.len() as u64;
+        if a >= MAX_FAST_IDS || b >= MAX_FAST_IDS || rank >= 1 << RANK_BITS {
+            return Err(format!(
+                "more than {MAX_FAST_IDS} ids or {} merges",
+                1u64 << RANK_BITS
+            ));
+        }
+        let key = Self::key(a, b);
+        let i = self.slot(key);
+        self.slots[i] = (key << RANK_BITS) | rank;
+        self.new_ids.push(new_id);
+        Ok(())
+    }
+
+    #[inline]
+    fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        let slot = self.slots[self.slot(Self::key(a, b))];
+        (slot != EMPTY_SLOT).then(|| {
+            let rank = (slot & ((1 << RANK_BITS) - 1)) as u32;
+            (rank, self.new_ids[rank as usize])
+        })
+    }
+}
+
+/// A queued merge: `rank` then `pos`, smallest first (as the crate's heap).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Merge {
+    rank: u32,
+    pos: u32,
+    new_id: u32,
+}
+
+/// Per-thread state: the word caches and reusable buffers.
+#[derive(Default)]
+pub(super) struct Worker {
+    hot: HotCache,
+    symbols: Vec<Symbol>,
+    /// Byte-level: each initial symbol's byte, or NOT_A_BYTE.
+    bytes: Vec<u16>,
+    ids: Vec<u32>,
+    ranks: Vec<u32>,
+    new_ids: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
+}
+
+impl Bpe {
+    pub(super) fn from_model(model: &Value, byte_level: bool) -> std::result::Result<Bpe, String> {
+        if model["type"] != "BPE" {
+            return Err(format!("model {} is not BPE", model["type"]));
+        }
+        if model["dropout"].as_f64().is_some_and(|d| d > 0.0) {
+            return Err("BPE dropout".into());
+        }
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if model[key].as_str().is_some_and(|s| !s.is_empty()) {
+                return Err(format!("BPE {key}"));
+            }
+        }
+        let byte_of: FxHashMap<char, u8> = byte_chars()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        let key = |token: &str| -> Option<Box<[u8]>> {
+            if byte_level {
+                token.chars().map(|c| byte_of.get(&c).copied()).collect()
+            } else {
+                Some(token.as_bytes().into())
+            }
+        };
+        let vocab_json = model["vocab"].as_object().ok_or("BPE without vocab")?;
+        // Byte-level words are looked up whole only with ignore_merges;
+        // SentencePiece words start from their characters' ids.
+        let need_vocab = !byte_level || model["ignore_merges"] == true;
+        let mut by_token: FxHashMap<&str, u32> = FxHashMap::default();
+        by_token.reserve(vocab_json.len());
+        let mut seen = vec![false; vocab_json.len()];
+        let mut unique_ids = true;
+        let mut vocab = FxHashMap::default();
+        for (token, id) in vocab_json {
+            let id = id
+                .as_u64()
+                .filter(|&id| id < u64::from(MAX_FAST_IDS))
+                .ok_or_else(|| format!("vocab id {id} is not a number below {MAX_FAST_IDS}"))?
+                as u32;
+            by_token.insert(token, id);
+            let i = id as usize;
+            if i >= seen.len() {
+                seen.resize(i + 1, false);
+            }
+            unique_ids &= !std::mem::replace(&mut seen[i], true);
+            if let Some(k) = key(token).filter(|_| need_vocab) {
+                vocab.insert(k, id);
+            }
+        }
+        let mut merges = MergeTable::with_capacity(model["merges"].as_array().map_or(0, Vec::len));
+        let raw_merges = model["merges"].as_array().ok_or("BPE without merges")?;
+        // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
+        let pairs = raw_merges
+            .iter()
+            .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
+        let mut concat = String::new();
+        let mut merge_list = Vec::new();
+        for m in pairs {
+            let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
+                (_, Some([a, b])) => (a.as_str(), b.as_str()),
+                (Value::String(s), _) => match s.split(' ').collect::<Vec<_>>()[..] {
+                    [a, b] => (Some(a), Some(b)),
+                    _ => (None, None),
+                },
+                _ => (None, None),
+            };
+            let (a, b) = a.zip(b).ok_or("merge is not a pair of strings")?;
+            let id = |t: &str| {
+                by_token
+                    .get(t)
+                    .copied()
+                    .ok_or_else(|| format!("merge token {t:?} not in vocab"))
+            };
+            concat.clear();
+            concat.push_str(a);
+            concat.push_str(b);
+            let new_id = id(&concat)?;
+            let (a, b) = (id(a)?, id(b)?);
+            merges.push(a, b, new_id)?;
+            merge_list.push((a, b, new_id));
+        }
+        let mut byte_ids = [NONE; 256];
+        let chars = byte_chars();
+        for b in 0..256 {
+            let token = if byte_level {
+                chars[b].to_string()
+            } else {
+                format!("<0x{b:02X}>")
+            };
+            byte_ids[b] = by_token.get(token.as_str()).copied().unwrap_or(NONE);
+        }
+        if byte_level && byte_ids.contains(&NONE) {
+            return Err("byte-level vocabulary lacks some of the 256 byte tokens".into());
+        }
+        let mut byte_pairs = Vec::new();
+        if byte_level {
+            byte_pairs = vec![(u32::MAX, 0); 1 << 16];
+            for (i, pair) in byte_pairs.iter_mut().enumerate() {
+                if let Some(m) = merges.get(byte_ids[i >> 8], byte_ids[i & 0xFF]) {
+                    *pair = m;
+                }
+            }
+        }
+        let unk = match model["unk_token"].as_str() {
+            Some(t) => Some(by_token.get(t).copied().ok_or("unk_token not in vocab")?),
+            None => None,
+        };
+        let mut bpe = Bpe {
+            vocab,
+            merges,
+            byte_level,
+            byte_ids,
+            byte_pairs,
+            unk,
+            fuse_unk: model["fuse_unk"] == true,
+            byte_fallback: model["byte_fallback"] == true,
+            ignore_merges: model["ignore_merges"] == true,
+            unique_ids,
+            cache: (0..CACHE_SHARDS).map(|_| WordCache::default()).collect(),
+            chars: FxHashMap::default(),
+        };
+        if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
+            let tokens = by_token
+                .iter()
+                .filter_map(|(t, &id)| key(t).map(|k| (k, id)));
+            bpe.chars = bpe.whole_chars(tokens.collect(), &made_at);
+        }
+        Ok(bpe)
+    }
+
+    /// Byte-level: the multi-byte characters that can start as one symbol
+    /// (their own token) instead of their bytes, without changing any ids.
+    ///
+    /// Given merges in which every token is made by one merge that comes
+    /// after the merges making its parts ([`well_ordered`]), every merge
+    /// makes pairs of higher rank only, so BPE runs merges in rising rank.
+    /// Take a character whose bytes merge, alone, into one token T, made at
+    /// rank r. In any text, its bytes can only join bytes outside it in a
+    /// merge whose token holds part of the character next to other bytes
+    /// (a token that starts or ends inside a character). If every such
+    /// token is made at a rank above r, the character has become T before
+    /// any of them could apply, and nothing else touched its bytes, so
+    /// starting from T gives the same ids.
+    fn whole_chars(
+        &self,
+        tokens: Vec<(Box<[u8]>, u32)>,
+        made_at: &FxHashMap<u32, usize>,
+    ) -> FxHashMap<u32, u32> {
+        let is_cont = |b: u8| (0x80..0xC0).contains(&b);
+        // Partial characters that some token holds next to other bytes,
+        // with the lowest rank at which such a token is made.
+        let mut suffixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let mut prefixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let note = |map: &mut FxHashMap<Vec<u8>, usize>, part: &[u8], id: u32| {
+            let rank = made_at.get(&id).copied().unwrap_or(0);
+            let at = map.entry(part.to_vec()).or_insert(rank);
+            *at = (*at).min(rank);
+        };
+        for (t, id) in &tokens {
+            let lead_cont = t.iter().take_while(|&&b| is_cont(b)).count();
+            if lead_cont > 0 && lead_cont < t.len() {
+                note(&mut suffixes, &t[..lead_cont], *id);
+            }
+            if let Some(p) = t.iter().rposition(|&b| b >= 0xC0) {
+                if p > 0 && p + utf8_len(t[p]) > t.len() {
+                    note(&mut prefixes, &t[p..], *id);
+                }
+            }
+        }
+        let mut worker = Worker::default();
+        let mut out = Vec::new();
+        let mut chars = FxHashMap::default();
+        for (t, want) in &tokens {
+            let Some(c) = std::str::from_utf8(t).ok().filter(|s| s.len() > 1) else {
+                continue;
+            };
+            let mut cs = c.chars();
+            let (Some(ch), None) = (cs.next(), cs.next()) else {
+                continue;
+            };
+            let Some(&made) = made_at.get(want) else {
+                continue;
+            };
+            let later = |map: &FxHashMap<Vec<u8>, usize>, part: &[u8]| {
+                map.get(part).is_none_or(|&rank| rank > made)
+            };
+            if !(1..t.len()).all(|k| later(&prefixes, &t[..k]) && later(&suffixes, &t[k..])) {
+                continue;
+            }
+            self.init_symbols(t, &mut worker);
+            out.clear();
+            self.merge_short(&mut worker, &mut out);
+            if out == [*want] {
+                chars.insert(ch as u32, *want);
+            }
+        }
+        chars
+    }
+
+    /// Initial symbols of a word, as the crate's `merge_word` builds them.
+    fn init_symbols(&self, word: &[u8], w: &mut Worker) {
+        let (symbols, bytes) = (&mut w.symbols, &mut w.bytes);
+        symbols.clear();
+        bytes.clear();
+        let push = |symbols: &mut Vec<Symbol>, id: u32, len: usize| {
+            let n = symbols.len() as i32;
+            symbols.push(Symbol {
+                id,
+                prev: n - 1,
+                next: n + 1,
+                len: len as u32,
+            });
+        };
+        if self.byte_level {
+            // One symbol per byte, or per character where [`Bpe::whole_chars`]
+            // allows; `bytes` keeps each symbol's byte (NOT_A_BYTE for a
+            // character) for the dense first lookups.
+            let mut i = 0;
+            while i < word.len() {
+                let b = word[i];
+                if b >= 0xC0 && !self.chars.is_empty() {
+                    let len = utf8_len(b);
+                    let id = word
+                        .get(i..i + len)
+                        .and_then(|c| std::str::from_utf8(c).ok())
+                        .and_then(|c| c.chars().next())
+                        .and_then(|c| self.chars.get(&(c as u32)));
+                    if let Some(&id) = id {
+                        push(symbols, id, len);
+                        bytes.push(NOT_A_BYTE);
+                        i += len;
+                        continue;
+                    }
+                }
+                push(symbols, self.byte_ids[b as usize], 1);
+                bytes.push(u16::from(b));
+                i += 1;
+            }
+        } else {
+            let text = std::str::from_utf8(word).expect("words are cut at character boundaries");
+            let mut unk: Option<(u32, usize)> = None;
+            for (i, c) in text.char_indices() {
+                let bytes = &word[i..i + c.len_utf8()];
+                if let Some(&id) = self.vocab.get(bytes) {
+                    if let Some((unk_id, unk_len)) = unk.take() {
+                        push(symbols, unk_id, unk_len);
+                    }
+                    push(symbols, id, bytes.len());
+                    continue;
+                }
+                if self.byte_fallback && bytes.iter().all(|&b| self.byte_ids[b as usize] != NONE) {
+                    for &b in bytes {
+                        push(symbols, self.byte_ids[b as usize], 1);
+                    }
+                    continue;
+                }
+                if let Some(unk_id) = self.unk {
+                    unk = match unk {
+                        Some((id, len)) if self.fuse_unk => Some((id, len + bytes.len())),
+                        Some((id, len)) => {
+                            push(symbols, id, len);
+                            Some((unk_id, bytes.len()))
+                        }
+                        None => Some((unk_id, bytes.len())),
+                    };
+                }
+            }
+            if let Some((id, len)) = unk {
+                push(symbols, id, len);
+            }
+        }
+        if let Some(last) = symbols.last_mut() {
+            last.next = -1;
+        }
+    }
+
+    #[inline]
+    fn merge_of(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        self.merges.get(a, b)
+    }
+
+    /// Merges a short word (in `w.symbols`) into `out`: repeatedly the
+    /// lowest-rank pair, leftmost first. This is what the crate's heap
+    /// procedure ([`Bpe::merge_all`]) computes when no two vocabulary
+    /// strings share an id: a queued merge then never applies to a pair it
+    /// was not made for, because symbols only grow and the merged string
+    /// starting at a position would be longer.
+    fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
+        let n = w.symbols.len();
+        let (ids, ranks, new_ids) = (&mut w.ids, &mut w.ranks, &mut w.new_ids);
+        let (next, prev) = (&mut w.next, &mut w.prev);
+        ids.clear();
+        ids.extend(w.symbols.iter().map(|s| s.id));
+        // ranks[i] / new_ids[i]: the merge of the pair starting at live
+        // symbol i; next[i] / prev[i]: the live symbols around i (n /
+        // u32::MAX at the ends). Dead symbols keep rank u32::MAX.
+        ranks.clear();
+        new_ids.clear();
+        for (i, p) in ids.windows(2).enumerate() {
+            // Pairs of bytes (most first pairs): one dense-table read each.
+            let (rank, id) = match (w.bytes.get(i), w.bytes.get(i + 1)) {
+                (Some(&a), Some(&b)) if a != NOT_A_BYTE && b != NOT_A_BYTE => {
+                    self.byte_pairs[(usize::from(a) << 8) | usize::from(b)]
+                }
+                _ => self.merge_or_none(p[0], p[1]),
+            };
+            ranks.push(rank);
+            new_ids.push(id);
+        }
+        ranks.push(u32::MAX);
+        new_ids.push(0);
+        next.clear();
+        next.extend(1..=n as u32);
+        prev.clear();
+        prev.push(u32::MAX);
+        prev.extend(0..n.saturating_sub(1) as u32);
+        loop {
+            // A plain min and a search for it: both vectorise.
+            let best = ranks.iter().copied().min().unwrap_or(u32::MAX);
+            if best == u32::MAX {
+                break;
+            }
+            let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
+            // Merge `at` with the live symbol after it, then re-rank the
+            // pairs that changed: (prev, at) and (at, next).
+            let right = next[at] as usize;
+            ids[at] = new_ids[at];
+            ranks[right] = u32::MAX;
+            next[at] = next[right];
+            let after = next[at] as usize;
+            (ranks[at], new_ids[at]) = if after < n {
+                prev[after] = at as u32;
+                self.merge_or_none(ids[at], ids[after])
+            } else {
+                (u32::MAX, 0)
+            };
+            if let Some(&before) = prev.get(at).filter(|&&p| p != u32::MAX) {
+                let before = before as usize;
+                (ranks[before], new_ids[before]) = self.merge_or_none(ids[before], ids[at]);
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            out.push(ids[i]);
+            i = next[i] as usize;
+        }
+    }
+
+    #[inline]
+    fn merge_or_none(&self, a: u32, b: u32) -> (u32, u32) {
+        self.merge_of(a, b).unwrap_or((u32::MAX, 0))
+    }
+
+    /// The crate's `Word::merge_all` without dropout.
+    fn merge_all(&self, w: &mut Worker) {
+        let (symbols, heap) = (&mut w.symbols, &mut w.heap);
+        heap.clear();
+        for (i, pair) in symbols.windows(2).enumerate() {
+            if let Some((rank, new_id)) = self.merge_of(pair[0].id, pair[1].id) {
+                heap.push(std::cmp::Reverse(Merge {
+                    rank,
+                    pos: i as u32,
+                    new_id,
+                }));
+            }
+        }
+        while let Some(std::cmp::Reverse(top)) = heap.pop() {
+            let pos = top.pos as usize;
+            if symbols[pos].len == 0 || symbols[pos].next == -1 {
+                continue;
+            }
+            let next_pos = symbols[pos].next as usize;
+            let right = symbols[next_pos];
+            if self
+                .merge_of(symbols[pos].id, right.id)
+                .is_none_or(|(_, id)| id != top.new_id)
+            {
+                continue;
+            }
+            symbols[pos].id = top.new_id;
+            symbols[pos].len += right.len;
+            symbols[pos].next = right.next;
+            symbols[next_pos].len = 0;
+            if right.next > -1 && (right.next as usize) < symbols.len() {
+                symbols[right.next as usize].prev = pos as i32;
+            }
+            let current = symbols[pos];
+            if current.prev >= 0 {
+                let prev = current.prev as usize;
+                if let Some((rank, new_id)) = self.merge_of(symbols[prev].id, current.id) {
+                    heap.push(std::cmp::Reverse(Merge {
+                        rank,
+                        pos: prev as u32,
+                        new_id,
+                    }));
+                }
+            }
+            if current.next > -1 && (current.next as usize) < symbols.len() {
+                let next = current.next as usize;
+                if let Some((rank, new_id)) = self.merge_of(current.id, symbols[next].id) {
+                    heap.push(std::cmp::Reverse(Merge {
+                        rank,
+                        pos: pos as u32,
+                        new_id,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Appends the ids of one word (a pre-token) to `out`.
+    pub(super) fn encode_word(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
+        if word.is_empty() {
+            return;
+        }
+        if self.byte_level && word.len() == 1 {
+            out.push(self.byte_ids[word[0] as usize]);
+            return;
+        }
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab.get(word) {
+                out.push(id);
+                return;
+            }
+        }
+        let cacheable = word.len() <= CACHE_WORD_BYTES;
+        let hash = if cacheable { WordCache::hash(word) } else { 0 };
+        let hot = HotCache::takes(word);
+        if hot && w.hot.get(word, hash, out) {
+            return;
+        }
+        let shard = &self.cache[(hash >> 60) as usize % CACHE_SHARDS];
+        let start = out.len();
+        if cacheable && shard.get(word, hash, out) {
+            if hot {
+                w.hot.offer(word, hash, &out[start..]);
+            }
+            return;
+        }
+        self.init_symbols(word, w);
+        if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
+            self.merge_short(w, out);
+        } else {
+            self.merge_all(w);
+            out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
+        }
+        if hot {
+            w.hot.offer(word, hash, &out[start..]);
+        }
+        if cacheable {
+            shard.insert(word, hash, &out[start..]);
+        }
+    }
+}

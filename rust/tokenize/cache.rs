@@ -1,0 +1,369 @@
+//! The caches of pre-token -> ids: a hot per-thread cache of short words in
+//! front of a capped cache shared by an encoder's threads, read without
+//! locks (see [`WordCache`]).
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+/// Words of at most this many bytes are cached.
+pub(super) const CACHE_WORD_BYTES: usize = 128;
+// A cached word's length, and its ids (at most one per byte), fit 8 bits.
+const _: () = assert!(CACHE_WORD_BYTES < 256);
+/// The word cache is shared by the worker threads of one encoder, in this
+/// many shards (chosen by the word's hash); see [`WordCache`].
+pub(super) const CACHE_SHARDS: usize = 16;
+/// Slots of one shard (a power of two); a shard holds at most half as many
+/// words and is emptied when that many are in it.
+const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
+/// A shard is also emptied when its words' bytes or ids reach these sizes.
+const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
+const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
+/// The most bytes the word cache of one encoder holds (16 per slot plus the
+/// two arenas, over all shards); each worker thread adds a hot cache of
+/// [`HOT_ENTRIES`] x 40 bytes.
+pub const CACHE_MAX_BYTES: usize =
+    CACHE_SHARDS * (SHARD_SLOTS * 16 + SHARD_KEY_BYTES + SHARD_IDS * 4);
+
+/// `a == b` for slices of equal length, without a call to `memcmp` for the
+/// short words that make up most of a cache.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() > 16 {
+        return a == b;
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// One shard of the pre-token -> ids cache shared by an encoder's threads,
+/// with a hard cap: open addressing over slots that point into two arenas,
+/// emptied when half the slots are used.
+///
+/// Readers take no lock and write nothing, so a lookup does not pull a
+/// cache line over from the other core as taking a lock does (with a lock
+/// per shard, two threads used up to a sixth more CPU than two processes
+/// doing the same work). Writers take `fill`.
+/// A slot is published by storing its hash last (release); until the shard
+/// is emptied, a published slot and what it points to never change. A
+/// reader that raced with an emptying sees `generation` changed (it is odd
+/// while one runs) and treats its lookup as a miss. Everything shared is an
+/// atomic, so a racing read is never undefined behaviour, only discarded.
+#[derive(Default)]
+pub(super) struct WordCache {
+    generation: AtomicU64,
+    /// Allocated on the first insert.
+    arenas: OnceLock<Arenas>,
+    fill: Mutex<Fill>,
+}
+
+/// A shard's memory. Words are stored in 8-byte little-endian chunks,
+/// zero-padded, each starting a chunk.
+pub(super) struct Arenas {
+    /// Per slot: the word's hash (0 = empty), then where it lives ([`meta`]).
+    slots: Box<[[AtomicU64; 2]]>,
+    keys: Box<[AtomicU64]>,
+    ids: Box<[AtomicU32]>,
+}
+
+/// What a shard's writers have used of it.
+#[derive(Default)]
+pub(super) struct Fill {
+    words: usize,
+    key_chunks: usize,
+    ids: usize,
+}
+
+/// Where a cached word lives: key chunk offset, ids offset, byte length and
+/// ids length, packed (24 + 24 + 8 + 8 bits).
+pub(super) fn meta(key_at: usize, ids_at: usize, len: usize, n: usize) -> u64 {
+    ((key_at as u64) << 40) | ((ids_at as u64) << 16) | ((len as u64) << 8) | n as u64
+}
+
+pub(super) fn unmeta(m: u64) -> (usize, usize, usize, usize) {
+    let f = |shift: u32, bits: u32| ((m >> shift) & ((1 << bits) - 1)) as usize;
+    (f(40, 24), f(16, 24), f(8, 8), f(0, 8))
+}
+
+/// The 8-byte chunks a word is stored in.
+pub(super) fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    word.chunks(8).map(|c| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
+}
+
+/// Types whose all-zero bytes are a valid value.
+pub(super) trait ZeroIsValid {}
+impl ZeroIsValid for AtomicU32 {}
+impl ZeroIsValid for AtomicU64 {}
+impl ZeroIsValid for [AtomicU64; 2] {}
+
+/// `n` zeros from zeroed memory, which the allocator maps page by page as
+/// it is first written.
+pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
+    // SAFETY: atomic integers have the bit validity of their integer type,
+    // so all-zero memory holds zeros.
+    unsafe { Box::new_zeroed_slice(n).assume_init() }
+}
+
+impl Arenas {
+    fn new() -> Arenas {
+        let arenas = Arenas {
+            slots: zeroed(SHARD_SLOTS),
+            keys: zeroed(SHARD_KEY_BYTES / 8),
+            ids: zeroed(SHARD_IDS),
+        };
+        // Lookups read slots that no insert has written yet. A page read
+        // before it is written maps the kernel's shared zero page, and the
+        // later write then costs a copy and a TLB flush on every core (35 ms
+        // more for a first encode of 300 documents). Writing the slots first
+        // avoids that; keys and ids are read only where an insert wrote.
+        arenas.empty();
+        arenas
+    }
+
+    /// Marks every slot empty.
+    fn empty(&self) {
+        for slot in self.slots.iter() {
+            slot[0].store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot holding `word`, or the empty slot where it would go, with
+    /// that slot's meta. Reads only; `None` where a racing write left
+    /// something out of range.
+    fn find(&self, word: &[u8], hash: u64) -> Option<(usize, u64)> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        for _ in 0..self.slots.len() {
+            let h = self.slots[i][0].load(Ordering::Acquire);
+            if h == 0 {
+                return Some((i, 0));
+            }
+            if h == hash {
+                let m = self.slots[i][1].load(Ordering::Relaxed);
+                let (key_at, _, len, _) = unmeta(m);
+                if len == word.len() {
+                    let stored = self.keys.get(key_at..key_at + len.div_ceil(8))?;
+                    if stored
+                        .iter()
+                        .zip(chunks(word))
+                        .all(|(s, c)| s.load(Ordering::Relaxed) == c)
+                    {
+                        return Some((i, m));
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+}
+
+impl WordCache {
+    #[inline]
+    pub(super) fn hash(word: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(word) | 1
+    }
+
+    /// Appends the cached ids of `word` to `out`; false on a miss.
+    pub(super) fn get(&self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
+        let Some(arenas) = self.arenas.get() else {
+            return false;
+        };
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation % 2 == 1 {
+            return false;
+        }
+        let start = out.len();
+        let found = arenas
+            .find(word, hash)
+            .filter(|&(_, m)| m != 0)
+            .and_then(|(_, m)| {
+                let (_, ids_at, _, n) = unmeta(m);
+                arenas.ids.get(ids_at..ids_at + n)
+            })
+            .map(|ids| out.extend(ids.iter().map(|id| id.load(Ordering::Relaxed))))
+            .is_some();
+        fence(Ordering::Acquire);
+        if self.generation.load(Ordering::Relaxed) != generation {
+            out.truncate(start);
+            return false;
+        }
+        found
+    }
+
+    pub(super) fn insert(&self, word: &[u8], hash: u64, ids: &[u32]) {
+        let arenas = self.arenas.get_or_init(Arenas::new);
+        let mut fill = self.fill.lock().unwrap_or_else(PoisonError::into_inner);
+        let key_chunks = word.len().div_ceil(8);
+        if fill.words >= SHARD_SLOTS / 2
+            || fill.key_chunks + key_chunks > arenas.keys.len()
+            || fill.ids + ids.len() > arenas.ids.len()
+        {
+            // Readers that overlap this see the generation change.
+            let g = self.generation.load(Ordering::Relaxed);
+            self.generation.store(g + 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            arenas.empty();
+            self.generation.store(g + 2, Ordering::Release);
+            *fill = Fill::default();
+        }
+        let Some((i, 0)) = arenas.find(word, hash) else {
+            return; // already cached
+        };
+        // A reader that sees any of the stores below then also sees the
+        // generation of the last emptying (this thread may not have done it).
+        fence(Ordering::Release);
+        let (key_at, ids_at) = (fill.key_chunks, fill.ids);
+        for (slot, c) in arenas.keys[key_at..key_at + key_chunks]
+            .iter()
+            .zip(chunks(word))
+        {
+            slot.store(c, Ordering::Relaxed);
+        }
+        for (slot, &id) in arenas.ids[ids_at..ids_at + ids.len()].iter().zip(ids) {
+            slot.store(id, Ordering::Relaxed);
+        }
+        let slot = &arenas.slots[i];
+        slot[1].store(
+            meta(key_at, ids_at, word.len(), ids.len()),
+            Ordering::Relaxed,
+        );
+        slot[0].store(hash, Ordering::Release);
+        fill.words += 1;
+        fill.key_chunks += key_chunks;
+        fill.ids += ids.len();
+    }
+}
+
+/// Words and ids short enough for the hot cache.
+const HOT_WORD_BYTES: usize = 13;
+const HOT_IDS: usize = 4;
+/// Entries of a worker's hot cache (a power of two; 40 bytes each).
+pub const HOT_ENTRIES: usize = 16384;
+
+/// A small per-thread direct-mapped cache of short, frequent words in front
+/// of the shared [`WordCache`], with keys and ids inline so that a hit takes
+/// no lock and touches one entry that usually sits in the CPU's own cache.
+#[derive(Clone, Copy, Default)]
+struct HotEntry {
+    hash: u64,
+    len: u8,
+    n: u8,
+    /// Hits minus attempts to replace it, saturating: frequent words stay.
+    score: u8,
+    key: [u8; HOT_WORD_BYTES],
+    ids: [u32; HOT_IDS],
+}
+
+/// A worker's hot cache (see [`HotEntry`]), allocated on first use.
+#[derive(Default)]
+pub(super) struct HotCache {
+    entries: Vec<HotEntry>,
+}
+
+impl HotCache {
+    /// Whether `word` is short enough for the hot cache.
+    #[inline]
+    pub(super) fn takes(word: &[u8]) -> bool {
+        word.len() <= HOT_WORD_BYTES
+    }
+
+    #[inline]
+    fn entry(&mut self, hash: u64) -> &mut HotEntry {
+        if self.entries.is_empty() {
+            self.entries = vec![HotEntry::default(); HOT_ENTRIES];
+        }
+        &mut self.entries[hash as usize & (HOT_ENTRIES - 1)]
+    }
+
+    /// Appends the ids of `word` (hashed by [`WordCache::hash`]) to `out`;
+    /// false on a miss.
+    #[inline]
+    pub(super) fn get(&mut self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
+        let e = self.entry(hash);
+        if e.hash == hash
+            && usize::from(e.len) == word.len()
+            && same_bytes(&e.key[..word.len()], word)
+        {
+            e.score = e.score.saturating_add(1);
+            out.extend_from_slice(&e.ids[..usize::from(e.n)]);
+            return true;
+        }
+        false
+    }
+
+    /// Offers `word`'s ids: kept when they fit and the word in its entry
+    /// has not been hit more often than it was offered a replacement.
+    pub(super) fn offer(&mut self, word: &[u8], hash: u64, ids: &[u32]) {
+        if ids.len() > HOT_IDS {
+            return;
+        }
+        let e = self.entry(hash);
+        if e.score > 0 {
+            e.score -= 1;
+            return;
+        }
+        e.hash = hash;
+        e.score = 1;
+        e.len = word.len() as u8;
+        e.n = ids.len() as u8;
+        e.key[..word.len()].copy_from_slice(word);
+        e.ids[..ids.len()].copy_from_slice(ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads that look words up while others insert them, through many
+    /// emptyings of the shard: a hit always gives that word's own ids.
+    #[test]
+    fn word_cache_hits_give_the_words_own_ids_under_concurrent_inserts() {
+        let cache = WordCache::default();
+        // Lengths 2..=129 bytes (129 is past CACHE_WORD_BYTES but the shard
+        // itself takes any word that fits); ids 1..=9 per word.
+        let word = |i: u32| format!("{i:x}:{}", "a".repeat((i % 120) as usize)).into_bytes();
+        let ids = |i: u32| (0..i % 9 + 1).map(|k| i * 16 + k).collect::<Vec<u32>>();
+        let words = 4 * SHARD_SLOTS as u32; // eight times what a shard holds
+        let (hits, inserts) = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3u32)
+                .map(|t| {
+                    let (cache, word, ids) = (&cache, &word, &ids);
+                    s.spawn(move || {
+                        let (mut hits, mut inserts, mut out) = (0, 0, Vec::new());
+                        for n in 0..words {
+                            // Each thread walks the words in its own order,
+                            // going back over recent ones so that some hit.
+                            let i = (n.wrapping_mul(2 * t + 1) / 2) % words;
+                            let w = word(i);
+                            let h = WordCache::hash(&w);
+                            out.clear();
+                            if cache.get(&w, h, &mut out) {
+                                assert_eq!(out, ids(i), "word {i}");
+                                hits += 1;
+                            } else {
+                                assert!(out.is_empty());
+                                cache.insert(&w, h, &ids(i));
+                                inserts += 1;
+                            }
+                        }
+                        (hits, inserts)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        });
+        assert!(hits > words as usize / 4, "{hits} hits");
+        assert!(
+            cache.generation.load(Ordering::Relaxed) >= 2 * 8,
+            "shard never emptied"
+        );
+        assert!(inserts > 0);
+    }
+}

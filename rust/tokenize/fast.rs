@@ -1,0 +1,258 @@
+//! The fast tokenization backend: BPE for the common LLM tokenizer families,
+//! with ids identical to the `tokenizers` crate for the same tokenizer.json.
+//!
+//! Supported (anything else makes [`FastBpe::new`] say why, and the caller
+//! uses the `tokenizers` crate instead):
+//! * model: BPE without dropout, subword prefix or word suffix (unk,
+//!   `fuse_unk`, `byte_fallback`, `ignore_merges` as the crate does them);
+//! * pre-tokenizer: byte-level with the GPT-2 regex, or a Split on the
+//!   LLaMA-3 / Qwen2 regex followed by byte-level (GPT-2, LLaMA-3,
+//!   Qwen2/2.5/3); none or `Metaspace` (SentencePiece BPE: LLaMA-2, Mistral);
+//! * any normaliser: NFC/NFKC/NFD/NFKD, `Prepend` and string `Replace` are done
+//!   here, others by the crate's own normaliser object.
+//!
+//! Where the speed comes from: the split regexes are hand-written scanners
+//! over character-class tables that are read out of the reference engine's
+//! own regex library (Oniguruma) at first use, so a class can never disagree
+//! with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
+//! crate does (a vectorised scan for words of up to 256 symbols, the crate's
+//! own heap procedure beyond), on ids, without offsets or strings, starting
+//! byte-level words from whole-character tokens where that provably changes
+//! nothing ([`Bpe::whole_chars`]); pre-token -> ids go through a per-thread
+//! hot cache and a capped cache shared by the threads. SentencePiece
+//! text without a pre-tokenizer is cut before each `▁` run when no
+//! vocabulary token holds `▁` after another character (then no merge can
+//! cross the cut), which makes its words cacheable and its cost linear.
+//!
+//! Added tokens: a document in which no added token's text occurs (checked
+//! with one Aho-Corasick scan, before and after normalisation) takes the
+//! fast path whole; any other document is split into added tokens and
+//! normalised segments by the crate's own `AddedVocabulary`, and only the
+//! segments are encoded here.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use aho_corasick::AhoCorasick;
+use serde::Deserialize;
+use serde_json::Value;
+use thread_local::ThreadLocal;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, Tokenizer,
+};
+
+use super::bpe::{Bpe, Worker};
+use super::normalize::{norm_steps, Form, Norm, NormStep, INERT};
+use super::split::{Scanner, CLASSES};
+use super::words::{words_of, Prepend, Words};
+
+/// The `added_tokens` of a tokenizer.json, read as the `tokenizers` crate reads them.
+pub fn added_tokens(raw: &Value) -> std::result::Result<Vec<AddedToken>, String> {
+    match raw.get("added_tokens") {
+        Some(tokens) if !tokens.is_null() => {
+            Vec::<AddedToken>::deserialize(tokens).map_err(|e| format!("added_tokens: {e}"))
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The fast encoder of one tokenizer (see the module docs). [`FastBpe::encode`]
+/// asks for the `tokenizers` object of the same file only for the
+/// added-token split.
+pub struct FastBpe {
+    norm: Norm,
+    words: Words,
+    bpe: Bpe,
+    /// Finds any added token's text.
+    added: Option<AhoCorasick>,
+    workers: ThreadLocal<RefCell<Worker>>,
+}
+
+impl FastBpe {
+    /// Builds the fast encoder from a parsed tokenizer.json, or says why it
+    /// cannot. It needs no `tokenizers` object (a load on the fast path builds
+    /// none): the normaliser, pre-tokenizer and added tokens go through the
+    /// crate's own serde types, read as the crate reads them.
+    pub fn new(raw: &Value) -> std::result::Result<FastBpe, String> {
+        let model = &raw["model"];
+        // Files without a model "type" are told apart by their fields, as the
+        // crate does: of its models only BPE has merges.
+        let bpe = model["type"]
+            .as_str()
+            .map_or(model.get("merges").is_some(), |t| t == "BPE");
+        if !bpe {
+            return Err("model is not BPE".into());
+        }
+        let normalizer = Option::<NormalizerWrapper>::deserialize(&raw["normalizer"])
+            .map_err(|e| format!("normalizer: {e}"))?;
+        let norm_json = serde_json::to_value(&normalizer).map_err(|e| e.to_string())?;
+        let mut steps = Vec::new();
+        let norm = if norm_steps(&norm_json, &mut steps) {
+            Norm::Steps(steps)
+        } else {
+            Norm::Crate(normalizer.clone().expect("a non-null normaliser"))
+        };
+        let pre = Option::<PreTokenizerWrapper>::deserialize(&raw["pre_tokenizer"])
+            .map_err(|e| format!("pre_tokenizer: {e}"))?;
+        let pre = serde_json::to_value(&pre).map_err(|e| e.to_string())?;
+        let words = words_of(&pre, model)?;
+        // The character tables this tokenizer needs (tens of milliseconds,
+        // once per process) are built while the model loads; the thread is
+        // joined here, so none is left running (a fork stays safe).
+        let classes = matches!(words, Words::ByteLevel { split: Some(_), .. });
+        let inert = matches!(&norm, Norm::Steps(steps)
+            if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))));
+        let bpe = std::thread::scope(|s| {
+            s.spawn(|| {
+                if classes {
+                    CLASSES.warm();
+                }
+                if inert {
+                    INERT.warm();
+                }
+            });
+            Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))
+        })?;
+        // Every added token's text, and for `normalized` ones also their
+        // normalised text, which is what the crate matches in normalised text.
+        let mut contents: Vec<String> = Vec::new();
+        for t in added_tokens(raw)? {
+            contents.push(t.content.clone());
+            if let (true, Some(n)) = (t.normalized, &normalizer) {
+                let mut s = NormalizedString::from(t.content.as_str());
+                n.normalize(&mut s).map_err(|e| e.to_string())?;
+                contents.push(s.get().to_owned());
+            }
+        }
+        contents.retain(|c| !c.is_empty());
+        let added = if contents.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&contents).map_err(|e| e.to_string())?)
+        };
+        Ok(FastBpe {
+            norm,
+            words,
+            bpe,
+            added,
+            workers: ThreadLocal::new(),
+        })
+    }
+
+    fn may_hold_added(&self, text: &str) -> bool {
+        self.added.as_ref().is_some_and(|ac| ac.is_match(text))
+    }
+
+    /// Ids of `text` without BOS/EOS: equal to the crate's
+    /// `encode_fast(text, false)` on the same tokenizer. `tokenizer` gives
+    /// that tokenizer (set up for how special tokens are treated); it is
+    /// called only for a text that may hold an added token's string.
+    pub fn encode<'t>(
+        &self,
+        tokenizer: impl FnOnce() -> std::result::Result<&'t Tokenizer, String>,
+        text: &str,
+    ) -> std::result::Result<Vec<u32>, String> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let worker = self.workers.get_or_default();
+        let w = &mut *worker.borrow_mut();
+        if !self.may_hold_added(text) {
+            let normalized = self.norm.apply(text)?;
+            let changed = matches!(normalized, Cow::Owned(_));
+            if !changed || !self.may_hold_added(&normalized) {
+                self.encode_segment(&normalized, true, w, &mut out);
+                return Ok(out);
+            }
+        }
+        let tokenizer = tokenizer()?;
+        let pre = tokenizer
+            .get_added_vocabulary()
+            .extract_and_normalize(tokenizer.get_normalizer(), text);
+        for (segment, (start, _), tokens) in
+            pre.get_splits(OffsetReferential::Original, OffsetType::Byte)
+        {
+            match tokens {
+                Some(tokens) => out.extend(tokens.iter().map(|t| t.id)),
+                None => self.encode_segment(segment, start == 0, w, &mut out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes one normalised segment; `first` says it starts the text.
+    fn encode_segment(&self, text: &str, first: bool, w: &mut Worker, out: &mut Vec<u32>) {
+        if text.is_empty() {
+            return;
+        }
+        match self.words {
+            Words::ByteLevel {
+                prefix_space,
+                split,
+            } => {
+                let text: Cow<str> = if prefix_space && !text.starts_with(' ') {
+                    Cow::Owned(format!(" {text}"))
+                } else {
+                    Cow::Borrowed(text)
+                };
+                match split {
+                    Some(pattern) => {
+                        let scanner = Scanner::new(&text);
+                        let bytes = text.as_bytes();
+                        scanner.split(pattern, |s, e| self.bpe.encode_word(&bytes[s..e], w, out));
+                    }
+                    None => self.bpe.encode_word(text.as_bytes(), w, out),
+                }
+            }
+            Words::SentencePiece {
+                metaspace,
+                cut_runs,
+            } => {
+                let mut text = Cow::Borrowed(text);
+                let mut split = false;
+                if let Some((rep, prepend, s)) = metaspace {
+                    split = s;
+                    if text.contains(' ') {
+                        text = Cow::Owned(text.replace(' ', rep.encode_utf8(&mut [0; 4])));
+                    }
+                    let add = match prepend {
+                        Prepend::Always => true,
+                        Prepend::First => first,
+                        Prepend::Never => false,
+                    };
+                    if add && !text.starts_with(rep) {
+                        text = Cow::Owned(format!("{rep}{text}"));
+                    }
+                }
+                let bytes = text.as_bytes();
+                if split {
+                    let rep = metaspace.map(|m| m.0).expect("split only with Metaspace");
+                    let mut start = 0;
+                    for (i, _) in text.match_indices(rep) {
+                        if i > start {
+                            self.bpe.encode_word(&bytes[start..i], w, out);
+                        }
+                        start = i;
+                    }
+                    self.bpe.encode_word(&bytes[start..], w, out);
+                } else if cut_runs {
+                    // Words are `▁*` followed by non-`▁` characters.
+                    const RUN: &str = "\u{2581}";
+                    let mut start = 0;
+                    let mut in_run = text.starts_with(RUN);
+                    for (i, c) in text.char_indices() {
+                        let space = c == '\u{2581}';
+                        if space && !in_run && i > start {
+                            self.bpe.encode_word(&bytes[start..i], w, out);
+                            start = i;
+                        }
+                        in_run = space;
+                    }
+                    self.bpe.encode_word(&bytes[start..], w, out);
+                } else {
+                    self.bpe.encode_word(bytes, w, out);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! How a normalised segment becomes the words BPE merges within: the
+//! pre-tokenizers the fast engine supports, read from a tokenizer.json.
+
+use serde_json::Value;
+
+use super::split::SplitPattern;
+
+/// How a normalised segment becomes words for the BPE model.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Words {
+    /// Byte-level BPE: `prefix_space` as ByteLevel's `add_prefix_space`,
+    /// then the split regex (or the whole segment).
+    ByteLevel {
+        prefix_space: bool,
+        split: Option<SplitPattern>,
+    },
+    /// SentencePiece BPE. `metaspace`: spaces become `replacement`, which is
+    /// prepended per `prepend` (`always`, `first`, `never`), and `split` cuts
+    /// before each one. Otherwise (no pre-tokenizer) the segment is one
+    /// word, cut before each `▁` run when `cut_runs` says that is exact.
+    SentencePiece {
+        metaspace: Option<(char, Prepend, bool)>,
+        cut_runs: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Prepend {
+    Always,
+    First,
+    Never,
+}
+
+pub(super) fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words, String> {
+    let byte_level = |p: &Value| p["type"] == "ByteLevel";
+    if pre.is_null() {
+        return Ok(Words::SentencePiece {
+            metaspace: None,
+            cut_runs: vocab_allows_cuts(model),
+        });
+    }
+    if byte_level(pre) {
+        return Ok(Words::ByteLevel {
+            prefix_space: pre["add_prefix_space"] == true,
+            split: (pre["use_regex"] != false).then_some(SplitPattern::Gpt2),
+        });
+    }
+    if pre["type"] == "Metaspace" {
+        let replacement = pre["replacement"]
+            .as_str()
+            .and_then(|s| {
+                let mut cs = s.chars();
+                cs.next().filter(|_| cs.next().is_none())
+            })
+            .ok_or("Metaspace replacement is not one character")?;
+        let prepend = match pre["prepend_scheme"].as_str() {
+            Some("always") => Prepend::Always,
+            Some("first") => Prepend::First,
+            Some("never") => Prepend::Never,
+            _ => return Err("unknown Metaspace prepend_scheme".into()),
+        };
+        let split = pre["split"] != false;
+        return Ok(Words::SentencePiece {
+            metaspace: Some((replacement, prepend, split)),
+            cut_runs: !split && replacement == '\u{2581}' && vocab_allows_cuts(model),
+        });
+    }
+    if pre["type"] == "Sequence" {
+        if let Some([split, bl]) = pre["pretokenizers"].as_array().map(Vec::as_slice) {
+            let pattern = split["pattern"]["Regex"]
+                .as_str()
+                .and_then(SplitPattern::from_regex);
+            if split["type"] == "Split"
+                && split["behavior"] == "Isolated"
+                && split["invert"] == false
+                && byte_level(bl)
+                && bl["use_regex"] == false
+                && bl["add_prefix_space"] != true
+            {
+                if let Some(p) = pattern {
+                    return Ok(Words::ByteLevel {
+                        prefix_space: false,
+                        split: Some(p),
+                    });
+                }
+                return Err("split regex without a fast scanner".into());
+            }
+        }
+    }
+    Err(format!("pre-tokenizer {} is not supported", pre["type"]))
+}
+
+/// Whether no vocabulary token holds `▁` right after another character, so
+/// no merge can join text across the start of a `▁` run.
+pub(super) fn vocab_allows_cuts(model: &Value) -> bool {
+    model["vocab"]
+        .as_object()
+        .is_some_and(|v| v.contains_key("\u{2581}") && no_space_after_char(v.keys()))
+}
+
+/// Whether no token holds `▁` right after a character other than `▁`.
+pub fn no_space_after_char<'a>(tokens: impl IntoIterator<Item = &'a String>) -> bool {
+    tokens.into_iter().all(|t| {
+        let mut prev = None;
+        t.chars().all(|c| {
+            let ok = c != '\u{2581}' || prev.is_none_or(|p| p == '\u{2581}');
+            prev = Some(c);
+            ok
+        })
+    })
+}
