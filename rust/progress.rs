@@ -79,8 +79,10 @@ impl Progress {
         } else {
             Duration::from_secs(10)
         };
+        // The first line waits a period too: a job shorter than that shows
+        // only its final line (outside a terminal, the same line twice).
         let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < every) {
+        if now - self.last.unwrap_or(self.start) < every {
             return;
         }
         self.last = Some(now);

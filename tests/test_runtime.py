@@ -61,4 +61,6 @@ def test_progress_line_on_stderr(tmp_path: Path, bpe_tok: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "prepare 100%|####################|" in done.stderr
     assert "tok/s" in done.stderr
+    # A job shorter than the redraw period shows its final line once.
+    assert done.stderr.count("prepare ") == 1, done.stderr
     assert "filtered     duplicate=2" in done.stdout
