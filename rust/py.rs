@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
+use arrow_array::ffi_stream::RecordBatchStreamReader;
+use arrow_array::RecordBatchReader;
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyException, PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError,
@@ -29,8 +31,6 @@ use crate::prepare::{prepare as run_prepare, PrepareConfig};
 use crate::sft::{prepare_sft as run_prepare_sft, SftConfig};
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder as CoreEncoder};
-use arrow_array::ffi_stream::RecordBatchStreamReader;
-use arrow_array::RecordBatchReader;
 
 create_exception!(
     _core,
