@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -146,6 +147,7 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         .map(|s| SplitWriter::new(&out, s, dtype, cfg.shard_bytes).with_mask())
         .collect();
     let mut progress = Progress::new("prepare-sft", cfg.progress, corpus.total_bytes());
+    let raw = corpus.bytes_read();
     let mut counts = Counts::default();
     let mut truncated = 0u64;
     let mut inexact_turns = 0u64;
@@ -197,13 +199,13 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
                     Err((reason, detail)) => corpus.skip(e.file, e.line, reason, detail)?,
                 }
             }
-            counts.raw_bytes = corpus.raw_bytes();
+            counts.raw_bytes = raw.load(Ordering::Relaxed);
             progress.update(counts);
         }
         Ok(())
     };
     let result = run();
-    counts.raw_bytes = corpus.raw_bytes();
+    counts.raw_bytes = raw.load(Ordering::Relaxed);
     progress.finish(counts);
     let splits = match result.and_then(|()| finish_splits(writers)) {
         Ok(s) => s,

@@ -76,6 +76,9 @@ pub struct ColumnReader {
     /// Where each row group of a Parquet file ends (rows, running total),
     /// so that a message can name the row group of a row.
     row_group_ends: Vec<u64>,
+    /// Whether batches are decoded into buffers of their own (files, not a
+    /// table in memory), so that [`release_free_memory`] is worth its time.
+    decodes: bool,
     counter: Arc<AtomicU64>,
     counted: u64,
 }
@@ -177,6 +180,7 @@ impl ColumnReader {
             row: 0,
             parquet_progress,
             row_group_ends,
+            decodes: input.table.is_none(),
             counter,
             counted: 0,
         })
@@ -200,8 +204,9 @@ impl ColumnReader {
                     row_group(&self.row_group_ends, self.row + 1)
                 ),
             })?;
-            self.count_progress(batch.num_rows() as u64);
-            if self.row / TRIM_ROWS != (self.row + batch.num_rows() as u64) / TRIM_ROWS {
+            let rows = batch.num_rows() as u64;
+            self.count_progress(rows);
+            if self.decodes && self.row / TRIM_ROWS != (self.row + rows) / TRIM_ROWS {
                 release_free_memory();
             }
             self.current = Some(self.rows_of(&batch)?);

@@ -19,7 +19,7 @@ pub mod columnar;
 pub mod reader;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::error::{Result, TokenmillError};
@@ -85,7 +85,7 @@ impl<T> Batcher<T> {
 
     /// Adds `item` of `bytes` bytes; returns the batch before it when the
     /// item does not fit there.
-    pub fn push(&mut self, item: T, bytes: usize) -> Option<Vec<T>> {
+    fn push(&mut self, item: T, bytes: usize) -> Option<Vec<T>> {
         let full = !self.items.is_empty()
             && (self.items.len() >= self.budget.docs
                 || self.bytes.saturating_add(bytes) > self.budget.bytes);
@@ -96,7 +96,7 @@ impl<T> Batcher<T> {
     }
 
     /// The batch so far (possibly empty).
-    pub fn take(&mut self) -> Vec<T> {
+    fn take(&mut self) -> Vec<T> {
         self.bytes = 0;
         std::mem::take(&mut self.items)
     }
@@ -182,7 +182,7 @@ impl Corpus {
         Ok(Corpus::new(inputs, opts, strict))
     }
 
-    pub fn new(inputs: Vec<InputFile>, opts: ReaderOptions, strict: bool) -> Corpus {
+    fn new(inputs: Vec<InputFile>, opts: ReaderOptions, strict: bool) -> Corpus {
         let stats = ReadStats {
             files: inputs.iter().map(|f| FileStats::new(&f.path)).collect(),
             examples: Vec::new(),
@@ -365,11 +365,6 @@ impl Corpus {
         if let Some((file, reader)) = self.current.take() {
             self.stats.files[file].repaired_surrogates += reader.repaired_surrogates;
         }
-    }
-
-    /// Raw bytes read so far (for a progress bar on this thread).
-    pub fn raw_bytes(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
     }
 }
 
