@@ -4,11 +4,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Regex
+from tokenizers.pre_tokenizers import Digits, Split
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tokenmill
 from corpus import (
+    BYTE_LEVEL_FAMILIES,
+    CL100K_PATTERN,
+    DEEPSEEK_SPLITS,
+    O200K_PATTERN,
+    QWEN35_PATTERN,
+    TEKKEN_PATTERN,
+    build_byte_level_style,
     build_large_vocab,
     build_llama3_style,
     build_llama_style,
@@ -65,7 +74,55 @@ def large_tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_large_vocab(tmp_path_factory.mktemp("large_tok"))
 
 
-@pytest.fixture(params=["bpe", "qwen", "llama3", "llama", "llama_meta"])
+@pytest.fixture(scope="session")
+def cl100k_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    """tiktoken's own cl100k regex (possessive quantifiers)."""
+    return build_byte_level_style(tmp_path_factory.mktemp("cl100k_tok"), texts, CL100K_PATTERN)
+
+
+@pytest.fixture(scope="session")
+def o200k_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_byte_level_style(tmp_path_factory.mktemp("o200k_tok"), texts, O200K_PATTERN)
+
+
+@pytest.fixture(scope="session")
+def tekken_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_byte_level_style(tmp_path_factory.mktemp("tekken_tok"), texts, TEKKEN_PATTERN)
+
+
+@pytest.fixture(scope="session")
+def qwen35_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_byte_level_style(
+        tmp_path_factory.mktemp("qwen35_tok"), texts, QWEN35_PATTERN, nfc=True
+    )
+
+
+@pytest.fixture(scope="session")
+def deepseek_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    splits = [Split(pattern=Regex(p), behavior="isolated") for p in DEEPSEEK_SPLITS]
+    return build_byte_level_style(tmp_path_factory.mktemp("deepseek_tok"), texts, splits)
+
+
+@pytest.fixture(scope="session")
+def starcoder_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    """GPT-2's regex over a vocabulary that lacks the bytes its training
+    text never used, as StarCoder's does."""
+    return build_byte_level_style(
+        tmp_path_factory.mktemp("starcoder_tok"), texts, None, full_alphabet=False
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    """SmolLM's shape: single digits, then GPT-2's regex, over a vocabulary
+    that lacks some bytes."""
+    digits = [Digits(individual_digits=True)]
+    return build_byte_level_style(
+        tmp_path_factory.mktemp("smollm_tok"), texts, digits, full_alphabet=False
+    )
+
+
+@pytest.fixture(params=[*BYTE_LEVEL_FAMILIES, "llama", "llama_meta"])
 def any_tok(request: pytest.FixtureRequest) -> Path:
     path: Path = request.getfixturevalue(f"{request.param}_tok")
     return path

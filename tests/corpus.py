@@ -14,6 +14,7 @@ from tokenizers.pre_tokenizers import ByteLevel, Split
 
 from tokenmill.demo import _docstrings, _stdlib_sources, chinese_texts
 
+# Split regexes as the public tokenizer.json files of each family spell them.
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -22,6 +23,46 @@ QWEN2_PATTERN = (
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# cl100k as tiktoken writes it (possessive quantifiers), copied by models
+# converted straight from tiktoken.
+CL100K_PATTERN = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"
+    r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s"
+)
+
+_CASED = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+{c}" \
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*{c}"  # fmt: skip
+
+# o200k (GPT-4o, gpt-oss, LLaMA-4, Phi-4-mini, MiniMax).
+O200K_PATTERN = _CASED.replace("{c}", r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?") + (
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Mistral's Tekken (Mistral-Nemo, Mistral-Small, Nemotron).
+TEKKEN_PATTERN = _CASED.replace("{c}", "") + (
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# DeepSeek-V3 and R1: three splits before byte-level (the file holds real
+# CR/LF characters in the last regex).
+DEEPSEEK_SPLITS = [
+    r"\p{N}{1,3}",
+    "[一-龥\u3040-ゟ゠-ヿ]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
+    "| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+]
+
+# The byte-level test tokenizers (fixtures `<name>_tok`), one per family shape.
+BYTE_LEVEL_FAMILIES = [
+    *["qwen", "llama3", "cl100k", "o200k", "tekken", "qwen35", "deepseek", "starcoder", "smollm"],
+    "bpe",
+]
+
+QWEN35_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+    r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 EMOJI_AND_MIXED = [
@@ -90,25 +131,51 @@ def _write_config(out: Path, **config: object) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False))
 
 
-def build_qwen_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
-    """Qwen2-style: NFC, the Qwen2 split regex + byte-level, ChatML specials,
-    no BOS, EOS = <|endoftext|>."""
+def _split(pattern: str) -> Any:
+    return Split(pattern=_regex(pattern), behavior="isolated", invert=False)
+
+
+def _split_byte_level(
+    texts: list[str],
+    pre: str | list[Any] | None,
+    specials: list[str],
+    vocab_size: int,
+    normalizer: Any = None,
+    full_alphabet: bool = True,
+) -> Tokenizer:
+    """Byte-level BPE trained on `texts`. `pre`: a split regex, then
+    byte-level; or pre-tokenizers, then byte-level with GPT-2's regex; or
+    None, GPT-2's regex alone. Without `full_alphabet` the vocabulary holds
+    only the bytes the texts use, as StarCoder's and SmolLM's do."""
     tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            Split(pattern=_regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-            ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    if pre is None:
+        tok.pre_tokenizer = ByteLevel(add_prefix_space=False, use_regex=True)
+    elif isinstance(pre, str):
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [_split(pre), ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [*pre, ByteLevel(add_prefix_space=False, use_regex=True)]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=ByteLevel.alphabet(),
+        special_tokens=specials,
+        initial_alphabet=ByteLevel.alphabet() if full_alphabet else [],
         show_progress=False,
     )
     tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
+    return tok
+
+
+def build_qwen_style(out: Path, texts: list[str], vocab_size: int = 2000) -> Path:
+    """Qwen2-style: NFC, the Qwen2 split regex + byte-level, ChatML specials,
+    no BOS, EOS = <|endoftext|>."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = _split_byte_level(texts, QWEN2_PATTERN, specials, vocab_size, normalizers.NFC())
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     _write_config(
@@ -127,28 +194,32 @@ def build_llama3_style(out: Path, texts: list[str], vocab_size: int = 2000) -> P
     BOS inserted by the post-processor (the config has no add_bos_token)."""
     from tokenizers import processors
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            Split(pattern=_regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
-            ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
     specials = ["<|begin_of_text|>", "<|end_of_text|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
+    tok = _split_byte_level(texts, LLAMA3_PATTERN, specials, vocab_size)
     tok.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
     )
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     _write_config(out, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    return out
+
+
+def build_byte_level_style(
+    out: Path,
+    texts: list[str],
+    pre: str | list[Any] | None,
+    vocab_size: int = 2000,
+    nfc: bool = False,
+    full_alphabet: bool = True,
+) -> Path:
+    """Any other byte-level family (`pre` as for `_split_byte_level`), no
+    BOS, EOS <|endoftext|>."""
+    normalizer = normalizers.NFC() if nfc else None
+    tok = _split_byte_level(texts, pre, ["<|endoftext|>"], vocab_size, normalizer, full_alphabet)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    _write_config(out, eos_token="<|endoftext|>")
     return out
 
 

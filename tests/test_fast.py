@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 import tokenmill
-from corpus import ADVERSARIAL, EMOJI_AND_MIXED, ref_ids, reference, write_jsonl
+from corpus import (
+    ADVERSARIAL,
+    BYTE_LEVEL_FAMILIES,
+    EMOJI_AND_MIXED,
+    ref_ids,
+    reference,
+    write_jsonl,
+)
 
 TRICKY = [
     *ADVERSARIAL,
@@ -31,6 +38,9 @@ TRICKY = [
     " ",
     "▁▁ leading ▁ meta ▁▁▁x  spaces",
     "12,345.6789 ١٢٣ ²³ 一二三 Ⅻ",
+    "HelloWorld JSONParser ǅungla ʰx ªb I'M don'T x's/y//z\n/",
+    "bytes no vocabulary has: \x04\x06\x13\x14\x16\x1d \U00040000\U00050000 \U000fffff",
+    "trailing whitespace \n  \n ",
 ]
 
 
@@ -91,6 +101,21 @@ def _nfkc_first(data: dict[str, Any]) -> None:
     }
 
 
+def _unk_no_fuse(data: dict[str, Any]) -> None:
+    data["model"]["unk_token"] = "<|endoftext|>"
+    data["model"]["fuse_unk"] = False
+
+
+def _byte_fallback_tokens(data: dict[str, Any]) -> None:
+    """Byte fallback on a byte-level vocabulary that lacks some byte
+    characters: those fall back to the <0xXX> tokens of their UTF-8 bytes."""
+    vocab = data["model"]["vocab"]
+    top = max(vocab.values()) + 1 + len(data["added_tokens"])
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = top + b
+    data["model"]["byte_fallback"] = True
+
+
 VARIANTS = {
     "qwen_ignore_merges": ("qwen", _set("model.ignore_merges", True)),
     "qwen_nfkc": ("qwen", _set("normalizer", {"type": "NFKC"})),
@@ -102,6 +127,9 @@ VARIANTS = {
     "meta_split": ("llama_meta", _set("pre_tokenizer.split", True)),
     "llama_no_fuse_unk": ("llama", _set("model.fuse_unk", False)),
     "llama_nfkc_first": ("llama", _nfkc_first),
+    "starcoder_unk": ("starcoder", _set("model.unk_token", "<|endoftext|>")),
+    "starcoder_unk_no_fuse": ("starcoder", _unk_no_fuse),
+    "starcoder_byte_fallback": ("starcoder", _byte_fallback_tokens),
 }
 
 
@@ -115,6 +143,22 @@ def test_layout_variants(
     for parse_special in (False, True):
         got = fast(tok_dir, parse_special).encode_batch(sample, threads=2)
         assert got == ref_ids(reference(tok_dir, parse_special), sample), parse_special
+
+
+@pytest.mark.parametrize("name", ["starcoder", "smollm"])
+def test_byte_level_vocabulary_missing_bytes_stays_fast(
+    request: pytest.FixtureRequest, texts: list[str], name: str
+) -> None:
+    """A byte-level vocabulary without some of the 256 byte characters (as
+    StarCoder's and SmolLM's): the crate drops those bytes, and so does the
+    fast engine, word by word."""
+    tok_dir: Path = request.getfixturevalue(f"{name}_tok")
+    vocab = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    missing = [c for c in pre_tokenizers.ByteLevel.alphabet() if c not in vocab["vocab"]]
+    assert len(missing) >= 10
+    assert tokenmill.tokenizer_info(tok_dir)["backend"] == "fast"
+    sample = texts[:300] + TRICKY
+    assert fast(tok_dir).encode_batch(sample) == ref_ids(reference(tok_dir), sample)
 
 
 def test_unknown_characters_without_byte_fallback(
@@ -268,11 +312,11 @@ texts_strategy = st.lists(
 
 # Characters that stress the scanners and SentencePiece cuts.
 tricky_alphabet = st.sampled_from(
-    list("aZ é中文1２٣ \t\n\r\u00a0\u3000'sSſ.,!?▁\u0301\u200d😀<>|_")
+    list("aZ é中文1２٣ \t\n\r\u00a0\u3000'sSſ.,!?▁\u0301\u200d😀<>|_/Aǅʰ\x04\U00040000")
 )
 
 
-@pytest.mark.parametrize("name", ["qwen", "llama3", "llama", "llama_meta", "bpe"])
+@pytest.mark.parametrize("name", [*BYTE_LEVEL_FAMILIES, "llama", "llama_meta"])
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -304,7 +348,7 @@ def test_whole_characters_keep_ids(qwen_big_tok: Path, texts: list[str]) -> None
     assert fast(qwen_big_tok).encode_batch(texts) == ref_ids(reference(qwen_big_tok), texts)
 
 
-@pytest.mark.parametrize("name", ["qwen", "qwen_big", "llama3", "bpe"])
+@pytest.mark.parametrize("name", [*BYTE_LEVEL_FAMILIES, "qwen_big"])
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

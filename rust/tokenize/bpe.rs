@@ -37,6 +37,9 @@ pub(super) struct Bpe {
     /// Byte-level: the id of each byte's character. SentencePiece: the id of
     /// each `<0xXX>` byte-fallback token (`u32::MAX` when absent).
     byte_ids: [u32; 256],
+    /// Byte-level: for each byte whose character is missing from the
+    /// vocabulary, its byte-fallback ids (see [`Symbols::missing`]).
+    char_fallback: Vec<Option<Box<[u32]>>>,
     /// Byte-level: the merge of each pair of bytes, (u32::MAX, 0) for none.
     byte_pairs: Vec<(u32, u32)>,
     unk: Option<u32>,
@@ -182,6 +185,78 @@ pub(super) struct Worker {
     heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
 }
 
+/// A word's initial symbols as they are built, with the unknown-token
+/// run still pending.
+struct Symbols<'w> {
+    symbols: &'w mut Vec<Symbol>,
+    bytes: &'w mut Vec<u16>,
+    unk: Option<(u32, usize)>,
+}
+
+impl<'w> Symbols<'w> {
+    fn new(symbols: &'w mut Vec<Symbol>, bytes: &'w mut Vec<u16>) -> Symbols<'w> {
+        symbols.clear();
+        bytes.clear();
+        Symbols {
+            symbols,
+            bytes,
+            unk: None,
+        }
+    }
+
+    fn push(&mut self, id: u32, len: usize, byte: u16) {
+        let n = self.symbols.len() as i32;
+        self.symbols.push(Symbol {
+            id,
+            prev: n - 1,
+            next: n + 1,
+            len: len as u32,
+        });
+        self.bytes.push(byte);
+    }
+
+    /// A vocabulary token; a pending unknown token goes first.
+    fn known(&mut self, id: u32, len: usize, byte: u16) {
+        if let Some((unk, unk_len)) = self.unk.take() {
+            self.push(unk, unk_len, NOT_A_BYTE);
+        }
+        self.push(id, len, byte);
+    }
+
+    /// A character (of `len` bytes) missing from the vocabulary, as the
+    /// crate treats it: its byte-fallback tokens when it has them all
+    /// (ahead of a pending unknown token, as the crate orders them), else the
+    /// unknown token (one run under `fuse_unk`), else nothing.
+    fn missing(&mut self, bpe: &Bpe, fallback: Option<&[u32]>, len: usize) {
+        if let Some(ids) = fallback {
+            for &id in ids {
+                self.push(id, 1, NOT_A_BYTE);
+            }
+            return;
+        }
+        let Some(unk) = bpe.unk else {
+            return;
+        };
+        self.unk = match self.unk.take() {
+            Some((id, pending)) if bpe.fuse_unk => Some((id, pending + len)),
+            Some((id, pending)) => {
+                self.push(id, pending, NOT_A_BYTE);
+                Some((unk, len))
+            }
+            None => Some((unk, len)),
+        };
+    }
+
+    fn finish(mut self) {
+        if let Some((id, len)) = self.unk.take() {
+            self.push(id, len, NOT_A_BYTE);
+        }
+        if let Some(last) = self.symbols.last_mut() {
+            last.next = -1;
+        }
+    }
+}
+
 impl Bpe {
     pub(super) fn from_model(model: &Value, byte_level: bool) -> std::result::Result<Bpe, String> {
         if model["type"] != "BPE" {
@@ -274,8 +349,17 @@ impl Bpe {
             };
             byte_ids[b] = by_token.get(token.as_str()).copied().unwrap_or(NONE);
         }
-        if byte_level && byte_ids.contains(&NONE) {
-            return Err("byte-level vocabulary lacks some of the 256 byte tokens".into());
+        // Byte-level: a byte whose character is missing falls back to the
+        // `<0xXX>` tokens of that character's UTF-8 bytes, if all exist.
+        let mut char_fallback = vec![None; 256];
+        if byte_level && model["byte_fallback"] == true {
+            for b in (0..256).filter(|&b| byte_ids[b] == NONE) {
+                char_fallback[b] = chars[b]
+                    .to_string()
+                    .bytes()
+                    .map(|u| by_token.get(format!("<0x{u:02X}>").as_str()).copied())
+                    .collect();
+            }
         }
         let mut byte_pairs = Vec::new();
         if byte_level {
@@ -295,6 +379,7 @@ impl Bpe {
             merges,
             byte_level,
             byte_ids,
+            char_fallback,
             byte_pairs,
             unk,
             fuse_unk: model["fuse_unk"] == true,
@@ -384,18 +469,7 @@ impl Bpe {
 
     /// Initial symbols of a word, as the crate's `merge_word` builds them.
     fn init_symbols(&self, word: &[u8], w: &mut Worker) {
-        let (symbols, bytes) = (&mut w.symbols, &mut w.bytes);
-        symbols.clear();
-        bytes.clear();
-        let push = |symbols: &mut Vec<Symbol>, id: u32, len: usize| {
-            let n = symbols.len() as i32;
-            symbols.push(Symbol {
-                id,
-                prev: n - 1,
-                next: n + 1,
-                len: len as u32,
-            });
-        };
+        let mut s = Symbols::new(&mut w.symbols, &mut w.bytes);
         if self.byte_level {
             // One symbol per byte, or per character where [`Bpe::whole_chars`]
             // allows; `bytes` keeps each symbol's byte (NOT_A_BYTE for a
@@ -411,52 +485,34 @@ impl Bpe {
                         .and_then(|c| c.chars().next())
                         .and_then(|c| self.chars.get(&(c as u32)));
                     if let Some(&id) = id {
-                        push(symbols, id, len);
-                        bytes.push(NOT_A_BYTE);
+                        s.known(id, len, NOT_A_BYTE);
                         i += len;
                         continue;
                     }
                 }
-                push(symbols, self.byte_ids[b as usize], 1);
-                bytes.push(u16::from(b));
+                match self.byte_ids[b as usize] {
+                    NONE => s.missing(self, self.char_fallback[b as usize].as_deref(), 1),
+                    id => s.known(id, 1, u16::from(b)),
+                }
                 i += 1;
             }
         } else {
             let text = std::str::from_utf8(word).expect("words are cut at character boundaries");
-            let mut unk: Option<(u32, usize)> = None;
+            let mut fallback = Vec::new();
             for (i, c) in text.char_indices() {
                 let bytes = &word[i..i + c.len_utf8()];
                 if let Some(&id) = self.vocab.get(bytes) {
-                    if let Some((unk_id, unk_len)) = unk.take() {
-                        push(symbols, unk_id, unk_len);
-                    }
-                    push(symbols, id, bytes.len());
+                    s.known(id, bytes.len(), NOT_A_BYTE);
                     continue;
                 }
-                if self.byte_fallback && bytes.iter().all(|&b| self.byte_ids[b as usize] != NONE) {
-                    for &b in bytes {
-                        push(symbols, self.byte_ids[b as usize], 1);
-                    }
-                    continue;
-                }
-                if let Some(unk_id) = self.unk {
-                    unk = match unk {
-                        Some((id, len)) if self.fuse_unk => Some((id, len + bytes.len())),
-                        Some((id, len)) => {
-                            push(symbols, id, len);
-                            Some((unk_id, bytes.len()))
-                        }
-                        None => Some((unk_id, bytes.len())),
-                    };
-                }
-            }
-            if let Some((id, len)) = unk {
-                push(symbols, id, len);
+                fallback.clear();
+                fallback.extend(bytes.iter().map(|&b| self.byte_ids[b as usize]));
+                let fallback =
+                    (self.byte_fallback && !fallback.contains(&NONE)).then_some(&fallback);
+                s.missing(self, fallback.map(Vec::as_slice), bytes.len());
             }
         }
-        if let Some(last) = symbols.last_mut() {
-            last.next = -1;
-        }
+        s.finish();
     }
 
     #[inline]
@@ -598,7 +654,7 @@ impl Bpe {
         if word.is_empty() {
             return;
         }
-        if self.byte_level && word.len() == 1 {
+        if self.byte_level && word.len() == 1 && self.byte_ids[word[0] as usize] != NONE {
             out.push(self.byte_ids[word[0] as usize]);
             return;
         }

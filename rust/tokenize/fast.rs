@@ -5,9 +5,12 @@
 //! uses the `tokenizers` crate instead):
 //! * model: BPE without dropout, subword prefix or word suffix (unk,
 //!   `fuse_unk`, `byte_fallback`, `ignore_merges` as the crate does them);
-//! * pre-tokenizer: byte-level with the GPT-2 regex, or a Split on the
-//!   LLaMA-3 / Qwen2 regex followed by byte-level (GPT-2, LLaMA-3,
-//!   Qwen2/2.5/3); none or `Metaspace` (SentencePiece BPE: LLaMA-2, Mistral);
+//! * pre-tokenizer: byte-level with the GPT-2 regex; or isolating Splits on
+//!   the regexes of [`super::split`] and `Digits`, then byte-level (GPT-2,
+//!   cl100k as LLaMA-3 and tiktoken write it, o200k, Qwen2/2.5/3/3.5, Tekken,
+//!   DeepSeek-V3, SmolLM); none or `Metaspace` (SentencePiece BPE: LLaMA-2,
+//!   Mistral). Byte-level vocabularies may lack byte tokens (StarCoder):
+//!   such a byte is dropped, or becomes unk or byte fallback, as in the crate;
 //! * any normaliser: NFC/NFKC/NFD/NFKD, `Prepend` and string `Replace` are done
 //!   here, others by the crate's own normaliser object.
 //!
@@ -45,7 +48,7 @@ use tokenizers::{
 
 use super::bpe::{Bpe, Worker};
 use super::normalize::{norm_steps, Form, Norm, NormStep, INERT};
-use super::split::{Scanner, CLASSES};
+use super::split::{Scanner, SplitPattern, CLASSES};
 use super::words::{words_of, Prepend, Words};
 
 /// The `added_tokens` of a tokenizer.json, read as the `tokenizers` crate reads them.
@@ -101,7 +104,7 @@ impl FastBpe {
         // The character tables this tokenizer needs (tens of milliseconds,
         // once per process) are built while the model loads; the thread is
         // joined here, so none is left running (a fork stays safe).
-        let classes = matches!(words, Words::ByteLevel { split: Some(_), .. });
+        let classes = matches!(&words, Words::ByteLevel { splits, .. } if !splits.is_empty());
         let inert = matches!(&norm, Norm::Steps(steps)
             if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))));
         let bpe = std::thread::scope(|s| {
@@ -185,26 +188,21 @@ impl FastBpe {
         if text.is_empty() {
             return;
         }
-        match self.words {
+        match &self.words {
             Words::ByteLevel {
                 prefix_space,
-                split,
+                splits,
             } => {
-                let text: Cow<str> = if prefix_space && !text.starts_with(' ') {
+                let text: Cow<str> = if *prefix_space && !text.starts_with(' ') {
                     Cow::Owned(format!(" {text}"))
                 } else {
                     Cow::Borrowed(text)
                 };
-                match split {
-                    Some(pattern) => {
-                        let scanner = Scanner::new(&text);
-                        let bytes = text.as_bytes();
-                        scanner.split(pattern, |s, e| self.bpe.encode_word(&bytes[s..e], w, out));
-                    }
-                    None => self.bpe.encode_word(text.as_bytes(), w, out),
-                }
+                split_all(&text, splits, &mut |word| {
+                    self.bpe.encode_word(word, w, out)
+                });
             }
-            Words::SentencePiece {
+            &Words::SentencePiece {
                 metaspace,
                 cut_runs,
             } => {
@@ -254,5 +252,21 @@ impl FastBpe {
                 }
             }
         }
+    }
+}
+
+/// Cuts `text` by each of `splits` in turn (each cutting the pieces of the
+/// one before) and hands over the final pieces' bytes, in order.
+fn split_all(text: &str, splits: &[SplitPattern], f: &mut dyn FnMut(&[u8])) {
+    let Some((&first, rest)) = splits.split_first() else {
+        f(text.as_bytes());
+        return;
+    };
+    let scanner = Scanner::new(text);
+    if rest.is_empty() {
+        let bytes = text.as_bytes();
+        scanner.split(first, |s, e| f(&bytes[s..e]));
+    } else {
+        scanner.split(first, |s, e| split_all(&text[s..e], rest, f));
     }
 }

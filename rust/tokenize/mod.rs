@@ -47,7 +47,7 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, Encoding, PostProcessor, Token, Tokenizer};
 
 use self::fast::FastBpe;
-use self::split::{LLAMA3_PATTERN, QWEN2_PATTERN};
+use self::split::SplitPattern;
 
 use crate::error::{Result, TokenmillError};
 
@@ -55,10 +55,6 @@ use crate::error::{Result, TokenmillError};
 pub const LONG_DOC_BYTES: usize = 256 * 1024;
 /// Target size of one piece of a long document.
 pub const PIECE_BYTES: usize = 64 * 1024;
-
-/// Split regexes whose cut behaviour at `<non-space>\n<letter|digit>` is
-/// known (see `safe_cut_at`): LLaMA-3 / tiktoken cl100k and Qwen2.
-const KNOWN_SPLIT_PATTERNS: [&str; 2] = [LLAMA3_PATTERN, QWEN2_PATTERN];
 
 /// A special token and its id.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -480,7 +476,7 @@ fn pre_tokenizer_is_known(p: &Value) -> bool {
     split["type"] == "Split"
         && split["behavior"] == "Isolated"
         && split["invert"] == false
-        && KNOWN_SPLIT_PATTERNS.contains(&pattern)
+        && SplitPattern::from_regex(pattern).is_some()
         && byte_level_no_prefix(byte_level, false)
 }
 

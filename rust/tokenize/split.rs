@@ -1,30 +1,63 @@
-//! The split regexes of byte-level tokenizers (GPT-2, LLaMA-3, Qwen2) as
-//! hand-written scanners over character classes read out of the reference
-//! engine's own regex library (Oniguruma), so a class never disagrees with it.
+//! The split regexes of byte-level tokenizers as hand-written scanners over
+//! character classes read out of the reference engine's own regex library
+//! (Oniguruma), so a class never disagrees with it: GPT-2's, and the
+//! tiktoken family (cl100k as LLaMA-3 and tiktoken write it, o200k, Qwen2,
+//! Qwen3.5, Mistral's Tekken).
 
 use tokenizers::utils::SysRegex;
 
 use crate::chars::CharTable;
 
-/// The LLaMA-3 (tiktoken cl100k) split regex.
-pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// The Qwen2 split regex (LLaMA-3's with single digits).
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
 pub const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// cl100k as LLaMA-3 (and the GPT-4 tokenizer.json files) write it.
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// cl100k as tiktoken writes it, with possessive quantifiers. Oniguruma
+/// reads `\p{N}{1,3}+` as `(\p{N}{1,3})+`, so digit runs are not capped.
+pub const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
+/// Qwen2, 2.5 and 3 (LLaMA-3's with single digits).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen3.5 (Qwen2's with combining marks inside words).
+pub const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// o200k (GPT-4o, gpt-oss, LLaMA-4, Phi-4-mini, MiniMax): words split at
+/// case changes, contractions attached.
+pub const O200K_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// DeepSeek-V3's (and R1's) three splits, in the order they apply: digits
+/// in threes, runs of CJK ideographs and kana, then words. Its tokenizer.json
+/// holds real CR and LF characters in the last one.
+pub const DIGITS3_PATTERN: &str = r"\p{N}{1,3}";
+pub const CJK_RUNS_PATTERN: &str = "[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+";
+pub const DEEPSEEK_PATTERN: &str = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
+/// Mistral's Tekken (Mistral-Nemo and its descendants): o200k's without
+/// contractions, with single digits.
+pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 pub(super) const LETTER: u8 = 1;
 pub(super) const NUMBER: u8 = 2;
 pub(super) const SPACE: u8 = 4;
+const MARK: u8 = 8;
+/// o200k's word head `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`.
+const HEAD: u8 = 16;
+/// o200k's word tail `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`.
+const TAIL: u8 = 32;
+/// `[\p{P}\p{S}]`.
+const PUNCT: u8 = 64;
 
-/// `\p{L}`, `\p{N}` and `\s` of every code point, as Oniguruma (the regex
-/// library of the reference) decides them.
+/// The classes above of every code point, as Oniguruma decides them.
 pub(super) static CLASSES: CharTable = CharTable::new(|range| {
     let start = range.start;
     let mut table = vec![0u8; range.len()];
     let chars: String = range.filter_map(char::from_u32).collect();
-    for (bit, pattern) in [(LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")] {
+    for (bit, pattern) in [
+        (LETTER, r"\p{L}+"),
+        (NUMBER, r"\p{N}+"),
+        (SPACE, r"\s+"),
+        (MARK, r"\p{M}+"),
+        (HEAD, r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"),
+        (TAIL, r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"),
+        (PUNCT, r"[\p{P}\p{S}]+"),
+    ] {
         let re = SysRegex::new(pattern).expect("a fixed, valid pattern");
         for (from, to) in re.find_iter(&chars) {
             for c in chars[from..to].chars() {
@@ -35,22 +68,121 @@ pub(super) static CLASSES: CharTable = CharTable::new(|range| {
     table
 });
 
-/// The split regexes with a hand-written scanner.
+/// The splits with a hand-written scanner: regexes (whose matches and the
+/// text between them become pieces, as `Isolated` cuts) and the `Digits`
+/// pre-tokenizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SplitPattern {
     Gpt2,
-    Llama3,
-    Qwen2,
+    Tiktoken(Tiktoken),
+    /// [`DIGITS3_PATTERN`].
+    Digits3,
+    /// [`CJK_RUNS_PATTERN`].
+    CjkRuns,
+    /// [`DEEPSEEK_PATTERN`].
+    DeepSeek,
+    /// The `Digits` pre-tokenizer: each numeric character (Rust's
+    /// `char::is_numeric`, as the crate) alone, or each run of them.
+    Digits {
+        individual: bool,
+    },
+}
+
+/// One regex of the tiktoken family: its alternatives in this order, each
+/// in one of the shapes below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiktoken {
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` as the first alternative (cl100k), as
+    /// an optional suffix of each word (o200k), or not at all.
+    contractions: Contractions,
+    /// Words of letters.
+    words: WordShape,
+    /// `\p{N}{1,n}`, or any run of digits.
+    digits: Option<usize>,
+    /// `/` may follow punctuation with the line breaks (`[\r\n/]*`).
+    slash: bool,
+    /// tiktoken's possessive whitespace `\s++$|\s*[\r\n]|\s+(?!\S)|\s`,
+    /// whose first alternative takes trailing whitespace whole, rather than
+    /// `\s*[\r\n]+|\s+(?!\S)|\s+`.
+    trailing_whole: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contractions {
+    First,
+    Suffix,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WordShape {
+    /// `[^\r\n\p{L}\p{N}]?\p{L}+`, and with `marks` `[\p{L}\p{M}]+` (then
+    /// punctuation is `[^\s\p{L}\p{M}\p{N}]`).
+    Letters { marks: bool },
+    /// o200k's `[^\r\n\p{L}\p{N}]?HEAD*TAIL+|[^\r\n\p{L}\p{N}]?HEAD+TAIL*`.
+    Cased,
 }
 
 impl SplitPattern {
-    pub(super) fn from_regex(pattern: &str) -> Option<SplitPattern> {
-        match pattern {
-            GPT2_PATTERN => Some(SplitPattern::Gpt2),
-            LLAMA3_PATTERN => Some(SplitPattern::Llama3),
-            QWEN2_PATTERN => Some(SplitPattern::Qwen2),
-            _ => None,
+    /// Every regex with a scanner, as tokenizer.json files spell it.
+    pub const KNOWN: [(&'static str, SplitPattern); 10] = {
+        const fn tiktoken(
+            contractions: Contractions,
+            words: WordShape,
+            digits: Option<usize>,
+            slash: bool,
+            trailing_whole: bool,
+        ) -> SplitPattern {
+            SplitPattern::Tiktoken(Tiktoken {
+                contractions,
+                words,
+                digits,
+                slash,
+                trailing_whole,
+            })
         }
+        use Contractions::{First, Suffix};
+        const LETTERS: WordShape = WordShape::Letters { marks: false };
+        [
+            (GPT2_PATTERN, SplitPattern::Gpt2),
+            (
+                LLAMA3_PATTERN,
+                tiktoken(First, LETTERS, Some(3), false, false),
+            ),
+            (CL100K_PATTERN, tiktoken(First, LETTERS, None, false, true)),
+            (
+                QWEN2_PATTERN,
+                tiktoken(First, LETTERS, Some(1), false, false),
+            ),
+            (
+                QWEN35_PATTERN,
+                tiktoken(
+                    First,
+                    WordShape::Letters { marks: true },
+                    Some(1),
+                    false,
+                    false,
+                ),
+            ),
+            (
+                O200K_PATTERN,
+                tiktoken(Suffix, WordShape::Cased, Some(3), true, false),
+            ),
+            (
+                TEKKEN_PATTERN,
+                tiktoken(Contractions::None, WordShape::Cased, Some(1), true, false),
+            ),
+            (DIGITS3_PATTERN, SplitPattern::Digits3),
+            (CJK_RUNS_PATTERN, SplitPattern::CjkRuns),
+            (DEEPSEEK_PATTERN, SplitPattern::DeepSeek),
+        ]
+    };
+
+    pub(crate) fn from_regex(pattern: &str) -> Option<SplitPattern> {
+        Self::KNOWN
+            .iter()
+            .find(|(known, _)| *known == pattern)
+            .map(|&(_, p)| p)
     }
 }
 
@@ -94,11 +226,11 @@ impl Scanner<'_> {
         self.at(i).is_some_and(|c| self.class(c) & bits != 0)
     }
 
-    /// Neither whitespace, letter nor number: `[^\s\p{L}\p{N}]`.
+    /// In none of the classes `bits`: `[^\s\p{L}\p{N}]` for
+    /// `LETTER | NUMBER | SPACE`.
     #[inline]
-    fn is_other(&self, i: usize) -> bool {
-        self.at(i)
-            .is_some_and(|c| self.class(c) & (LETTER | NUMBER | SPACE) == 0)
+    fn is_none_of(&self, i: usize, bits: u8) -> bool {
+        self.at(i).is_some_and(|c| self.class(c) & bits == 0)
     }
 
     /// End of the run of characters from `i` that satisfy `f`, at most `max` of them.
@@ -117,6 +249,7 @@ impl Scanner<'_> {
         i
     }
 
+    /// End of the run of characters from `i` in any of the classes `bits`.
     fn run_of(&self, mut i: usize, bits: u8) -> usize {
         // ASCII bytes straight from the table, other characters decoded.
         let bytes = self.text.as_bytes();
@@ -136,15 +269,16 @@ impl Scanner<'_> {
         i
     }
 
-    fn run_of_other(&self, i: usize) -> usize {
-        self.run(i, usize::MAX, |c| {
-            self.class(c) & (LETTER | NUMBER | SPACE) == 0
-        })
+    fn run_of_none(&self, i: usize, bits: u8) -> usize {
+        self.run(i, usize::MAX, |c| self.class(c) & bits == 0)
     }
 
     /// `'s|'t|'re|'ve|'m|'ll|'d` after the apostrophe at `i`, optionally
     /// case-insensitive as Oniguruma folds (`ſ` matches `s`).
     fn contraction(&self, i: usize, fold: bool) -> Option<usize> {
+        if self.at(i) != Some('\'') {
+            return None;
+        }
         let lower = |c: char| -> char {
             if !fold {
                 c
@@ -166,10 +300,14 @@ impl Scanner<'_> {
         ok.then(|| after + self.at(after).map_or(0, char::len_utf8))
     }
 
-    /// The whitespace alternatives shared by the patterns, at whitespace `i`:
-    /// `\s+(?!\S)|\s+` (and first `\s*[\r\n]+` when `newlines`).
-    fn whitespace(&self, i: usize, newlines: bool) -> usize {
+    /// The whitespace alternatives at whitespace `i`: `\s+(?!\S)|\s+`, first
+    /// `\s*[\r\n]+` when `newlines`, and before that `\s++$` (the run whole
+    /// when it ends the text) when `trailing_whole`.
+    fn whitespace(&self, i: usize, newlines: bool, trailing_whole: bool) -> usize {
         let end = self.run_of(i, SPACE);
+        if trailing_whole && end == self.text.len() {
+            return end;
+        }
         if newlines {
             let run = &self.text[i..end];
             if let Some(p) = run.rfind(['\r', '\n']) {
@@ -193,10 +331,8 @@ impl Scanner<'_> {
     /// End of the pre-token that starts at byte `i` under GPT-2's regex.
     fn gpt2(&self, i: usize) -> usize {
         let c = self.at(i).expect("called inside the text");
-        if c == '\'' {
-            if let Some(end) = self.contraction(i, false) {
-                return end;
-            }
+        if let Some(end) = self.contraction(i, false) {
+            return end;
         }
         let j = if c == ' ' && !self.is(i + 1, SPACE) && self.at(i + 1).is_some() {
             i + 1
@@ -209,58 +345,164 @@ impl Scanner<'_> {
         if self.is(j, NUMBER) {
             return self.run_of(j, NUMBER);
         }
-        if self.is_other(j) {
-            return self.run_of_other(j);
+        if self.is_none_of(j, LETTER | NUMBER | SPACE) {
+            return self.run_of_none(j, LETTER | NUMBER | SPACE);
         }
-        self.whitespace(i, false)
+        self.whitespace(i, false, false)
     }
 
-    /// End of the pre-token that starts at byte `i` under the LLaMA-3
-    /// (`digits` = 3) or Qwen2 (`digits` = 1) regex.
-    fn llama3(&self, i: usize, digits: usize) -> usize {
+    /// End of the pre-token that starts at byte `i` under a regex of the
+    /// tiktoken family.
+    fn tiktoken(&self, i: usize, p: &Tiktoken) -> usize {
         let c = self.at(i).expect("called inside the text");
-        let class = self.class(c);
-        if c == '\'' {
+        if p.contractions == Contractions::First {
             if let Some(end) = self.contraction(i, true) {
                 return end;
             }
         }
-        // [^\r\n\p{L}\p{N}]?\p{L}+
-        if class & LETTER != 0 {
-            return self.run_of(i, LETTER);
+        if let Some(end) = self.word(i, c, p.words) {
+            if p.contractions == Contractions::Suffix {
+                return self.contraction(end, true).unwrap_or(end);
+            }
+            return end;
         }
+        if self.class(c) & NUMBER != 0 {
+            return match p.digits {
+                Some(n) => self.run(i, n, |c| self.class(c) & NUMBER != 0),
+                None => self.run_of(i, NUMBER),
+            };
+        }
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (marks left out with them in words,
+        // `/` after the punctuation with `slash`).
+        let other = match p.words {
+            WordShape::Letters { marks: true } => LETTER | MARK | NUMBER | SPACE,
+            _ => LETTER | NUMBER | SPACE,
+        };
         let next = i + c.len_utf8();
-        if class & NUMBER == 0 && c != '\r' && c != '\n' && self.is(next, LETTER) {
-            return self.run_of(next, LETTER);
-        }
-        // \p{N}{1,digits}
-        if class & NUMBER != 0 {
-            return self.run(i, digits, |c| self.class(c) & NUMBER != 0);
-        }
-        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-        let j = if c == ' ' && self.is_other(next) {
+        let j = if c == ' ' && self.is_none_of(next, other) {
             next
         } else {
             i
         };
-        if self.is_other(j) {
-            let end = self.run_of_other(j);
-            return self.run(end, usize::MAX, |c| c == '\r' || c == '\n');
+        if self.is_none_of(j, other) {
+            let end = self.run_of_none(j, other);
+            return self.run(end, usize::MAX, |c| {
+                c == '\r' || c == '\n' || (p.slash && c == '/')
+            });
         }
-        self.whitespace(i, true)
+        self.whitespace(i, true, p.trailing_whole)
     }
 
-    /// Pre-tokens of the text as byte ranges, in order, covering all of it.
+    /// End of the word alternatives at `i` (holding `c`), none if they fail:
+    /// each is an optional `[^\r\n\p{L}\p{N}]` then letters, and the regex
+    /// tries the letters after that character first, then from `i`.
+    fn word(&self, i: usize, c: char, shape: WordShape) -> Option<usize> {
+        let class = self.class(c);
+        let prefix =
+            (class & (LETTER | NUMBER) == 0 && c != '\r' && c != '\n').then(|| i + c.len_utf8());
+        let starts = || prefix.into_iter().chain([i]);
+        match shape {
+            WordShape::Letters { marks } => {
+                let letters = if marks { LETTER | MARK } else { LETTER };
+                starts()
+                    .find(|&s| self.is(s, letters))
+                    .map(|s| self.run_of(s, letters))
+            }
+            // `HEAD*TAIL+`: the head run gives back characters until a tail
+            // character follows, which starts the greedy tail run; else
+            // `HEAD+TAIL*`.
+            WordShape::Cased => starts()
+                .find_map(|s| {
+                    let head = self.run_of(s, HEAD);
+                    if self.is(head, TAIL) {
+                        return Some(self.run_of(head, TAIL));
+                    }
+                    let last_tail = self.text[s..head]
+                        .char_indices()
+                        .rev()
+                        .find(|&(_, c)| self.class(c) & TAIL != 0);
+                    last_tail.map(|(k, c)| s + k + c.len_utf8())
+                })
+                .or_else(|| {
+                    starts()
+                        .find(|&s| self.is(s, HEAD))
+                        .map(|s| self.run_of(self.run_of(s, HEAD), TAIL))
+                }),
+        }
+    }
+
+    /// End of DeepSeek-V3's word regex at `i`, none where it does not match.
+    fn deepseek(&self, i: usize) -> Option<usize> {
+        let c = self.at(i).expect("called inside the text");
+        let next = i + c.len_utf8();
+        // `[!"#...~][A-Za-z]+`
+        if c.is_ascii_punctuation() && self.at(next).is_some_and(|c| c.is_ascii_alphabetic()) {
+            return Some(self.run(next, usize::MAX, |c| c.is_ascii_alphabetic()));
+        }
+        // `[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+`
+        let class = self.class(c);
+        let prefix = class & (LETTER | PUNCT) == 0 && c != '\r' && c != '\n';
+        if let Some(s) = [next, i]
+            .into_iter()
+            .filter(|&s| s == i || prefix)
+            .find(|&s| self.is(s, LETTER | MARK))
+        {
+            return Some(self.run_of(s, LETTER | MARK));
+        }
+        // ` ?[\p{P}\p{S}]+[\r\n]*`
+        let j = if c == ' ' && self.is(next, PUNCT) {
+            next
+        } else {
+            i
+        };
+        if self.is(j, PUNCT) {
+            let end = self.run_of(j, PUNCT);
+            return Some(self.run(end, usize::MAX, |c| c == '\r' || c == '\n'));
+        }
+        (class & SPACE != 0).then(|| self.whitespace(i, true, false))
+    }
+
+    /// End of the match of `pattern` that starts at byte `i`, none if none does.
+    fn match_at(&self, i: usize, pattern: &SplitPattern) -> Option<usize> {
+        let is_cjk = |c: char| matches!(c, '\u{4E00}'..='\u{9FA5}' | '\u{3040}'..='\u{30FF}');
+        match pattern {
+            SplitPattern::Gpt2 => Some(self.gpt2(i)),
+            SplitPattern::Tiktoken(p) => Some(self.tiktoken(i, p)),
+            SplitPattern::DeepSeek => self.deepseek(i),
+            SplitPattern::Digits3 => {
+                let end = self.run(i, 3, |c| self.class(c) & NUMBER != 0);
+                (end > i).then_some(end)
+            }
+            SplitPattern::CjkRuns => {
+                let end = self.run(i, usize::MAX, is_cjk);
+                (end > i).then_some(end)
+            }
+            SplitPattern::Digits { individual } => {
+                let max = if *individual { 1 } else { usize::MAX };
+                let end = self.run(i, max, char::is_numeric);
+                (end > i).then_some(end)
+            }
+        }
+    }
+
+    /// Pieces of the text as byte ranges, in order, covering all of it: each
+    /// match of `pattern` and each stretch of text between matches.
     pub(super) fn split(&self, pattern: SplitPattern, mut f: impl FnMut(usize, usize)) {
-        let mut i = 0;
+        let (mut i, mut gap) = (0, 0);
         while i < self.text.len() {
-            let end = match pattern {
-                SplitPattern::Gpt2 => self.gpt2(i),
-                SplitPattern::Llama3 => self.llama3(i, 3),
-                SplitPattern::Qwen2 => self.llama3(i, 1),
-            };
-            f(i, end);
-            i = end;
+            match self.match_at(i, &pattern) {
+                Some(end) => {
+                    if gap < i {
+                        f(gap, i);
+                    }
+                    f(i, end);
+                    (i, gap) = (end, end);
+                }
+                None => i += self.at(i).map_or(1, char::len_utf8),
+            }
+        }
+        if gap < self.text.len() {
+            f(gap, self.text.len());
         }
     }
 }
@@ -278,9 +520,8 @@ pub fn pre_tokens(pattern: SplitPattern, text: &str) -> Vec<&str> {
 mod tests {
     use super::*;
 
-    /// The pre-tokens Oniguruma finds for `pattern` (with `Isolated` gaps).
-    fn onig_split<'a>(pattern: &str, text: &'a str) -> Vec<&'a str> {
-        let re = SysRegex::new(pattern).unwrap();
+    /// The pieces Oniguruma cuts `text` into under `re` (with `Isolated` gaps).
+    fn onig_pieces<'a>(re: &SysRegex, text: &'a str) -> Vec<&'a str> {
         let mut out = Vec::new();
         let mut prev = 0;
         for (s, e) in re.find_iter(text) {
@@ -296,17 +537,21 @@ mod tests {
         out
     }
 
-    const PATTERNS: [(SplitPattern, &str); 3] = [
-        (SplitPattern::Gpt2, GPT2_PATTERN),
-        (SplitPattern::Llama3, LLAMA3_PATTERN),
-        (SplitPattern::Qwen2, QWEN2_PATTERN),
-    ];
-
     #[test]
     fn scanners_match_oniguruma_on_random_text() {
-        let alphabet: Vec<char> = "aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_\"(){}\u{301}\u{200d}😀\u{85}\u{b}\u{c}"
+        let alphabet: Vec<char> = "aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_/\"(){}\u{301}\u{903}\u{200d}😀\u{85}\u{b}\u{c}ǅʰªÉアぁ$+^\u{1}"
             .chars()
             .collect();
+        let regexes: Vec<(SplitPattern, SysRegex)> = SplitPattern::KNOWN
+            .iter()
+            .map(|&(re, p)| (p, SysRegex::new(re).unwrap()))
+            .collect();
+        let digits = [true, false].map(|individual| {
+            (
+                SplitPattern::Digits { individual },
+                tokenizers::pre_tokenizers::digits::Digits::new(individual),
+            )
+        });
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
             state ^= state << 13;
@@ -319,12 +564,25 @@ mod tests {
             let text: String = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
-            for (p, re) in PATTERNS {
+            for (p, re) in &regexes {
                 assert_eq!(
-                    pre_tokens(p, &text),
-                    onig_split(re, &text),
+                    pre_tokens(*p, &text),
+                    onig_pieces(re, &text),
                     "{p:?} on {text:?}"
                 );
+            }
+            for (p, crate_digits) in &digits {
+                let mut pre = tokenizers::PreTokenizedString::from(text.as_str());
+                tokenizers::PreTokenizer::pre_tokenize(crate_digits, &mut pre).unwrap();
+                let want: Vec<&str> = pre
+                    .get_splits(
+                        tokenizers::OffsetReferential::Original,
+                        tokenizers::OffsetType::Byte,
+                    )
+                    .into_iter()
+                    .map(|(_, (s, e), _)| &text[s..e])
+                    .collect();
+                assert_eq!(pre_tokens(*p, &text), want, "{p:?} on {text:?}");
             }
         }
     }
@@ -333,29 +591,23 @@ mod tests {
     fn scanners_match_oniguruma_on_every_code_point() {
         // Each code point in contexts that exercise every alternative,
         // concatenated into texts of a few thousand code points.
-        let regexes: Vec<(SplitPattern, SysRegex)> = PATTERNS
+        let regexes: Vec<(SplitPattern, SysRegex)> = SplitPattern::KNOWN
             .iter()
-            .map(|&(p, re)| (p, SysRegex::new(re).unwrap()))
+            .map(|&(re, p)| (p, SysRegex::new(re).unwrap()))
             .collect();
         let all: Vec<char> = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
         for chunk in all.chunks(2048) {
             let mut text = String::new();
             for &c in chunk {
-                for template in ["'#", " #", "#a", "a#1", "#\n", " #  ", "'#e", "'l#", "x#"] {
+                for template in [
+                    "'#", " #", "#a", "a#1", "#\n", " #  ", "'#e", "'l#", "x#", "A#b", "#/",
+                    "1#\u{1}",
+                ] {
                     text.push_str(&template.replace('#', c.encode_utf8(&mut [0; 4])));
                 }
             }
             for (p, re) in &regexes {
-                let mut expected = Vec::new();
-                let mut prev = 0;
-                for (s, e) in re.find_iter(&text) {
-                    if s > prev {
-                        expected.push(&text[prev..s]);
-                    }
-                    expected.push(&text[s..e]);
-                    prev = e;
-                }
-                assert_eq!(prev, text.len());
+                let expected = onig_pieces(re, &text);
                 let got = pre_tokens(*p, &text);
                 if got != expected {
                     let i = got

@@ -6,13 +6,14 @@ use serde_json::Value;
 use super::split::SplitPattern;
 
 /// How a normalised segment becomes words for the BPE model.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Words {
     /// Byte-level BPE: `prefix_space` as ByteLevel's `add_prefix_space`,
-    /// then the split regex (or the whole segment).
+    /// then the splits, each cutting the pieces of the one before (no
+    /// splits: the segment is one word).
     ByteLevel {
         prefix_space: bool,
-        split: Option<SplitPattern>,
+        splits: Vec<SplitPattern>,
     },
     /// SentencePiece BPE. `metaspace`: spaces become `replacement`, which is
     /// prepended per `prepend` (`always`, `first`, `never`), and `split` cuts
@@ -42,7 +43,10 @@ pub(super) fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words,
     if byte_level(pre) {
         return Ok(Words::ByteLevel {
             prefix_space: pre["add_prefix_space"] == true,
-            split: (pre["use_regex"] != false).then_some(SplitPattern::Gpt2),
+            splits: (pre["use_regex"] != false)
+                .then_some(SplitPattern::Gpt2)
+                .into_iter()
+                .collect(),
         });
     }
     if pre["type"] == "Metaspace" {
@@ -66,28 +70,41 @@ pub(super) fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words,
         });
     }
     if pre["type"] == "Sequence" {
-        if let Some([split, bl]) = pre["pretokenizers"].as_array().map(Vec::as_slice) {
-            let pattern = split["pattern"]["Regex"]
-                .as_str()
-                .and_then(SplitPattern::from_regex);
-            if split["type"] == "Split"
-                && split["behavior"] == "Isolated"
-                && split["invert"] == false
-                && byte_level(bl)
-                && bl["use_regex"] == false
-                && bl["add_prefix_space"] != true
-            {
-                if let Some(p) = pattern {
-                    return Ok(Words::ByteLevel {
-                        prefix_space: false,
-                        split: Some(p),
-                    });
+        // Isolating splits and `Digits`, then a byte-level step without a
+        // prefix space (with one, every piece would get its own).
+        if let Some([splits @ .., bl]) = pre["pretokenizers"].as_array().map(Vec::as_slice) {
+            if byte_level(bl) && bl["add_prefix_space"] != true {
+                let mut patterns = splits.iter().map(split_of).collect::<Result<Vec<_>, _>>()?;
+                if bl["use_regex"] != false {
+                    patterns.push(SplitPattern::Gpt2);
                 }
-                return Err("split regex without a fast scanner".into());
+                return Ok(Words::ByteLevel {
+                    prefix_space: false,
+                    splits: patterns,
+                });
             }
         }
     }
     Err(format!("pre-tokenizer {} is not supported", pre["type"]))
+}
+
+/// One step of a pre-tokenizer sequence before its byte-level step.
+fn split_of(p: &Value) -> std::result::Result<SplitPattern, String> {
+    if p["type"] == "Digits" {
+        return Ok(SplitPattern::Digits {
+            individual: p["individual_digits"] == true,
+        });
+    }
+    if p["type"] != "Split" || p["behavior"] != "Isolated" || p["invert"] != false {
+        return Err(format!(
+            "pre-tokenizer {} ({}) before ByteLevel is not supported",
+            p["type"], p["behavior"]
+        ));
+    }
+    p["pattern"]["Regex"]
+        .as_str()
+        .and_then(SplitPattern::from_regex)
+        .ok_or_else(|| "split regex without a fast scanner".into())
 }
 
 /// Whether no vocabulary token holds `▁` right after another character, so
