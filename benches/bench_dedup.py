@@ -26,7 +26,7 @@ Every tool's clusters are scored against the exact Jaccard of the corpus
 pairs >= 0.8 by prefix filtering): recall and precision over the pairs
 inside clusters. Text MB/s uses the UTF-8 bytes of the text field.
 
-    python benches/make_corpus.py --size 40M -o bench_out/corpus/40M
+    python benches/make_corpus.py --size 40M --near-duplicates -o bench_out/corpus/40M
     python benches/bench_dedup.py --corpus bench_out/corpus/40M --repeat 5
 
 ``--memory N`` instead writes N short random documents and reports the peak

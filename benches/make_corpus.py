@@ -16,13 +16,23 @@ books in English, the LibreOffice help (en-US) and the Python 3.11 manual
 sources (``_sources/*.rst.txt``). Missing sources are skipped with a note.
 
 The base material (~tens of MB) is cut into documents of 1-16 KB at paragraph
-boundaries. To reach the requested size it is repeated; every repetition
-shuffles the paragraphs of each document and adds one paragraph from another
-document of the same language, and exact repeats are dropped, so no two
-documents are byte-identical (though repetitions share most of their text).
+boundaries. Two ways to reach the requested size:
+
+- default, for throughput figures: every document is new. Each is 1-16 KB of
+  lines drawn at random from all the lines of one language (a line: one line
+  of a paragraph), in paragraphs of 1-6 lines. Words and lines recur as they
+  do across real documents, but no document, and in practice no run of two
+  lines, repeats, so no cache of any tool sees a text it has seen. meta.json
+  says how often a line recurs on average (``line_reuse``).
+- ``--near-duplicates``, for the dedup benchmark: the base documents are
+  repeated; every repetition shuffles the paragraphs of each document and adds
+  one paragraph from another document of the same language, so repetitions
+  are near-duplicates of each other (never byte-identical).
+
 Output: ``OUT/part-NNNNN.jsonl`` (``{"text": ...}`` per line) and ``OUT/meta.json``.
 
-    python benches/make_corpus.py --size 100M -o bench_out/corpus/100M
+    python benches/make_corpus.py --size 200M -o bench_out/corpus/200M
+    python benches/make_corpus.py --size 40M --near-duplicates -o bench_out/corpus/40M
 """
 
 from __future__ import annotations
@@ -32,12 +42,14 @@ import glob
 import gzip
 import hashlib
 import html.parser
+import itertools
 import json
 import os
 import random
 import re
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 # (language, label, glob, kind); kinds are handled by `_extract`.
@@ -189,60 +201,90 @@ def base_documents(seed: int = 0) -> tuple[list[tuple[str, list[str]]], dict[str
 CJK = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
 
 
-def build(out: Path, size: int, parts: int = 8, seed: int = 0) -> dict[str, object]:
-    """Writes about `size` bytes of JSONL into `parts` files under `out`."""
-    base, per_source = base_documents(seed)
+def _near_duplicates(base: list[tuple[str, list[str]]], seed: int) -> Iterator[tuple[str, str]]:
+    """The base documents, then variants of them, round after round."""
     by_lang: dict[str, list[int]] = {}
     for i, (lang, _) in enumerate(base):
         by_lang.setdefault(lang, []).append(i)
+    for rep in itertools.count():
+        rng = random.Random(f"{seed}-{rep}")
+        for lang, paras in base:
+            if rep:
+                # Shuffled paragraphs plus one borrowed from a same-language document.
+                paras = paras.copy()
+                rng.shuffle(paras)
+                other = base[rng.choice(by_lang[lang])][1]
+                paras.insert(rng.randint(0, len(paras)), rng.choice(other))
+            yield lang, "\n\n".join(paras)
+
+
+def _recombined(base: list[tuple[str, list[str]]], seed: int) -> Iterator[tuple[str, str]]:
+    """New documents of 1-16 KB from random lines of one language, in the
+    languages' shares of the base text."""
+    lines: dict[str, list[str]] = {}
+    for lang, paras in base:
+        lines.setdefault(lang, []).extend(ln for p in paras for ln in p.split("\n"))
+    langs = sorted(lines)
+    weights = [sum(len(ln.encode()) for ln in lines[lang]) for lang in langs]
+    rng = random.Random(seed)
+    while True:
+        lang = rng.choices(langs, weights)[0]
+        pool, limit, used = lines[lang], rng.randint(1024, 16384), 0
+        paras: list[str] = []
+        while used < limit:
+            para = [rng.choice(pool) for _ in range(rng.randint(1, 6))]
+            paras.append("\n".join(para))
+            used += sum(len(ln.encode()) + 1 for ln in para)
+        yield lang, "\n\n".join(paras)
+
+
+def build(
+    out: Path, size: int, parts: int = 8, seed: int = 0, near_duplicates: bool = False
+) -> dict[str, object]:
+    """Writes about `size` bytes of JSONL into `parts` files under `out`."""
+    base, per_source = base_documents(seed)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*.jsonl"):
         old.unlink()
     files = [open(out / f"part-{i:05d}.jsonl", "w", encoding="utf-8") for i in range(parts)]  # noqa: SIM115
     seen: set[bytes] = set()
-    written = docs = text_bytes = cjk_chars = chars = repeats = 0
-    lang_bytes = {lang: 0 for lang in by_lang}
+    written = docs = text_bytes = cjk_chars = chars = repeats = lines = 0
+    lang_bytes = {lang: 0 for lang, _ in base}
     per_part = size / parts
-    rep = 0
-    while written < size:
-        rng = random.Random(f"{seed}-{rep}")
-        for lang, paras in base:
-            if rep:
-                # A variant: shuffled paragraphs plus one borrowed from a same-language document.
-                paras = paras.copy()
-                rng.shuffle(paras)
-                other = base[rng.choice(by_lang[lang])][1]
-                paras.insert(rng.randint(0, len(paras)), rng.choice(other))
-            text = "\n\n".join(paras)
-            digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-            if digest in seen:
-                repeats += 1
-                continue
-            seen.add(digest)
-            line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
-            files[min(int(written / per_part), parts - 1)].write(line)
-            written += len(line.encode())
-            docs += 1
-            n = len(text.encode())
-            text_bytes += n
-            lang_bytes[lang] += n
-            chars += len(text)
-            cjk_chars += len(CJK.findall(text))
-            if written >= size:
-                break
-        rep += 1
+    documents = _near_duplicates(base, seed) if near_duplicates else _recombined(base, seed)
+    for lang, text in documents:
+        if written >= size:
+            break
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        if digest in seen:
+            repeats += 1
+            continue
+        seen.add(digest)
+        line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+        files[min(int(written / per_part), parts - 1)].write(line)
+        written += len(line.encode())
+        docs += 1
+        n = len(text.encode())
+        text_bytes += n
+        lang_bytes[lang] += n
+        chars += len(text)
+        cjk_chars += len(CJK.findall(text))
+        lines += text.count("\n") - text.count("\n\n") + 1
     for f in files:
         f.close()
+    base_lines = sum(p.count("\n") + 1 for _, paras in base for p in paras)
     meta = {
         "size_requested": size,
         "jsonl_bytes": written,
         "text_bytes": text_bytes,
         "docs": docs,
         "parts": parts,
-        "repetitions": rep,
+        "mode": "near-duplicates" if near_duplicates else "unique documents",
         "exact_repeats_dropped": repeats,
         "base_docs": len(base),
         "base_text_bytes_by_source": per_source,
+        # How many times each line of the base text is used, on average.
+        "line_reuse": round(lines / max(base_lines, 1), 2),
         "text_bytes_by_language": lang_bytes,
         "cjk_char_share": round(cjk_chars / max(chars, 1), 4),
         # Each of these characters is 3 bytes of UTF-8.
@@ -266,8 +308,13 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--parts", type=int, default=8, help="number of part files")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--near-duplicates",
+        action="store_true",
+        help="repeat the base documents with small changes (the dedup benchmark's corpus)",
+    )
     args = ap.parse_args()
-    meta = build(args.output, parse_size(args.size), args.parts, args.seed)
+    meta = build(args.output, parse_size(args.size), args.parts, args.seed, args.near_duplicates)
     print(json.dumps(meta, indent=2, ensure_ascii=False))
 
 
