@@ -3,13 +3,16 @@
 //! beyond), with ids identical to the `tokenizers` crate.
 
 use rustc_hash::FxHashMap;
-use serde_json::Value;
 
 use super::cache::{HotCache, WordCache, CACHE_SHARDS, CACHE_WORD_BYTES};
+use super::json::{MergeEntry, TokenizerFile};
 
 /// Words of at most this many initial symbols are merged by a linear scan
 /// instead of a heap.
 pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
+
+/// The characters of [`byte_chars`] are below this.
+const BYTE_CHARS_END: usize = 0x144;
 
 /// GPT-2's byte-to-character table of byte-level BPE.
 pub fn byte_chars() -> [char; 256] {
@@ -258,7 +261,11 @@ impl<'w> Symbols<'w> {
 }
 
 impl Bpe {
-    pub(super) fn from_model(model: &Value, byte_level: bool) -> std::result::Result<Bpe, String> {
+    pub(super) fn from_model(
+        file: &TokenizerFile,
+        byte_level: bool,
+    ) -> std::result::Result<Bpe, String> {
+        let model = file.model();
         if model["type"] != "BPE" {
             return Err(format!("model {} is not BPE", model["type"]));
         }
@@ -270,19 +277,20 @@ impl Bpe {
                 return Err(format!("BPE {key}"));
             }
         }
-        let byte_of: FxHashMap<char, u8> = byte_chars()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
-        let key = |token: &str| -> Option<Box<[u8]>> {
-            if byte_level {
-                token.chars().map(|c| byte_of.get(&c).copied()).collect()
-            } else {
-                Some(token.as_bytes().into())
-            }
+        // Byte-level tokens are keyed by the bytes their characters stand for.
+        let mut byte_of = [None; BYTE_CHARS_END];
+        for (b, c) in byte_chars().into_iter().enumerate() {
+            byte_of[c as usize] = Some(b as u8);
+        }
+        let bytes_of = |token: &str, key: &mut Vec<u8>| -> bool {
+            key.clear();
+            token.chars().all(|c| {
+                let b = byte_of.get(c as usize).copied().flatten();
+                key.extend(b);
+                b.is_some()
+            })
         };
-        let vocab_json = model["vocab"].as_object().ok_or("BPE without vocab")?;
+        let vocab_json = file.vocab.as_deref().ok_or("BPE without vocab")?;
         // Byte-level words are looked up whole only with ignore_merges;
         // SentencePiece words start from their characters' ids.
         let need_vocab = !byte_level || model["ignore_merges"] == true;
@@ -291,40 +299,49 @@ impl Bpe {
         let mut seen = vec![false; vocab_json.len()];
         let mut unique_ids = true;
         let mut vocab = FxHashMap::default();
+        // Byte-level tokens with a byte outside ASCII: the only ones that can
+        // hold a whole or a partial multi-byte character (see `whole_chars`).
+        let mut wide = Vec::new();
+        let mut key = Vec::new();
         for (token, id) in vocab_json {
-            let id = id
-                .as_u64()
-                .filter(|&id| id < u64::from(MAX_FAST_IDS))
-                .ok_or_else(|| format!("vocab id {id} is not a number below {MAX_FAST_IDS}"))?
-                as u32;
+            let (token, id) = (token.as_ref(), *id);
+            if id >= MAX_FAST_IDS {
+                return Err(format!("vocab id {id} is not below {MAX_FAST_IDS}"));
+            }
             by_token.insert(token, id);
             let i = id as usize;
             if i >= seen.len() {
                 seen.resize(i + 1, false);
             }
             unique_ids &= !std::mem::replace(&mut seen[i], true);
-            if let Some(k) = key(token).filter(|_| need_vocab) {
-                vocab.insert(k, id);
+            if !byte_level {
+                vocab.insert(token.as_bytes().into(), id);
+            } else if bytes_of(token, &mut key) {
+                if need_vocab {
+                    vocab.insert(key.as_slice().into(), id);
+                }
+                if !key.is_ascii() {
+                    wide.push((key.as_slice().into(), id));
+                }
             }
         }
-        let mut merges = MergeTable::with_capacity(model["merges"].as_array().map_or(0, Vec::len));
-        let raw_merges = model["merges"].as_array().ok_or("BPE without merges")?;
-        // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
-        let pairs = raw_merges
-            .iter()
-            .filter(|m| !m.as_str().is_some_and(|s| s.starts_with("#version")));
+        let raw_merges = file.merges.as_deref().ok_or("BPE without merges")?;
+        let mut merges = MergeTable::with_capacity(raw_merges.len());
         let mut concat = String::new();
         let mut merge_list = Vec::new();
-        for m in pairs {
-            let (a, b) = match (m, m.as_array().map(Vec::as_slice)) {
-                (_, Some([a, b])) => (a.as_str(), b.as_str()),
-                (Value::String(s), _) => match s.split(' ').collect::<Vec<_>>()[..] {
-                    [a, b] => (Some(a), Some(b)),
-                    _ => (None, None),
-                },
-                _ => (None, None),
+        for m in raw_merges {
+            // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
+            let (a, b) = match m {
+                MergeEntry::Pair(a, b) => (a.as_ref(), b.as_ref()),
+                MergeEntry::Text(s) if s.starts_with("#version") => continue,
+                MergeEntry::Text(s) => {
+                    let mut parts = s.split(' ');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(b), None) => (a, b),
+                        _ => return Err("merge is not a pair of strings".into()),
+                    }
+                }
             };
-            let (a, b) = a.zip(b).ok_or("merge is not a pair of strings")?;
             let id = |t: &str| {
                 by_token
                     .get(t)
@@ -390,10 +407,7 @@ impl Bpe {
             chars: FxHashMap::default(),
         };
         if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
-            let tokens = by_token
-                .iter()
-                .filter_map(|(t, &id)| key(t).map(|k| (k, id)));
-            bpe.chars = bpe.whole_chars(tokens.collect(), &made_at);
+            bpe.chars = bpe.whole_chars(wide, &made_at);
         }
         Ok(bpe)
     }

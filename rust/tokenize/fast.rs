@@ -47,6 +47,7 @@ use tokenizers::{
 };
 
 use super::bpe::{Bpe, Worker};
+use super::json::TokenizerFile;
 use super::normalize::{norm_steps, Form, Norm, NormStep, INERT};
 use super::split::{Scanner, SplitPattern, CLASSES};
 use super::words::{words_of, Prepend, Words};
@@ -78,13 +79,13 @@ impl FastBpe {
     /// cannot. It needs no `tokenizers` object (a load on the fast path builds
     /// none): the normaliser, pre-tokenizer and added tokens go through the
     /// crate's own serde types, read as the crate reads them.
-    pub fn new(raw: &Value) -> std::result::Result<FastBpe, String> {
-        let model = &raw["model"];
+    pub fn new(file: &TokenizerFile) -> std::result::Result<FastBpe, String> {
+        let (raw, model) = (&file.raw, file.model());
         // Files without a model "type" are told apart by their fields, as the
         // crate does: of its models only BPE has merges.
         let bpe = model["type"]
             .as_str()
-            .map_or(model.get("merges").is_some(), |t| t == "BPE");
+            .map_or(file.merges.is_some(), |t| t == "BPE");
         if !bpe {
             return Err("model is not BPE".into());
         }
@@ -100,7 +101,7 @@ impl FastBpe {
         let pre = Option::<PreTokenizerWrapper>::deserialize(&raw["pre_tokenizer"])
             .map_err(|e| format!("pre_tokenizer: {e}"))?;
         let pre = serde_json::to_value(&pre).map_err(|e| e.to_string())?;
-        let words = words_of(&pre, model)?;
+        let words = words_of(&pre, file.vocab.as_deref())?;
         // The character tables this tokenizer needs (tens of milliseconds,
         // once per process) are built while the model loads; the thread is
         // joined here, so none is left running (a fork stays safe).
@@ -116,7 +117,7 @@ impl FastBpe {
                     INERT.warm();
                 }
             });
-            Bpe::from_model(model, matches!(words, Words::ByteLevel { .. }))
+            Bpe::from_model(file, matches!(words, Words::ByteLevel { .. }))
         })?;
         // Every added token's text, and for `normalized` ones also their
         // normalised text, which is what the crate matches in normalised text.

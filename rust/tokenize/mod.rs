@@ -27,13 +27,15 @@
 mod bpe;
 pub mod cache;
 pub mod fast;
+mod json;
 mod normalize;
 pub mod split;
 mod words;
 
 pub use self::bpe::byte_chars;
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -47,6 +49,7 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, Encoding, PostProcessor, Token, Tokenizer};
 
 use self::fast::FastBpe;
+use self::json::{MergeEntry, TokenizerFile};
 use self::split::SplitPattern;
 
 use crate::error::{Result, TokenmillError};
@@ -132,15 +135,10 @@ fn parse_tokenizer(json: &str) -> tokenizers::Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// The id of `text` in a model vocabulary of a tokenizer.json.
-fn json_id(model: &serde_json::Map<String, Value>, text: &str) -> Option<u32> {
-    model.get(text).and_then(Value::as_u64).map(|id| id as u32)
-}
-
 /// Where [`Vocab`] looks up the ids of texts that are not added tokens.
 enum Lookup<'a> {
     /// The model's vocabulary in the JSON (BPE).
-    Json(&'a serde_json::Map<String, Value>),
+    Json(HashMap<&'a str, u32>),
     Crate(&'a Tokenizer),
 }
 
@@ -171,8 +169,10 @@ impl<'a> Vocab<'a> {
     /// the model's vocabulary size on; the file's `id` fields are not read.
     fn of_bpe(
         raw: &Value,
-        model: &'a serde_json::Map<String, Value>,
+        vocab: &'a [(Cow<'a, str>, u32)],
     ) -> std::result::Result<Vocab<'a>, String> {
+        // The last of repeated keys counts, as in a JSON object.
+        let model: HashMap<&str, u32> = vocab.iter().map(|(t, id)| (t.as_ref(), *id)).collect();
         let mut added_ids = HashMap::new();
         let mut added = BTreeMap::new();
         let mut next = model.len() as u32;
@@ -182,8 +182,8 @@ impl<'a> Vocab<'a> {
             }
             let id = match added_ids
                 .get(&token.content)
+                .or_else(|| model.get(token.content.as_str()))
                 .copied()
-                .or_else(|| json_id(model, &token.content))
             {
                 Some(id) => id,
                 None => {
@@ -194,10 +194,7 @@ impl<'a> Vocab<'a> {
             added_ids.insert(token.content.clone(), id);
             added.insert(id, token);
         }
-        let ids = model
-            .values()
-            .filter_map(|v| v.as_u64().map(|id| id as u32));
-        let size = max_id_plus_one(ids.chain(added.keys().copied()));
+        let size = max_id_plus_one(model.values().copied().chain(added.keys().copied()));
         Ok(Vocab {
             lookup: Lookup::Json(model),
             added_ids,
@@ -207,13 +204,13 @@ impl<'a> Vocab<'a> {
     }
 
     fn token_to_id(&self, text: &str) -> Option<u32> {
-        match self.lookup {
+        match &self.lookup {
             Lookup::Crate(tokenizer) => tokenizer.token_to_id(text),
             Lookup::Json(model) => self
                 .added_ids
                 .get(text)
-                .copied()
-                .or_else(|| json_id(model, text)),
+                .or_else(|| model.get(text))
+                .copied(),
         }
     }
 }
@@ -250,29 +247,30 @@ fn token_content(v: &Value) -> Option<String> {
 /// Loads a tokenizer from a tokenizer.json or a model/tokenizer directory.
 pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     let (json_path, config_path) = resolve_paths(path)?;
-    let text =
-        std::fs::read_to_string(&json_path).map_err(|e| TokenmillError::io(&json_path, e))?;
+    let text: Arc<str> = std::fs::read_to_string(&json_path)
+        .map_err(|e| TokenmillError::io(&json_path, e))?
+        .into();
     let tok_err = |message: String| TokenmillError::Tokenizer {
         path: json_path.clone(),
         message,
     };
-    let raw: Value =
-        serde_json::from_str(&text).map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
-    // The fingerprint and the fast engine need only the JSON tree. Where the
-    // fast engine takes the tokenizer, the `tokenizers` object is not built
-    // here (its parse is most of a load): ids of named tokens come from the
-    // JSON, numbered as the crate numbers them.
+    let file = TokenizerFile::parse(&text).map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+    // The fingerprint and the fast engine need only the parsed JSON. Where
+    // the fast engine takes the tokenizer, the `tokenizers` object is not
+    // built here (its parse is most of a load): ids of named tokens come
+    // from the JSON, numbered as the crate numbers them.
     let (fingerprint, fast) = std::thread::scope(|s| {
-        let fingerprint = s.spawn(|| fingerprint(&raw));
-        let fast = FastBpe::new(&raw).map(Arc::new);
+        let fingerprint = s.spawn(|| fingerprint(&file));
+        let fast = FastBpe::new(&file).map(Arc::new);
         (
             fingerprint.join().expect("fingerprinting does not panic"),
             fast,
         )
     });
     let mut parsed = None;
-    let vocab = match raw["model"]["vocab"].as_object().filter(|_| fast.is_ok()) {
-        Some(model) => Vocab::of_bpe(&raw, model).map_err(tok_err)?,
+    let raw = &file.raw;
+    let vocab = match file.vocab.as_deref().filter(|_| fast.is_ok()) {
+        Some(model) => Vocab::of_bpe(raw, model).map_err(tok_err)?,
         None => Vocab::of_crate(
             parsed.insert(parse_tokenizer(&text).map_err(|e| tok_err(e.to_string()))?),
         ),
@@ -318,7 +316,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     {
         Some(flag) => flag && bos.is_some(),
         None => match &bos {
-            Some(b) => post_processor_adds(&raw, b.id).map_err(tok_err)?,
+            Some(b) => post_processor_adds(raw, b.id).map_err(tok_err)?,
             None => false,
         },
     };
@@ -326,7 +324,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     let Vocab { added, size, .. } = vocab;
     Ok(LoadedTokenizer {
         fingerprint,
-        text: text.into(),
+        text: Arc::clone(&text),
         parsed,
         added,
         json_path,
@@ -336,7 +334,7 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         pad,
         adds_bos,
         fast,
-        raw,
+        raw: file.raw,
     })
 }
 
@@ -346,7 +344,21 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
 enum CanonMerge<'a> {
     Pair([&'a str; 2]),
     One([&'a str; 1]),
-    Other(&'a Value),
+}
+
+/// The vocabulary as a JSON object with sorted keys, or as it is.
+enum CanonVocab<'a> {
+    Map(Vec<(&'a str, u32)>),
+    Tree(&'a Value),
+}
+
+impl serde::Serialize for CanonVocab<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            CanonVocab::Map(entries) => s.collect_map(entries.iter().map(|(t, id)| (t, id))),
+            CanonVocab::Tree(v) => v.serialize(s),
+        }
+    }
 }
 
 /// What the fingerprint covers, with its fields in sorted order. serde_json
@@ -360,7 +372,7 @@ struct Canon<'a> {
     model_type: &'a Value,
     normalizer: &'a Value,
     pre_tokenizer: &'a Value,
-    vocab: &'a Value,
+    vocab: CanonVocab<'a>,
 }
 
 /// Feeds what is written into a sha256.
@@ -383,22 +395,33 @@ impl std::io::Write for HashWriter {
 /// is absent, null, false or "" is unset (transformers 5 saves a null
 /// `continuing_subword_prefix` as ""), so a tokenizer re-saved by
 /// `save_pretrained` keeps its fingerprint.
-pub fn fingerprint(raw: &Value) -> String {
-    let model = &raw["model"];
-    let merges = model["merges"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| match m.as_str() {
-                    Some(s) => match s.split_once(' ') {
-                        Some((a, b)) => CanonMerge::Pair([a, b]),
-                        None => CanonMerge::One([s]),
-                    },
-                    None => CanonMerge::Other(m),
-                })
-                .collect()
+pub fn fingerprint(file: &TokenizerFile) -> String {
+    let (raw, model) = (&file.raw, file.model());
+    let merges = file
+        .merges
+        .iter()
+        .flatten()
+        .map(|m| match m {
+            MergeEntry::Text(s) => match s.split_once(' ') {
+                Some((a, b)) => CanonMerge::Pair([a, b]),
+                None => CanonMerge::One([s]),
+            },
+            MergeEntry::Pair(a, b) => CanonMerge::Pair([a, b]),
         })
-        .unwrap_or_default();
+        .collect();
+    let vocab = match &file.vocab {
+        Some(vocab) => {
+            // As a JSON object would hold it: keys sorted, the last of
+            // repeated keys kept.
+            let mut sorted: Vec<(&str, u32)> =
+                vocab.iter().map(|(t, id)| (t.as_ref(), *id)).collect();
+            sorted.reverse();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            sorted.dedup_by(|later, first| later.0 == first.0);
+            CanonVocab::Map(sorted)
+        }
+        None => CanonVocab::Tree(&model["vocab"]),
+    };
     let mut model_flags = serde_json::Map::new();
     for key in [
         "unk_token",
@@ -438,7 +461,7 @@ pub fn fingerprint(raw: &Value) -> String {
         model_type: &model["type"],
         normalizer: &raw["normalizer"],
         pre_tokenizer: &raw["pre_tokenizer"],
-        vocab: &model["vocab"],
+        vocab,
     };
     let mut hasher = HashWriter(Sha256::new());
     serde_json::to_writer(&mut hasher, &canon).expect("writing into a hash cannot fail");
@@ -524,21 +547,26 @@ fn safe_space_cut_at(text: &str, p: usize) -> bool {
 /// the text's start removed, so each later piece normalises exactly as its
 /// span of the whole text does. `None` when the tokenizer is not of that
 /// family or its vocabulary lets a merge cross a space.
-fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
+fn sentencepiece_rest(file: &TokenizerFile, parse_special: bool) -> Option<Value> {
     const SPACE: &str = "\u{2581}";
-    let model = &raw["model"];
+    let (raw, model) = (&file.raw, file.model());
     let plain_bpe = model["type"] == "BPE"
         && model["dropout"].is_null()
         && model["continuing_subword_prefix"].is_null()
         && model["end_of_word_suffix"].is_null()
         && model["ignore_merges"] != true;
-    let vocab = model["vocab"].as_object()?;
+    let vocab: HashSet<&str> = file
+        .vocab
+        .as_ref()?
+        .iter()
+        .map(|(t, _)| t.as_ref())
+        .collect();
     // fuse_unk could join unknown characters across a cut; with a complete
     // byte fallback no character is unknown.
     let no_unk = model["fuse_unk"] != true
         || (model["byte_fallback"] == true
-            && (0..=255).all(|b| vocab.contains_key(&format!("<0x{b:02X}>"))));
-    let merges_stay_apart = words::no_space_after_char(vocab.keys());
+            && (0..=255).all(|b| vocab.contains(format!("<0x{b:02X}>").as_str())));
+    let merges_stay_apart = words::no_space_after_char(vocab.iter().copied());
     // An added token that matches splits the text into segments that are
     // normalised separately, each with its own prepended `▁`; a cut next to
     // one would change that. So no added token may be able to match.
@@ -550,7 +578,7 @@ fn sentencepiece_rest(raw: &Value, parse_special: bool) -> Option<Value> {
         return None;
     }
     let (norm, pre) = (&raw["normalizer"], &raw["pre_tokenizer"]);
-    let mut rest = raw.clone();
+    let mut rest = file.to_value();
     let legacy = serde_json::json!({"type": "Sequence", "normalizers": [
         {"type": "Prepend", "prepend": SPACE},
         {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
@@ -675,11 +703,13 @@ impl Encoder {
         let rest = if newline || !reference_pieces {
             None
         } else {
-            sentencepiece_rest(&loaded.raw, parse_special).and_then(|v| {
-                let mut t = parse_tokenizer(&v.to_string()).ok()?;
-                t.set_encode_special_tokens(!parse_special);
-                Some(t)
-            })
+            let file = TokenizerFile::parse(&loaded.text).ok();
+            file.and_then(|f| sentencepiece_rest(&f, parse_special))
+                .and_then(|v| {
+                    let mut t = parse_tokenizer(&v.to_string()).ok()?;
+                    t.set_encode_special_tokens(!parse_special);
+                    Some(t)
+                })
         };
         let rule = match (newline, &rest) {
             (true, _) => CutRule::Newline,
@@ -906,6 +936,17 @@ impl Encoder {
 mod tests {
     use super::*;
 
+    fn rest_of(raw: &Value, parse_special: bool) -> Option<Value> {
+        sentencepiece_rest(
+            &TokenizerFile::parse(&raw.to_string()).unwrap(),
+            parse_special,
+        )
+    }
+
+    fn fp(raw: &Value) -> String {
+        fingerprint(&TokenizerFile::parse(&raw.to_string()).unwrap())
+    }
+
     #[test]
     fn cut_rule() {
         assert!(safe_cut_at("ab.\nThe", 4));
@@ -930,20 +971,20 @@ mod tests {
             "pre_tokenizer": null,
             "added_tokens": [{"id": 3, "content": "<s>", "special": true}],
         });
-        let rest = sentencepiece_rest(&raw, false).expect("legacy LLaMA layout qualifies");
+        let rest = rest_of(&raw, false).expect("legacy LLaMA layout qualifies");
         assert_eq!(rest["normalizer"]["type"], "Replace");
         // A token with ▁ after another character lets a merge cross a space.
         raw["model"]["vocab"]["b\u{2581}a"] = serde_json::json!(4);
-        assert!(sentencepiece_rest(&raw, false).is_none());
+        assert!(rest_of(&raw, false).is_none());
         raw["model"]["vocab"]
             .as_object_mut()
             .unwrap()
             .remove("b\u{2581}a");
-        assert!(sentencepiece_rest(&raw, false).is_some());
+        assert!(rest_of(&raw, false).is_some());
         // Parsed special tokens or plain added tokens split the text.
-        assert!(sentencepiece_rest(&raw, true).is_none());
+        assert!(rest_of(&raw, true).is_none());
         raw["added_tokens"][0]["special"] = serde_json::json!(false);
-        assert!(sentencepiece_rest(&raw, false).is_none());
+        assert!(rest_of(&raw, false).is_none());
     }
 
     /// A byte-level BPE tokenizer.json: the 256 byte characters, "ab" and
@@ -1000,7 +1041,9 @@ mod tests {
         // A fast engine built from a tokenizer that lacks the second merge
         // gives other ids for "abc" than the reference does.
         let other = tiny_byte_level(&["a b"]);
-        enc.fast = Some(Arc::new(FastBpe::new(&other).unwrap()));
+        enc.fast = Some(Arc::new(
+            FastBpe::new(&TokenizerFile::parse(&other.to_string()).unwrap()).unwrap(),
+        ));
         assert!(enc.encode_many(&["xyz"]).is_ok()); // no merge involved: same ids
         let (i, err) = enc
             .encode_many(&["xyz", "abc"])
@@ -1039,8 +1082,9 @@ mod tests {
             "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
             "special_tokens": {"<pad>": {"id": "<pad>", "ids": [260], "tokens": ["<pad>"]}}});
         let tokenizer = parse_tokenizer(&json.to_string()).unwrap();
-        let model = json["model"]["vocab"].as_object().unwrap();
-        let ours = Vocab::of_bpe(&json, model).unwrap();
+        let text = json.to_string();
+        let file = TokenizerFile::parse(&text).unwrap();
+        let ours = Vocab::of_bpe(&file.raw, file.vocab.as_deref().unwrap()).unwrap();
         let crate_ = Vocab::of_crate(&tokenizer);
         assert_eq!(ours.size, crate_.size);
         assert_eq!(ours.added, crate_.added);
@@ -1068,16 +1112,16 @@ mod tests {
             "model": {"merges": [["a", "b"]], "vocab": {"ab": 2, "b": 1, "a": 0}, "type": "BPE", "ignore_merges": false},
             "normalizer": null, "pre_tokenizer": null, "post_processor": {"type": "TemplateProcessing"}
         });
-        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fp(&a), fp(&b));
         // As transformers 5 re-saves a BPE without affixes.
         let mut resaved = a.clone();
         resaved["model"]["continuing_subword_prefix"] = serde_json::json!("");
         resaved["model"]["end_of_word_suffix"] = serde_json::json!("");
-        assert_eq!(fingerprint(&a), fingerprint(&resaved));
+        assert_eq!(fp(&a), fp(&resaved));
         resaved["model"]["continuing_subword_prefix"] = serde_json::json!("##");
-        assert_ne!(fingerprint(&a), fingerprint(&resaved));
+        assert_ne!(fp(&a), fp(&resaved));
         let mut c = b.clone();
         c["model"]["vocab"]["ab"] = serde_json::json!(4);
-        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_ne!(fp(&a), fp(&c));
     }
 }

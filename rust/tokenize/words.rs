@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::json::Vocabulary;
 use super::split::SplitPattern;
 
 /// How a normalised segment becomes words for the BPE model.
@@ -32,12 +33,15 @@ pub(super) enum Prepend {
     Never,
 }
 
-pub(super) fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words, String> {
+pub(super) fn words_of(
+    pre: &Value,
+    vocab: Option<&Vocabulary>,
+) -> std::result::Result<Words, String> {
     let byte_level = |p: &Value| p["type"] == "ByteLevel";
     if pre.is_null() {
         return Ok(Words::SentencePiece {
             metaspace: None,
-            cut_runs: vocab_allows_cuts(model),
+            cut_runs: vocab_allows_cuts(vocab),
         });
     }
     if byte_level(pre) {
@@ -66,7 +70,7 @@ pub(super) fn words_of(pre: &Value, model: &Value) -> std::result::Result<Words,
         let split = pre["split"] != false;
         return Ok(Words::SentencePiece {
             metaspace: Some((replacement, prepend, split)),
-            cut_runs: !split && replacement == '\u{2581}' && vocab_allows_cuts(model),
+            cut_runs: !split && replacement == '\u{2581}' && vocab_allows_cuts(vocab),
         });
     }
     if pre["type"] == "Sequence" {
@@ -109,14 +113,15 @@ fn split_of(p: &Value) -> std::result::Result<SplitPattern, String> {
 
 /// Whether no vocabulary token holds `▁` right after another character, so
 /// no merge can join text across the start of a `▁` run.
-pub(super) fn vocab_allows_cuts(model: &Value) -> bool {
-    model["vocab"]
-        .as_object()
-        .is_some_and(|v| v.contains_key("\u{2581}") && no_space_after_char(v.keys()))
+pub(super) fn vocab_allows_cuts(vocab: Option<&Vocabulary>) -> bool {
+    vocab.is_some_and(|v| {
+        let tokens = || v.iter().map(|(t, _)| t.as_ref());
+        tokens().any(|t| t == "\u{2581}") && no_space_after_char(tokens())
+    })
 }
 
 /// Whether no token holds `▁` right after a character other than `▁`.
-pub fn no_space_after_char<'a>(tokens: impl IntoIterator<Item = &'a String>) -> bool {
+pub fn no_space_after_char<'a>(tokens: impl IntoIterator<Item = &'a str>) -> bool {
     tokens.into_iter().all(|t| {
         let mut prev = None;
         t.chars().all(|c| {
