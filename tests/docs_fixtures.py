@@ -171,7 +171,7 @@ def build_inputs(root: Path) -> None:
     build_qwen_models(root / "models", texts)
     # benches/: three part files per corpus size and the two tokenizers the
     # scripts would build on first use.
-    for size in ("40M", "100M", "1G"):
+    for size in ("40M", "100M", "1G", "u250M", "u2G"):
         (root / f"bench_out/corpus/{size}").mkdir(parents=True)
         for part in range(3):
             write_jsonl(root / f"bench_out/corpus/{size}/part-{part:05d}.jsonl", english[part::3])

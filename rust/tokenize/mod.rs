@@ -254,7 +254,8 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
         path: json_path.clone(),
         message,
     };
-    let file = TokenizerFile::parse(&text).map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+    let file = TokenizerFile::parse(&text)
+        .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
     // The fingerprint and the fast engine need only the parsed JSON. Where
     // the fast engine takes the tokenizer, the `tokenizers` object is not
     // built here (its parse is most of a load): ids of named tokens come

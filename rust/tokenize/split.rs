@@ -398,6 +398,11 @@ impl Scanner<'_> {
     /// tries the letters after that character first, then from `i`.
     fn word(&self, i: usize, c: char, shape: WordShape) -> Option<usize> {
         let class = self.class(c);
+        if let WordShape::Letters { marks: false } = shape {
+            if class & LETTER != 0 {
+                return Some(self.run_of(i, LETTER)); // the common case, first
+            }
+        }
         let prefix =
             (class & (LETTER | NUMBER) == 0 && c != '\r' && c != '\n').then(|| i + c.len_utf8());
         let starts = || prefix.into_iter().chain([i]);
