@@ -66,7 +66,12 @@ def llama3_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Pa
 
 @pytest.fixture(scope="session")
 def llama_meta_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
-    return build_llama_style(tmp_path_factory.mktemp("llama_meta_tok"), texts, legacy=False)
+    return build_llama_style(tmp_path_factory.mktemp("llama_meta_tok"), texts, layout="metaspace")
+
+
+@pytest.fixture(scope="session")
+def gemma_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
+    return build_llama_style(tmp_path_factory.mktemp("gemma_tok"), texts, layout="gemma")
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +127,7 @@ def smollm_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Pa
     )
 
 
-@pytest.fixture(params=[*BYTE_LEVEL_FAMILIES, "llama", "llama_meta"])
+@pytest.fixture(params=[*BYTE_LEVEL_FAMILIES, "llama", "llama_meta", "gemma"])
 def any_tok(request: pytest.FixtureRequest) -> Path:
     path: Path = request.getfixturevalue(f"{request.param}_tok")
     return path

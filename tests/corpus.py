@@ -224,11 +224,14 @@ def build_byte_level_style(
 
 
 def build_llama_style(
-    out: Path, texts: list[str], vocab_size: int = 2000, legacy: bool = True
+    out: Path, texts: list[str], vocab_size: int = 2000, layout: str = "legacy"
 ) -> Path:
     """LLaMA-2-style SentencePiece BPE as HF converts it: byte fallback, BOS
-    <s> added by config, and either the legacy Prepend/Replace normaliser with
-    no pre-tokenizer or (``legacy=False``) a Metaspace pre-tokenizer."""
+    <s> added by config, and one of three layouts: ``legacy``, the
+    Prepend/Replace normaliser with no pre-tokenizer (LLaMA-2, Mistral);
+    ``metaspace``, a Metaspace pre-tokenizer; ``gemma``, a Replace(" ", "▁")
+    normaliser and a Split on " " merged with the previous piece (Gemma 2-4,
+    which never finds a space to split on)."""
     specials = ["<unk>", "<s>", "</s>"]
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
@@ -242,13 +245,16 @@ def build_llama_style(
         show_progress=False,
     )
     tok.train_from_iterator(_iter_batches(texts), trainer=trainer)
-    if legacy:
+    if layout == "legacy":
         tok.pre_tokenizer = None
-    else:
+    elif layout == "metaspace":
         tok.normalizer = None
         tok.pre_tokenizer = pre_tokenizers.Metaspace(
             replacement="▁", prepend_scheme="first", split=False
         )
+    else:
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.pre_tokenizer = Split(" ", behavior="merged_with_previous")
     tok.decoder = decoders.Sequence(
         [
             decoders.Replace("▁", " "),

@@ -316,7 +316,7 @@ tricky_alphabet = st.sampled_from(
 )
 
 
-@pytest.mark.parametrize("name", [*BYTE_LEVEL_FAMILIES, "llama", "llama_meta"])
+@pytest.mark.parametrize("name", [*BYTE_LEVEL_FAMILIES, "llama", "llama_meta", "gemma"])
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -9,7 +9,7 @@
 //!   the regexes of [`super::split`] and `Digits`, then byte-level (GPT-2,
 //!   cl100k as LLaMA-3 and tiktoken write it, o200k, Qwen2/2.5/3/3.5, Tekken,
 //!   DeepSeek-V3, SmolLM); none or `Metaspace` (SentencePiece BPE: LLaMA-2,
-//!   Mistral). Byte-level vocabularies may lack byte tokens (StarCoder):
+//!   Mistral), or a Split on " " that finds no space (Gemma). Byte-level vocabularies may lack byte tokens (StarCoder):
 //!   such a byte is dropped, or becomes unk or byte fallback, as in the crate;
 //! * any normaliser: NFC/NFKC/NFD/NFKD, `Prepend` and string `Replace` are done
 //!   here, others by the crate's own normaliser object.
@@ -101,7 +101,11 @@ impl FastBpe {
         let pre = Option::<PreTokenizerWrapper>::deserialize(&raw["pre_tokenizer"])
             .map_err(|e| format!("pre_tokenizer: {e}"))?;
         let pre = serde_json::to_value(&pre).map_err(|e| e.to_string())?;
-        let words = words_of(&pre, file.vocab.as_deref())?;
+        // Normalised text holds no space when the last step replaces them
+        // all (Gemma), so a Split on " " cuts nothing there.
+        let no_spaces = matches!(&norm, Norm::Steps(steps)
+            if matches!(steps.last(), Some(NormStep::Replace(from, to)) if from == " " && !to.contains(' ')));
+        let words = words_of(&pre, file.vocab.as_deref(), no_spaces)?;
         // The character tables this tokenizer needs (tens of milliseconds,
         // once per process) are built while the model loads; the thread is
         // joined here, so none is left running (a fork stays safe).

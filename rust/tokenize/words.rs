@@ -33,12 +33,16 @@ pub(super) enum Prepend {
     Never,
 }
 
+/// The words of a pre-tokenizer; `no_spaces`: normalised text holds no
+/// space.
 pub(super) fn words_of(
     pre: &Value,
     vocab: Option<&Vocabulary>,
+    no_spaces: bool,
 ) -> std::result::Result<Words, String> {
     let byte_level = |p: &Value| p["type"] == "ByteLevel";
-    if pre.is_null() {
+    let splits_nothing = space_split(pre) && no_spaces;
+    if pre.is_null() || splits_nothing {
         return Ok(Words::SentencePiece {
             metaspace: None,
             cut_runs: vocab_allows_cuts(vocab),
@@ -90,6 +94,12 @@ pub(super) fn words_of(
         }
     }
     Err(format!("pre-tokenizer {} is not supported", pre["type"]))
+}
+
+/// A Split on the string " " (Gemma's), which cuts nothing in text without
+/// spaces, whatever its behaviour.
+fn space_split(p: &Value) -> bool {
+    p["type"] == "Split" && p["pattern"]["String"] == " " && p["invert"] != true
 }
 
 /// One step of a pre-tokenizer sequence before its byte-level step.
