@@ -1,8 +1,8 @@
 //! The split regexes of byte-level tokenizers as hand-written scanners over
 //! character classes read out of the reference engine's own regex library
-//! (Oniguruma), so a class never disagrees with it: GPT-2's, and the
-//! tiktoken family (cl100k as LLaMA-3 and tiktoken write it, o200k, Qwen2,
-//! Qwen3.5, Mistral's Tekken).
+//! (Oniguruma), so a class never disagrees with it: GPT-2's, the tiktoken
+//! family (cl100k as LLaMA-3 and tiktoken write it, o200k, Qwen2, Qwen3.5,
+//! Mistral's Tekken), DeepSeek-V3's three; and the `Digits` pre-tokenizer.
 
 use tokenizers::utils::SysRegex;
 
@@ -23,11 +23,12 @@ pub const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 /// o200k (GPT-4o, gpt-oss, LLaMA-4, Phi-4-mini, MiniMax): words split at
 /// case changes, contractions attached.
 pub const O200K_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// DeepSeek-V3's (and R1's) three splits, in the order they apply: digits
-/// in threes, runs of CJK ideographs and kana, then words. Its tokenizer.json
-/// holds real CR and LF characters in the last one.
+/// DeepSeek-V3's (and R1's) first split: digits in threes.
 pub const DIGITS3_PATTERN: &str = r"\p{N}{1,3}";
+/// DeepSeek-V3's second split: runs of CJK ideographs and kana.
 pub const CJK_RUNS_PATTERN: &str = "[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+";
+/// DeepSeek-V3's third split, words; its tokenizer.json holds real CR and
+/// LF characters in it, not escapes.
 pub const DEEPSEEK_PATTERN: &str = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 /// Mistral's Tekken (Mistral-Nemo and its descendants): o200k's without
 /// contractions, with single digits.
