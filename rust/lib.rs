@@ -9,8 +9,8 @@
 //! the `tokenizers` crate, bounded pieces for long documents), `chars`
 //! (per-code-point tables), `shard` (format v1 writer), `pack` (doc-mode
 //! packing plans), `prepare` (the pipeline over them), `chat` and `sft`
-//! (chat templates, loss masks and the `prepare-sft` pipeline), `verify`
-//! (integrity checks), `threads` (thread counts and pools) and `progress`.
+//! (chat templates, loss masks and the `prepare-sft` pipeline), `merge` (one
+//! dataset over several), `verify` (integrity checks), `threads` (thread counts and pools) and `progress`.
 //! The PyO3 bindings live in `py` behind the `python` feature, so `cargo
 //! test` builds and tests the stages alone.
 //!
@@ -27,6 +27,7 @@ pub mod dedup;
 pub mod error;
 pub mod input;
 pub mod manifest;
+pub mod merge;
 pub mod minhash;
 pub mod output;
 pub mod pack;

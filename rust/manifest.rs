@@ -172,6 +172,33 @@ pub struct Manifest {
     /// SFT datasets: chat template source, truncated conversations, masked tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sft: Option<Value>,
+    /// A part of a partitioned run (`prepare --num-parts N --part I`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartEntry>,
+    /// A merged dataset (`tokenmill merge`): the datasets whose shards it
+    /// lists, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Vec<MergedEntry>>,
+}
+
+/// Which part of a partitioned run a dataset is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    /// 0-based.
+    pub index: usize,
+    pub count: usize,
+    /// Input files, and their bytes, of the whole run (all parts).
+    pub input_files: usize,
+    pub input_bytes: u64,
+}
+
+/// One dataset of a merge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedEntry {
+    /// Its directory, relative to the merged dataset.
+    pub path: String,
+    /// sha256 of its manifest.json as merged.
+    pub manifest_sha256: String,
 }
 
 impl Manifest {
@@ -208,6 +235,14 @@ impl Manifest {
         if Dtype::from_name(&self.dtype).is_none() {
             return Err(format!("dtype {:?} is not uint16 or uint32", self.dtype));
         }
+        for m in self.merged.iter().flatten() {
+            if !inside_dataset(&m.path) {
+                return Err(format!(
+                    "merged dataset {:?} leaves the dataset directory (must be relative, without ..)",
+                    m.path
+                ));
+            }
+        }
         for (name, split) in &self.splits {
             if !inside_dataset(name) || name.contains('/') {
                 return Err(format!("split name {name:?} is not a plain directory name"));
@@ -243,9 +278,25 @@ impl Manifest {
     }
 }
 
+/// Arguments that say how a run ran, not what it made.
+const RUN_ONLY_ARGS: [&str; 4] = ["output", "threads", "progress", "overwrite"];
+
+/// A run's `args` for comparing what two runs made: without the arguments
+/// that only say how a run ran (output, threads, progress, overwrite) and
+/// those named in `also`.
+pub fn comparable_args(args: &Value, also: &[&str]) -> Value {
+    let mut args = args.clone();
+    if let Some(map) = args.as_object_mut() {
+        for key in RUN_ONLY_ARGS.iter().chain(also) {
+            map.remove(*key);
+        }
+    }
+    args
+}
+
 /// Whether a path from a manifest stays inside the dataset: relative and
 /// made of plain names only (no root, no `..`).
-fn inside_dataset(rel: &str) -> bool {
+pub(crate) fn inside_dataset(rel: &str) -> bool {
     !rel.is_empty()
         && Path::new(rel)
             .components()

@@ -20,10 +20,12 @@ use crate::clean::{is_val, CleanOptions, Cleaner};
 use crate::dedup::{cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    Batcher, Budget, Corpus, InputFile, InputSpec, MemoryTable, ReadStats, ReaderOptions, TxtMode,
-    DEFAULT_MAX_LINE_BYTES,
+    Batcher, Budget, Corpus, InputFile, InputSpec, MemoryTable, Part, ReadStats, ReaderOptions,
+    TxtMode, DEFAULT_MAX_LINE_BYTES,
 };
-use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION};
+use crate::manifest::{
+    comparable_args, Manifest, PartEntry, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION,
+};
 use crate::progress::{Counts, Progress};
 use crate::shard::{
     finish_splits, prepare_output_dir, remove_unfinished, write_atomic, Dtype, SplitWriter,
@@ -143,6 +145,33 @@ pub struct PrepareConfig {
     pub progress: bool,
     /// Finish a run that kept no document (else an error naming the likely cause).
     pub allow_empty: bool,
+    /// A partitioned run: how many parts the inputs are cut into
+    /// ([`Part`]), with `part`.
+    pub num_parts: Option<usize>,
+    /// A partitioned run: which part this run makes (0-based).
+    pub part: Option<usize>,
+}
+
+impl PrepareConfig {
+    /// The part of the inputs this run makes, if it is one.
+    fn part(&self) -> Result<Option<Part>> {
+        match (self.num_parts, self.part) {
+            (None, None) => Ok(None),
+            (Some(count), Some(index)) => {
+                if self.max_docs.is_some() {
+                    return Err(TokenmillError::Invalid(
+                        "max_docs cannot be combined with parts: it would keep that many \
+                         documents in every part"
+                            .into(),
+                    ));
+                }
+                Part { index, count }.check().map(Some)
+            }
+            _ => Err(TokenmillError::Invalid(
+                "num_parts and part go together: pass both, or neither".into(),
+            )),
+        }
+    }
 }
 
 impl Default for PrepareConfig {
@@ -177,6 +206,8 @@ impl Default for PrepareConfig {
             overwrite: false,
             progress: true,
             allow_empty: false,
+            num_parts: None,
+            part: None,
         }
     }
 }
@@ -269,6 +300,9 @@ pub struct Summary {
     pub seconds: f64,
     pub text_mb_per_s: f64,
     pub tokens_per_s: f64,
+    /// A part that an earlier run with the same arguments had finished:
+    /// nothing was done.
+    pub already_complete: bool,
 }
 
 impl Summary {
@@ -293,8 +327,48 @@ impl Summary {
             text_mb_per_s: text_bytes as f64 / 1e6 / seconds.max(1e-9),
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             manifest,
+            already_complete: false,
         })
     }
+}
+
+/// The summary of a part that `out` already holds, made with the same
+/// arguments, tokenizer (fingerprint) and input files: rerunning a finished
+/// part (a scheduler's retry) does nothing. `None` where `out` holds no
+/// dataset or another one (the run then goes on and, without `overwrite`,
+/// refuses to replace it). A killed part left no manifest and is redone.
+fn finished_part(
+    cfg: &PrepareConfig,
+    out: &Path,
+    inputs: &[InputFile],
+    part: &PartEntry,
+    started: Instant,
+) -> Result<Option<Summary>> {
+    if cfg.overwrite || !out.join("manifest.json").is_file() {
+        return Ok(None);
+    }
+    let m = Manifest::read(out)?;
+    let args = serde_json::to_value(cfg).expect("config serialises");
+    let paths: Vec<String> = inputs
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let same = m.part.as_ref() == Some(part)
+        && comparable_args(&m.args, &[]) == comparable_args(&args, &[])
+        && m.inputs.iter().map(|f| &f.path).eq(&paths)
+        && m.tokenizer.fingerprint == tokenize::load(Path::new(&cfg.tokenizer))?.fingerprint;
+    if !same {
+        return Ok(None);
+    }
+    Ok(Some(Summary {
+        output: out.display().to_string(),
+        threads: resolve_threads(cfg.threads),
+        seconds: started.elapsed().as_secs_f64(),
+        text_mb_per_s: 0.0,
+        tokens_per_s: 0.0,
+        already_complete: true,
+        manifest: m,
+    }))
 }
 
 struct Doc {
@@ -454,6 +528,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         ));
     }
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
+    let part = cfg.part()?;
     let corpus = Corpus::open(
         &cfg.inputs,
         &cfg.tables,
@@ -461,8 +536,24 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         opts,
         cfg.strict,
     )?;
-    let inputs = corpus.inputs().to_vec();
     let out = PathBuf::from(&cfg.output);
+    let (corpus, part) = match part {
+        None => (corpus, None),
+        Some(p) => {
+            let entry = PartEntry {
+                index: p.index,
+                count: p.count,
+                input_files: corpus.inputs().len(),
+                input_bytes: corpus.total_bytes(),
+            };
+            let corpus = corpus.part(p);
+            if let Some(done) = finished_part(cfg, &out, corpus.inputs(), &entry, started)? {
+                return Ok(done);
+            }
+            (corpus, Some(entry))
+        }
+    };
+    let inputs = corpus.inputs().to_vec();
     let total_raw = corpus.total_bytes();
     let raw_counter = corpus.bytes_read();
     let near = if cfg.dedup == DedupMode::Minhash {
@@ -597,9 +688,14 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         })
         .expect("config serialises"),
         sft: None,
+        part,
+        merged: None,
     };
+    // A part that got no input file (fewer files than parts) is an empty
+    // dataset, so that every part of the run exists for `merge`.
+    let empty_part = manifest.part.is_some() && manifest.inputs.is_empty();
     manifest.totals.require_documents(
-        cfg.allow_empty,
+        cfg.allow_empty || empty_part,
         &manifest.skipped_examples,
         crate::clean::filter_hint,
     )?;

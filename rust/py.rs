@@ -278,6 +278,15 @@ fn prepare_sft(py: Python<'_>, config_json: &str, tables: Tables<'_>) -> PyResul
     serde_json::to_string(&summary).map_err(json_err)
 }
 
+/// Merges datasets (a JSON-encoded `MergeConfig`) into one manifest over
+/// their shards; returns the JSON summary (manifest plus time).
+#[pyfunction]
+fn merge(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    let cfg: crate::merge::MergeConfig = serde_json::from_str(config_json).map_err(json_err)?;
+    let summary = detached(py, |interrupted| crate::merge::merge(&cfg, interrupted))?;
+    serde_json::to_string(&summary).map_err(json_err)
+}
+
 /// Verifies a dataset against its manifest; returns the JSON report.
 #[pyfunction]
 #[pyo3(signature = (path, threads = 0))]
@@ -783,6 +792,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_sft, m)?)?;
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(read_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(check_index, m)?)?;

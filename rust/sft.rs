@@ -250,6 +250,8 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             "inexact_turns": inexact_turns,
             "masked_tokens": masked_tokens,
         })),
+        part: None,
+        merged: None,
     };
     manifest.totals.require_documents(
         cfg.allow_empty,

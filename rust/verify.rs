@@ -115,7 +115,11 @@ fn check_shard(root: &Path, s: &ShardInfo, dtype: Dtype, vocab: u64) -> Vec<Stri
 
 /// Verifies the dataset at `root` using `threads` workers (0 = default).
 pub fn verify(root: &Path, threads: usize) -> Result<VerifyReport> {
-    let m = Manifest::read(root)?;
+    verify_manifest(root, &Manifest::read(root)?, threads)
+}
+
+/// Verifies the shards `m` lists, under `root`, against it.
+pub fn verify_manifest(root: &Path, m: &Manifest, threads: usize) -> Result<VerifyReport> {
     let dtype = Dtype::from_name(&m.dtype).ok_or_else(|| TokenmillError::Corrupt {
         path: root.join("manifest.json"),
         message: format!("unknown dtype {:?}", m.dtype),

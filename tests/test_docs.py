@@ -61,6 +61,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "docs/training.md": ("qwen_shards",),
     "docs/shard-format.md": ("tok", "shards"),
     "docs/dedup.md": ("tok",),
+    "docs/scale-out.md": ("tok",),
     "docs/tokenizer-engines.md": (),
     "docs/benchmarks.md": (),
     "docs/fuzzing.md": (),

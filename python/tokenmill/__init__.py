@@ -22,11 +22,13 @@ from tokenmill._core import (
 from tokenmill.chunk import ChunkStats, chunk, chunk_files, chunk_spans
 from tokenmill.dedup import DedupResult, dedup, minhash
 from tokenmill.shards import (
+    MergeStats,
     PrepareStats,
     ShardSet,
     SplitStats,
     VerifyReport,
     inspect,
+    merge,
     open_shards,
     prepare,
     prepare_sft,
@@ -43,6 +45,7 @@ __all__ = [
     "Encoder",
     "InternalError",
     "InvalidOptionError",
+    "MergeStats",
     "NoDocumentsError",
     "OutputExistsError",
     "PrepareStats",
@@ -60,6 +63,7 @@ __all__ = [
     "chunk_spans",
     "dedup",
     "inspect",
+    "merge",
     "minhash",
     "open_shards",
     "prepare",

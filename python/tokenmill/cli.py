@@ -23,7 +23,7 @@ from tokenmill.chunk import chunk_files
 from tokenmill.config import PRESETS
 from tokenmill.dedup import dedup
 from tokenmill.demo import run_demo
-from tokenmill.shards import format_inspect, inspect, prepare, prepare_sft, verify
+from tokenmill.shards import format_inspect, inspect, merge, prepare, prepare_sft, verify
 from tokenmill.tokenizer import train_tokenizer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -318,6 +318,20 @@ def main() -> None:
     help="Re-encode this share of documents (by content hash) with the tokenizers crate "
     "and stop at any difference.",
 )
+@click.option(
+    "--num-parts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cut the input files into this many parts (contiguous, by size) and make only "
+    "--part: a dataset of its own for tokenmill merge (docs/scale-out.md).",
+)
+@click.option(
+    "--part",
+    type=_COUNT,
+    default=None,
+    help="With --num-parts: the part to make, 0-based. Rerunning a finished part with the "
+    "same arguments does nothing.",
+)
 @_shard_output_options("Tokenizer threads")
 @_friendly_errors
 def prepare_cmd(
@@ -538,6 +552,25 @@ def verify_cmd(dataset: str, threads: int) -> None:
     )
     if not report.ok:
         sys.exit(1)
+
+
+@main.command("merge")
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The merged dataset: a directory that holds DATASETS; only its manifest.json is written.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing manifest.json in --output.")
+@_THREADS
+@_friendly_errors
+def merge_cmd(datasets: tuple[str, ...], output: str, overwrite: bool, threads: int) -> None:
+    """One dataset over the shards of DATASETS, without copying them: the parts of a
+    partitioned prepare (put in part order) or datasets made with the same tokenizer and
+    options (in the order given). Checksums are verified first."""
+    click.echo(merge(list(datasets), output, overwrite=overwrite, threads=threads).summary())
 
 
 def _training_options(command: str) -> Callable[[F], F]:

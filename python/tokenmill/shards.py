@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,6 +57,9 @@ class PrepareStats:
     text_mb_per_s: float
     tokens_per_s: float
     manifest: dict[str, Any] = field(repr=False)
+    already_complete: bool = False
+    """A part (``num_parts``) that an earlier run with the same arguments had
+    finished: nothing was done, the figures are that run's."""
 
     @classmethod
     def _from_summary(cls, summary: dict[str, Any]) -> PrepareStats:
@@ -81,12 +84,26 @@ class PrepareStats:
             text_mb_per_s=summary["text_mb_per_s"],
             tokens_per_s=summary["tokens_per_s"],
             manifest=m,
+            already_complete=summary.get("already_complete", False),
         )
 
     def summary(self) -> str:
         """A one-screen, human-readable report."""
-        lines = [
-            f"dataset      {self.output}",
+        lines = [f"dataset      {self.output}"]
+        part = self.manifest.get("part")
+        if part:
+            lines.append(
+                f"part         {part['index']} of {part['count']} (0-based): "
+                f"{counted(len(self.manifest['inputs']), 'input file')} "
+                f"of {part['input_files']:,}"
+            )
+        if self.already_complete:
+            lines.append(
+                "already done: an earlier run with the same arguments finished this part; "
+                "nothing was done"
+            )
+            return "\n".join(lines)
+        lines += [
             f"read         {counted(self.lines, 'line')}, kept {counted(self.docs, 'document')} "
             f"({self.text_bytes / 1e6:,.1f} MB of text)",
             f"tokens       {self.tokens:,} ({self.dtype})",
@@ -140,6 +157,8 @@ def prepare(
     progress: bool = True,
     allow_empty: bool = False,
     input_split: str | None = None,
+    num_parts: int | None = None,
+    part: int | None = None,
 ) -> PrepareStats:
     """Turns JSONL/text files into token shards in ``output``.
 
@@ -191,6 +210,12 @@ def prepare(
         allow_empty: finish a run that keeps no document; otherwise it raises
             `NoDocumentsError` naming the commonest reason lines gave none,
             and writes no manifest.
+        num_parts, part: make only part ``part`` (0-based) of ``num_parts``:
+            a contiguous run of the input files, cut by size
+            (docs/scale-out.md), written as a dataset of its own for `merge`.
+            Rerunning a finished part with the same arguments does nothing
+            (``already_complete``); a part cut short is redone. Exact dedup
+            and ``minhash`` work within the part.
     """
     config = {
         "tokenizer": os.fspath(tokenizer),
@@ -220,6 +245,8 @@ def prepare(
         "overwrite": overwrite,
         "progress": progress,
         "allow_empty": allow_empty,
+        "num_parts": num_parts,
+        "part": part,
     }
     with resolved_inputs(inputs, text_field, input_split) as r:
         summary = json.loads(_core.prepare(json.dumps({"inputs": r.specs, **config}), r.tables))
@@ -461,6 +488,79 @@ class ShardSet:
 def open_shards(path: PathLike, split: str = "train") -> ShardSet:
     """Opens one split of a dataset for zero-copy reading."""
     return ShardSet(path, split)
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What `merge` wrote: one manifest over the shards of ``datasets``."""
+
+    output: Path
+    datasets: list[str]
+    """The merged datasets, relative to ``output``, in order."""
+    splits: dict[str, SplitStats]
+    docs: int
+    tokens: int
+    seconds: float
+    manifest: dict[str, Any] = field(repr=False)
+
+    def summary(self) -> str:
+        """A one-screen, human-readable report."""
+        lines = [
+            f"dataset      {self.output}",
+            f"merged       {counted(len(self.datasets), 'dataset')}: "
+            + ", ".join(self.datasets[:4])
+            + (", ..." if len(self.datasets) > 4 else ""),
+            f"tokens       {self.tokens:,} ({self.manifest['dtype']}), "
+            f"{counted(self.docs, 'document')}",
+        ]
+        for name, s in self.splits.items():
+            lines.append(f"  {name:<10} {_split_sizes(s.tokens, s.docs, s.shards)}")
+        lines.append(f"checked      every shard's checksums in {self.seconds:.2f} s")
+        return "\n".join(lines)
+
+
+def merge(
+    datasets: Sequence[PathLike],
+    output: PathLike,
+    *,
+    overwrite: bool = False,
+    threads: int = 0,
+) -> MergeStats:
+    """Writes ``output/manifest.json`` over the shards of ``datasets``, without
+    copying or moving a token: the parts of a partitioned `prepare` (put in
+    part order, all of them required) or any datasets made with the same
+    tokenizer and options (kept in the order given).
+
+    Each dataset must be a directory inside ``output`` (``prepare -o
+    OUT/part-00000``, then ``merge([...], OUT)``); every shard is checked
+    against its checksums first. The merged dataset reads like any other.
+
+    Args:
+        datasets: the dataset directories.
+        output: the merged dataset's directory; only its manifest is written.
+        overwrite: replace an existing ``output/manifest.json``.
+        threads: checksum threads (0: ``TOKENMILL_THREADS`` or all cores).
+    """
+    config = {
+        "datasets": [os.fspath(d) for d in datasets],
+        "output": os.fspath(output),
+        "overwrite": overwrite,
+        "threads": threads,
+    }
+    summary = json.loads(_core.merge(json.dumps(config)))
+    m = summary["manifest"]
+    return MergeStats(
+        output=Path(summary["output"]),
+        datasets=[d["path"] for d in m["merged"]],
+        splits={
+            name: SplitStats(s["tokens"], s["docs"], len(s["shards"]))
+            for name, s in m["splits"].items()
+        },
+        docs=m["totals"]["docs"],
+        tokens=m["totals"]["tokens"],
+        seconds=summary["seconds"],
+        manifest=m,
+    )
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,20 @@ fn is_output(path: &Path, skip: &[PathBuf]) -> bool {
     !skip.is_empty() && std::fs::canonicalize(path).is_ok_and(|p| skip.contains(&p))
 }
 
+/// Whether `dir` is a finished tokenmill dataset (its `manifest.json` starts
+/// with our format name). Walks skip them: the parts of a partitioned run
+/// written under an input directory would otherwise add their manifests to
+/// the inputs of the parts that start after them.
+fn holds_dataset(dir: &Path) -> bool {
+    let mut head = [0u8; 64];
+    let read = std::fs::File::open(dir.join("manifest.json")).and_then(|mut f| f.read(&mut head));
+    read.is_ok_and(|n| {
+        head[..n]
+            .windows(crate::manifest::FORMAT.len())
+            .any(|w| w == crate::manifest::FORMAT.as_bytes())
+    })
+}
+
 fn walk_dir(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
     if let Some(files) = saved_dataset_files(dir)? {
         out.extend(files);
@@ -288,6 +302,9 @@ fn walk_dir(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> 
             continue;
         }
         if path.is_dir() {
+            if holds_dataset(&path) {
+                continue;
+            }
             walk_dir(&path, skip, out)?;
         } else if classify(&path).is_some() {
             out.push(path);
