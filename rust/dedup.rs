@@ -168,6 +168,12 @@ impl BandIndex {
         Ok(())
     }
 
+    /// The band hashes of document `i`; `None` when it had no shingle.
+    pub fn hashes_of(&self, i: usize) -> Option<&[u64]> {
+        let b = self.bands;
+        self.present[i].then(|| &self.hashes[i * b..(i + 1) * b])
+    }
+
     /// Bytes held per document (band hashes and the presence flag).
     pub fn bytes_per_doc(&self) -> usize {
         self.bands * 8 + 1
@@ -413,7 +419,7 @@ pub fn dedup_texts(
 /// the corpus's `strict`, an error naming file and line); with `clean`,
 /// documents the clean stage's length filters drop are counted and skipped
 /// too.
-fn read_docs(
+pub(crate) fn read_docs(
     mut corpus: Corpus,
     clean: Option<&CleanOptions>,
     interrupted: &dyn Fn() -> bool,

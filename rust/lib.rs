@@ -3,7 +3,8 @@
 //! Stages are plain Rust with no Python types: `input` (the one reader of
 //! every stage: inputs, lines, JSON, Parquet and Arrow rows, batches,
 //! bad-record accounting), `clean` (length filters, exact dedup, split
-//! choice), `minhash` and `dedup` (near-duplicate removal), `chunk`
+//! choice), `minhash` and `dedup` (near-duplicate removal; `dedup_stages`
+//! across machines), `chunk`
 //! (boundary-aware splitting), `output` (compressed line files written
 //! atomically), `tokenize` (loading, fingerprints, the fast BPE engine and
 //! the `tokenizers` crate, bounded pieces for long documents), `chars`
@@ -24,6 +25,7 @@ pub mod chat;
 pub mod chunk;
 pub mod clean;
 pub mod dedup;
+pub mod dedup_stages;
 pub mod error;
 pub mod input;
 pub mod manifest;

@@ -18,10 +18,11 @@ use serde_json::json;
 
 use crate::clean::{is_val, CleanOptions, Cleaner};
 use crate::dedup::{cluster_files, Lsh, MinHashOptions, NEAR_DUPLICATE};
+use crate::dedup_stages::removed_lines;
 use crate::error::{Result, TokenmillError};
 use crate::input::{
-    Batcher, Budget, Corpus, InputFile, InputSpec, MemoryTable, Part, ReadStats, ReaderOptions,
-    TxtMode, DEFAULT_MAX_LINE_BYTES,
+    inputs_digest, Batcher, Budget, Corpus, InputFile, InputSpec, MemoryTable, Part, ReadStats,
+    ReaderOptions, TxtMode, DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::{
     comparable_args, Manifest, PartEntry, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSION,
@@ -150,6 +151,9 @@ pub struct PrepareConfig {
     pub num_parts: Option<usize>,
     /// A partitioned run: which part this run makes (0-based).
     pub part: Option<usize>,
+    /// The work directory of finished dedup stages (`dedup_stages`): the
+    /// documents they removed are skipped as `near_duplicate`.
+    pub exclude: Option<String>,
 }
 
 impl PrepareConfig {
@@ -208,6 +212,7 @@ impl Default for PrepareConfig {
             allow_empty: false,
             num_parts: None,
             part: None,
+            exclude: None,
         }
     }
 }
@@ -537,6 +542,23 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         cfg.strict,
     )?;
     let out = PathBuf::from(&cfg.output);
+    let excluded = match &cfg.exclude {
+        None => None,
+        Some(_) if cfg.dedup == DedupMode::Minhash => {
+            return Err(TokenmillError::Invalid(
+                "exclude and dedup='minhash' both remove near-duplicates: pass one of them".into(),
+            ))
+        }
+        Some(work) => {
+            let inputs = corpus.inputs();
+            let mut lines = removed_lines(Path::new(work), &inputs_digest(inputs), inputs.len())?;
+            if let Some(p) = part {
+                let sizes: Vec<u64> = inputs.iter().map(InputFile::size).collect();
+                lines = lines.drain(p.files(&sizes)).collect();
+            }
+            Some(lines)
+        }
+    };
     let (corpus, part) = match part {
         None => (corpus, None),
         Some(p) => {
@@ -565,7 +587,11 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
     } else {
         None
     };
-    let near_lines = near.as_ref().map_or(&[][..], |n| n.lines.as_slice());
+    let near_lines = match (&near, &excluded) {
+        (Some(n), _) => n.lines.as_slice(),
+        (None, Some(lines)) => lines.as_slice(),
+        (None, None) => &[][..],
+    };
 
     let run = || -> Result<(Setup, ReadStats, Vec<SplitEntry>, Tokenized)> {
         std::thread::scope(|s| {
@@ -668,6 +694,9 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             });
             if let Some(n) = &near {
                 d["minhash"] = n.entry.clone();
+            }
+            if let Some(work) = &cfg.exclude {
+                d["exclude"] = json!({"work": work, "removed": near_removed});
             }
             d
         },

@@ -644,6 +644,36 @@ fn dedup_files<'py>(
     Ok((roots_bytes(py, &roots), summary))
 }
 
+/// Dedup stage 1 over one input part (a JSON-encoded `SignaturesConfig`);
+/// returns the part's JSON record.
+#[pyfunction]
+#[pyo3(signature = (config_json, tables = Vec::new()))]
+fn dedup_signatures(py: Python<'_>, config_json: &str, tables: Tables<'_>) -> PyResult<String> {
+    let mut cfg: crate::dedup_stages::SignaturesConfig =
+        serde_json::from_str(config_json).map_err(json_err)?;
+    cfg.tables = import_tables(tables)?;
+    let done = detached(py, |interrupted| {
+        crate::dedup_stages::signatures(&cfg, interrupted)
+    })?;
+    serde_json::to_string(&done).map_err(json_err)
+}
+
+/// Dedup stage 2 for one bucket of the stages in `work`; returns its JSON record.
+#[pyfunction]
+fn dedup_buckets(py: Python<'_>, work: &str, bucket: usize) -> PyResult<String> {
+    let done = detached(py, |_| {
+        crate::dedup_stages::bucket_edges(Path::new(work), bucket)
+    })?;
+    serde_json::to_string(&done).map_err(json_err)
+}
+
+/// Dedup stage 3 over the stages in `work`; returns its JSON manifest.
+#[pyfunction]
+fn dedup_clusters(py: Python<'_>, work: &str) -> PyResult<String> {
+    let m = detached(py, |_| crate::dedup_stages::clusters(Path::new(work)))?;
+    serde_json::to_string(&m).map_err(json_err)
+}
+
 /// Chunk spans of each text as ``(start, end)`` character offsets.
 #[pyfunction]
 #[pyo3(signature = (texts, max_chars = None, max_tokens = None, tokenizer = None, overlap = 0, threads = 0))]
@@ -802,6 +832,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shingles, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_texts, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_files, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_signatures, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_buckets, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_clusters, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_spans, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_files, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

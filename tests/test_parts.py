@@ -217,3 +217,65 @@ def test_part_options_are_checked(tmp_path: Path, texts: list[str], qwen_tok: Pa
         "input_files": 1,
         "input_bytes": f.stat().st_size,
     }
+
+
+def test_dedup_stages_across_parts_keep_what_one_machine_keeps(
+    tmp_path: Path, qwen_tok: Path
+) -> None:
+    from corpus import planted_corpus
+
+    docs = planted_corpus(seed=3)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # Every sixth document per file: the copies of a document land in other
+    # files, and so in other parts.
+    for k in range(6):
+        write_jsonl(inputs / f"{k}.jsonl", docs[k::6])
+    work = tmp_path / "work"
+    for i in range(4):
+        r = tokenmill.dedup_signatures(inputs, work, num_parts=4, part=i, buckets=3, progress=False)
+        assert not r.get("already_complete")
+    again = tokenmill.dedup_signatures(inputs, work, num_parts=4, part=2, buckets=3, progress=False)
+    assert again["already_complete"]
+    with pytest.raises(tokenmill.InvalidOptionError, match="bucket 0 of 3 is not finished"):
+        tokenmill.dedup_clusters(work)
+    with pytest.raises(tokenmill.InvalidOptionError, match="bucket 3 does not exist"):
+        tokenmill.dedup_buckets(work, 3)
+    # The buckets and clusters stages as a user runs them, from the CLI.
+    for k in range(3):
+        r = CliRunner().invoke(main, ["dedup-buckets", "-w", str(work), "--bucket", str(k)])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["dedup-clusters", "-w", str(work)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((work / "manifest.json").read_text())
+
+    one = tokenmill.dedup(inputs, report=tmp_path / "report.jsonl", progress=False)
+    assert m["removed"] == one.summary["removed"] > 100  # planted copies
+    assert m["clusters"] == one.summary["clusters"]
+    # The kept documents themselves: prepared in parts without them, merged,
+    # the same token stream as one prepare --dedup minhash.
+    out = tmp_path / "out"
+    for i in range(4):
+        tokenmill.prepare(
+            inputs,
+            qwen_tok,
+            out / f"part-{i}",
+            num_parts=4,
+            part=i,
+            dedup="none",
+            exclude=work,
+            progress=False,
+        )
+    tokenmill.merge([out / f"part-{i}" for i in range(4)], out)
+    single = tokenmill.prepare(
+        inputs, qwen_tok, tmp_path / "single", dedup="minhash", progress=False
+    )
+    for split in ("train", "val"):
+        assert stream(out, split) == stream(tmp_path / "single", split)
+    merged = tokenmill.read_manifest(out)
+    assert merged["totals"]["filtered"] == single.filtered == {"near_duplicate": m["removed"]}
+    # Excluding needs the same inputs as the signatures.
+    with pytest.raises(tokenmill.InvalidOptionError, match="other input files"):
+        tokenmill.prepare(
+            inputs / "0.jsonl", qwen_tok, tmp_path / "x", exclude=work, progress=False
+        )

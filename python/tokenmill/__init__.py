@@ -20,7 +20,14 @@ from tokenmill._core import (
     __version__,
 )
 from tokenmill.chunk import ChunkStats, chunk, chunk_files, chunk_spans
-from tokenmill.dedup import DedupResult, dedup, minhash
+from tokenmill.dedup import (
+    DedupResult,
+    dedup,
+    dedup_buckets,
+    dedup_clusters,
+    dedup_signatures,
+    minhash,
+)
 from tokenmill.shards import (
     MergeStats,
     PrepareStats,
@@ -62,6 +69,9 @@ __all__ = [
     "chunk_files",
     "chunk_spans",
     "dedup",
+    "dedup_buckets",
+    "dedup_clusters",
+    "dedup_signatures",
     "inspect",
     "merge",
     "minhash",

@@ -23,7 +23,10 @@ __all__ = [
     "check_index",
     "chunk_files",
     "chunk_spans",
+    "dedup_buckets",
+    "dedup_clusters",
     "dedup_files",
+    "dedup_signatures",
     "dedup_texts",
     "merge",
     "minhash",
@@ -92,6 +95,9 @@ def minhash(
 def shingles(text: str, shingle: str = "auto", ngram: int = 5) -> tuple[str, list[str]]: ...
 def dedup_texts(texts: list[str], options_json: str, threads: int = 0) -> tuple[bytes, str]: ...
 def dedup_files(config_json: str, tables: _Tables = ...) -> tuple[bytes, str]: ...
+def dedup_signatures(config_json: str, tables: _Tables = ...) -> str: ...
+def dedup_buckets(work: str, bucket: int) -> str: ...
+def dedup_clusters(work: str) -> str: ...
 def chunk_spans(
     texts: list[str],
     max_chars: int | None = None,

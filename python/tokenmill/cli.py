@@ -21,7 +21,7 @@ from tokenmill import _core
 from tokenmill._text import counted
 from tokenmill.chunk import chunk_files
 from tokenmill.config import PRESETS
-from tokenmill.dedup import dedup
+from tokenmill.dedup import dedup, dedup_buckets, dedup_clusters, dedup_signatures
 from tokenmill.demo import run_demo
 from tokenmill.shards import format_inspect, inspect, merge, prepare, prepare_sft, verify
 from tokenmill.tokenizer import train_tokenizer
@@ -332,6 +332,13 @@ def main() -> None:
     help="With --num-parts: the part to make, 0-based. Rerunning a finished part with the "
     "same arguments does nothing.",
 )
+@click.option(
+    "--exclude",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Skip the near-duplicates that the dedup stages in this directory removed "
+    "(tokenmill dedup-clusters).",
+)
 @_shard_output_options("Tokenizer threads")
 @_friendly_errors
 def prepare_cmd(
@@ -413,6 +420,46 @@ _reader_options = _options(
 )
 
 
+# The MinHash LSH settings of `dedup` and `dedup-signatures`.
+_minhash_options = _options(
+    click.option(
+        "--threshold",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=0.8,
+        show_default=True,
+        help="Jaccard similarity at or above which documents are near-duplicates.",
+    ),
+    click.option("--num-perm", type=_COUNT, default=128, show_default=True, help="Permutations."),
+    click.option(
+        "--bands", type=_COUNT, default=None, help="LSH bands (default: from the threshold)."
+    ),
+    click.option(
+        "--rows", type=_COUNT, default=None, help="Rows per band (default: from the threshold)."
+    ),
+    click.option(
+        "--shingle",
+        default="auto",
+        show_default=True,
+        help="auto (characters for CJK documents, else words), word or char, optionally :N.",
+    ),
+    click.option(
+        "--ngram",
+        type=_COUNT,
+        default=5,
+        show_default=True,
+        help="Shingle size when --shingle has no :N.",
+    ),
+    click.option("--seed", type=_COUNT, default=1, show_default=True, help="Seed of the hashes."),
+)
+_WORK = click.option(
+    "--work",
+    "-w",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The dedup stages' shared directory.",
+)
+
+
 @main.command("dedup")
 @click.argument("inputs", nargs=-1, required=True)
 @_INPUT_SPLIT
@@ -427,32 +474,7 @@ _reader_options = _options(
     type=click.Path(dir_okay=False),
     help="One JSON line per cluster: kept and removed documents (file, line, id).",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.8,
-    show_default=True,
-    help="Jaccard similarity at or above which documents are near-duplicates.",
-)
-@click.option("--num-perm", type=_COUNT, default=128, show_default=True, help="Permutations.")
-@click.option("--bands", type=_COUNT, default=None, help="LSH bands (default: from the threshold).")
-@click.option(
-    "--rows", type=_COUNT, default=None, help="Rows per band (default: from the threshold)."
-)
-@click.option(
-    "--shingle",
-    default="auto",
-    show_default=True,
-    help="auto (characters for CJK documents, else words), word or char, optionally :N.",
-)
-@click.option(
-    "--ngram",
-    type=_COUNT,
-    default=5,
-    show_default=True,
-    help="Shingle size when --shingle has no :N.",
-)
-@click.option("--seed", type=_COUNT, default=1, show_default=True, help="Seed of the hashes.")
+@_minhash_options
 @click.option(
     "--verify",
     is_flag=True,
@@ -571,6 +593,74 @@ def merge_cmd(datasets: tuple[str, ...], output: str, overwrite: bool, threads: 
     partitioned prepare (put in part order) or datasets made with the same tokenizer and
     options (in the order given). Checksums are verified first."""
     click.echo(merge(list(datasets), output, overwrite=overwrite, threads=threads).summary())
+
+
+@main.command("dedup-signatures")
+@click.argument("inputs", nargs=-1, required=True)
+@_INPUT_SPLIT
+@_WORK
+@click.option(
+    "--num-parts",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Parts of the inputs, cut as prepare --num-parts cuts them.",
+)
+@click.option("--part", type=_COUNT, default=0, show_default=True, help="This run's part, 0-based.")
+@click.option(
+    "--buckets",
+    type=click.IntRange(1, 65536),
+    default=1,
+    show_default=True,
+    help="Hash ranges; dedup-buckets runs once for each.",
+)
+@_minhash_options
+@_TEXT_FIELD
+@_TXT_MODE
+@_MAX_LINE_BYTES
+@_strict("line")
+@_THREADS
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_friendly_errors
+def dedup_signatures_cmd(inputs: tuple[str, ...], quiet: bool, **options: Any) -> None:
+    """Dedup stage 1 (one run per part of INPUTS): band hashes of every document,
+    bucketed into --work. Then dedup-buckets, dedup-clusters, prepare --exclude."""
+    r = dedup_signatures(list(inputs), progress=not quiet, **options)
+    state = "already done, nothing to do" if r.get("already_complete") else "written"
+    click.echo(
+        f"signatures part {r['part']['index']} of {r['part']['count']}: "
+        f"{counted(len(r['inputs']), 'input file')}, {counted(r['docs'], 'document')}, "
+        f"{counted(len(r['records']), 'bucket')}: {state}"
+    )
+
+
+@main.command("dedup-buckets")
+@_WORK
+@click.option("--bucket", type=_COUNT, required=True, help="The bucket to run, 0-based.")
+@_friendly_errors
+def dedup_buckets_cmd(work: str, bucket: int) -> None:
+    """Dedup stage 2 (one run per bucket, once every signatures part is done):
+    candidate pairs of the documents that share a band hash."""
+    r = dedup_buckets(work, bucket)
+    state = "already done, nothing to do" if r.get("already_complete") else "written"
+    click.echo(
+        f"bucket {r['bucket']}: {r['records']:,} band hashes, "
+        f"{counted(r['edges'], 'candidate pair')}: {state}"
+    )
+
+
+@main.command("dedup-clusters")
+@_WORK
+@_friendly_errors
+def dedup_clusters_cmd(work: str) -> None:
+    """Dedup stage 3 (once every bucket is done): clusters, the first document of
+    each kept; prepare --exclude WORK skips the others."""
+    m = dedup_clusters(work)
+    click.echo(
+        f"clusters: {counted(m['docs'], 'document')}, {counted(m['clusters'], 'cluster')} of "
+        f"two or more, {m['removed']:,} removed ({m['seconds']:.2f} s); "
+        f"skip them with prepare --exclude {work}"
+    )
 
 
 def _training_options(command: str) -> Callable[[F], F]:

@@ -259,3 +259,71 @@ def dedup(
         summary=summary,
         **summary["stats"],
     )
+
+
+# --- the same across machines: stages that exchange files (docs/scale-out.md)
+
+
+def dedup_signatures(
+    inputs: Inputs,
+    work: PathLike,
+    *,
+    num_parts: int = 1,
+    part: int = 0,
+    buckets: int = 1,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    bands: int | None = None,
+    rows: int | None = None,
+    shingle: Shingle = "auto",
+    ngram: int = 5,
+    seed: int = 1,
+    text_field: str = "text",
+    txt_mode: Literal["line", "file"] = "line",
+    max_line_bytes: int = _core.DEFAULT_MAX_LINE_BYTES,
+    strict: bool = False,
+    threads: int = 0,
+    progress: bool = True,
+    input_split: str | None = None,
+) -> dict[str, Any]:
+    """Dedup stage 1, for one part of the inputs (cut as `prepare` cuts
+    parts): writes the band hashes of its documents into
+    ``work/signatures/part-NNNNN/``, one file per bucket, and returns the
+    part's record (``done.json``). A finished part with the same settings is
+    not redone (``already_complete``). The MinHash settings are those of
+    `dedup` (``verify`` is not available across machines); every part of a
+    run must use the same settings, inputs and ``buckets``."""
+    config = {
+        "work": os.fspath(work),
+        "text_field": text_field,
+        "txt_mode": txt_mode,
+        "max_line_bytes": max_line_bytes,
+        "strict": strict,
+        "minhash": _options(threshold, num_perm, bands, rows, shingle, ngram, seed, False),
+        "num_parts": num_parts,
+        "part": part,
+        "buckets": buckets,
+        "threads": threads,
+        "progress": progress,
+    }
+    with resolved_inputs(inputs, text_field, input_split) as r:
+        done = _core.dedup_signatures(json.dumps({"inputs": r.specs, **config}), r.tables)
+    result: dict[str, Any] = json.loads(done)
+    return result
+
+
+def dedup_buckets(work: PathLike, bucket: int) -> dict[str, Any]:
+    """Dedup stage 2, for one bucket: reads that bucket of every signatures
+    part (all must be finished) and writes the candidate edges of documents
+    that share a band hash to ``work/edges/``. Returns the bucket's record."""
+    result: dict[str, Any] = json.loads(_core.dedup_buckets(os.fspath(work), bucket))
+    return result
+
+
+def dedup_clusters(work: PathLike) -> dict[str, Any]:
+    """Dedup stage 3: union-find over every bucket's edges (all must be
+    finished); each cluster keeps its first document in input order. Writes
+    ``work/removed.bin`` and ``work/manifest.json`` (returned), which
+    ``prepare(..., exclude=work)`` reads."""
+    result: dict[str, Any] = json.loads(_core.dedup_clusters(os.fspath(work)))
+    return result

@@ -159,6 +159,7 @@ def prepare(
     input_split: str | None = None,
     num_parts: int | None = None,
     part: int | None = None,
+    exclude: PathLike | None = None,
 ) -> PrepareStats:
     """Turns JSONL/text files into token shards in ``output``.
 
@@ -216,6 +217,10 @@ def prepare(
             Rerunning a finished part with the same arguments does nothing
             (``already_complete``); a part cut short is redone. Exact dedup
             and ``minhash`` work within the part.
+        exclude: the work directory of finished dedup stages
+            (`tokenmill.dedup_clusters`) over the same inputs: the documents
+            they removed are skipped as ``near_duplicate`` (with or without
+            parts). Not with ``dedup="minhash"``.
     """
     config = {
         "tokenizer": os.fspath(tokenizer),
@@ -247,6 +252,7 @@ def prepare(
         "allow_empty": allow_empty,
         "num_parts": num_parts,
         "part": part,
+        "exclude": None if exclude is None else os.fspath(exclude),
     }
     with resolved_inputs(inputs, text_field, input_split) as r:
         summary = json.loads(_core.prepare(json.dumps({"inputs": r.specs, **config}), r.tables))

@@ -177,6 +177,19 @@ impl Part {
     }
 }
 
+/// sha256 over the paths and sizes of `inputs`, in order: stages of one
+/// run that expand the same inputs on other machines check that they agree.
+pub fn inputs_digest(inputs: &[InputFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in inputs {
+        h.update(f.path.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(f.size().to_le_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
 /// A record as read: its text, or why it has none.
 #[derive(Debug)]
 pub struct Entry {
