@@ -2,9 +2,9 @@
 
 - ``single``: ``tokenmill prepare CORPUS -t TOK -o OUT --threads C -q`` (default
   options: exact dedup, 1% val split).
-- ``parts``: ``tokenmill prepare CORPUS ... --num-parts N --part I --threads 1 -q``
-  for every part, at most C at once (a scheduler with C one-core slots), then
-  ``tokenmill merge OUT/part-* -o OUT``.
+- ``parts``: ``tokenmill prepare CORPUS ... --num-parts N --part I --threads T -q``
+  for every part, at most S at once (by default T = 1 and S = C: a scheduler
+  with C one-core slots), then ``tokenmill merge OUT/part-* -o OUT``.
 
 Every command is a fresh process timed by wall clock from here, Python start-up
 and tokenizer load included: that fixed cost is paid once per part, and it is
@@ -42,15 +42,17 @@ def run_single(corpus: Path, tok: Path, out: Path, cores: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_parts(corpus: Path, tok: Path, out: Path, parts: int, cores: int) -> tuple[float, float]:
-    """Wall time of all parts and of the merge after them."""
+def run_parts(
+    corpus: Path, tok: Path, out: Path, parts: int, slots: int, threads: int
+) -> tuple[float, float]:
+    """Wall time of all parts (``slots`` at once, ``threads`` each) and of the merge after them."""
     t0 = time.perf_counter()
     queue = list(range(parts))
     running: list[subprocess.Popen[bytes]] = []
     while queue or running:
-        while queue and len(running) < cores:
+        while queue and len(running) < slots:
             i = queue.pop(0)
-            cmd = tokenmill("prepare", str(corpus), "-t", str(tok), "-q", "--threads", "1")
+            cmd = tokenmill("prepare", str(corpus), "-t", str(tok), "-q", "--threads", str(threads))
             cmd += ["-o", str(out / f"part-{i:05d}"), "--num-parts", str(parts), "--part", str(i)]
             running.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
         time.sleep(0.01)
@@ -85,7 +87,9 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=BENCH_OUT / "corpus" / "u250M")
     ap.add_argument("--tokenizer", default="large", help="a bench_prepare.py name or a path")
     ap.add_argument("--parts", type=int, default=4)
-    ap.add_argument("--cores", type=int, default=2, help="threads of the single run; parts at once")
+    ap.add_argument("--cores", type=int, default=2, help="threads of the single run")
+    ap.add_argument("--slots", type=int, default=0, help="parts at once (0: --cores)")
+    ap.add_argument("--part-threads", type=int, default=1, help="threads of each part")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     tok = resolve_tokenizer(args.tokenizer, args.corpus)
@@ -94,7 +98,8 @@ def main() -> None:
     for r in range(args.repeat):
         shutil.rmtree(work, ignore_errors=True)
         single_t.append(run_single(args.corpus, tok, work / "single", args.cores))
-        p, m = run_parts(args.corpus, tok, work / "parts", args.parts, args.cores)
+        slots = args.slots or args.cores
+        p, m = run_parts(args.corpus, tok, work / "parts", args.parts, slots, args.part_threads)
         parts_t.append(p)
         merge_t.append(m)
         same = stream_digest(work / "single") == stream_digest(work / "parts")
@@ -111,7 +116,8 @@ def main() -> None:
         f"\ncorpus {args.corpus} ({meta['text_bytes'] / 1e6:.0f} MB of text), tokenizer "
         f"{args.tokenizer}, {args.cores} cores, medians of {args.repeat}:\n"
         f"  single prepare ({args.cores} threads)          {single:8.2f} s\n"
-        f"  {args.parts} parts ({args.cores} at once, 1 thread each) {parts:8.2f} s\n"
+        f"  {args.parts} parts ({args.slots or args.cores} at once, {args.part_threads} thread(s) "
+        f"each) {parts:8.2f} s\n"
         f"  merge (checksums of every shard)     {merge:8.2f} s\n"
         f"  parts + merge / single               {total / single:8.2f}x (target <= 1.3x)"
     )
