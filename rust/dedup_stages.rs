@@ -358,13 +358,18 @@ pub fn bucket_edges(work: &Path, bucket: usize) -> Result<BucketDone> {
     for p in &parts {
         let path = part_dir(work, p.part.index).join(format!("bucket-{bucket:05}.bin"));
         let bytes = std::fs::read(&path).map_err(|e| TokenmillError::io(&path, e))?;
-        if bytes.len() as u64 != p.records[bucket] * RECORD as u64 {
+        // A record file anyone can edit: its counts are checked, not trusted.
+        let expected = p
+            .records
+            .get(bucket)
+            .and_then(|&n| n.checked_mul(RECORD as u64));
+        if expected != Some(bytes.len() as u64) {
             return Err(TokenmillError::Corrupt {
                 path,
                 message: format!(
-                    "{} bytes, but its part recorded {} records of {RECORD} bytes",
+                    "{} bytes, but its part recorded {:?} records of {RECORD} bytes",
                     bytes.len(),
-                    p.records[bucket]
+                    p.records.get(bucket)
                 ),
             });
         }
@@ -447,7 +452,7 @@ pub fn clusters(work: &Path) -> Result<DedupStagesManifest> {
         }
         let path = done.with_extension("bin");
         let bytes = std::fs::read(&path).map_err(|e| TokenmillError::io(&path, e))?;
-        if bytes.len() as u64 != record.edges * EDGE as u64 {
+        if record.edges.checked_mul(EDGE as u64) != Some(bytes.len() as u64) {
             return Err(TokenmillError::Corrupt {
                 path,
                 message: format!("{} bytes for {} edges", bytes.len(), record.edges),
@@ -528,7 +533,7 @@ pub fn removed_lines(work: &Path, digest: &str, files: usize) -> Result<Vec<Vec<
     }
     let bin = work.join("removed.bin");
     let bytes = std::fs::read(&bin).map_err(|e| TokenmillError::io(&bin, e))?;
-    if bytes.len() as u64 != m.removed * 8 {
+    if m.removed.checked_mul(8) != Some(bytes.len() as u64) {
         return Err(TokenmillError::Corrupt {
             path: bin,
             message: format!("{} bytes for {} removed documents", bytes.len(), m.removed),

@@ -279,3 +279,8 @@ def test_dedup_stages_across_parts_keep_what_one_machine_keeps(
         tokenmill.prepare(
             inputs / "0.jsonl", qwen_tok, tmp_path / "x", exclude=work, progress=False
         )
+    # Stage files are checked, not trusted.
+    edges = work / "edges" / "bucket-00000.bin"
+    edges.write_bytes(edges.read_bytes()[:-3])
+    with pytest.raises(tokenmill.CorruptDatasetError, match="edges"):
+        tokenmill.dedup_clusters(work)
