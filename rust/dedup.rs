@@ -470,6 +470,18 @@ pub(crate) fn read_docs(
     })
 }
 
+/// Clusters with more than one member, given every member's root (union-find
+/// roots: a cluster's smallest ordinal).
+pub fn clusters_of(roots: &[u32]) -> u64 {
+    let mut has = vec![false; roots.len()];
+    for (i, &r) in roots.iter().enumerate() {
+        if r as usize != i {
+            has[r as usize] = true;
+        }
+    }
+    has.iter().filter(|&&h| h).count() as u64
+}
+
 /// Result of the MinHash passes over files: the cluster root of every
 /// document and where each document is.
 pub struct FileClusters {
@@ -501,13 +513,7 @@ impl FileClusters {
 
     /// Clusters with more than one member.
     pub fn clusters(&self) -> u64 {
-        let mut has = vec![false; self.roots.len()];
-        for (i, &r) in self.roots.iter().enumerate() {
-            if r as usize != i {
-                has[r as usize] = true;
-            }
-        }
-        has.iter().filter(|&&h| h).count() as u64
+        clusters_of(&self.roots)
     }
 
     /// Sorted lines of removed documents, per input file.

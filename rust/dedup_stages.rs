@@ -34,14 +34,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::dedup::{read_docs, BandIndex, Lsh, MinHashOptions, UnionFind};
+use crate::dedup::{clusters_of, read_docs, BandIndex, Lsh, MinHashOptions, UnionFind};
 use crate::error::{Result, TokenmillError};
 use crate::input::{
     inputs_digest, Corpus, InputSpec, MemoryTable, Part, ReaderOptions, TxtMode,
     DEFAULT_MAX_LINE_BYTES,
 };
 use crate::manifest::FileStats;
-use crate::shard::write_atomic;
+use crate::shard::{write_atomic, write_json};
 use crate::threads::{build_pool, resolve_threads};
 
 /// Bytes of one signature record: band (u32), hash (u64), document (u64).
@@ -161,11 +161,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).expect("records serialise");
-    write_atomic(path, &bytes)
-}
-
 /// Stage 1: the band hashes of one part's documents, bucketed (module docs).
 pub fn signatures(
     cfg: &SignaturesConfig,
@@ -195,9 +190,9 @@ pub fn signatures(
     let opts = ReaderOptions::new(&cfg.text_field, cfg.txt_mode, cfg.max_line_bytes as usize)?;
     let corpus = Corpus::open(&cfg.inputs, &cfg.tables, &[work], opts, cfg.strict)?;
     let digest = inputs_digest(corpus.inputs());
-    let sizes: Vec<u64> = corpus.inputs().iter().map(|f| f.size()).collect();
-    let first_file = part.files(&sizes).start;
-    let corpus = corpus.part(part);
+    let files = corpus.part_files(part);
+    let first_file = files.start;
+    let corpus = corpus.keep_files(files);
     let settings = settings(&lsh, cfg);
     let done = dir.join("done.json");
     if done.is_file() {
@@ -481,15 +476,11 @@ pub fn clusters(work: &Path) -> Result<DedupStagesManifest> {
         uf.union(ordinal(a), ordinal(b));
     }
     let roots = uf.roots();
-    let mut removed = Vec::new();
-    let mut has_members = vec![false; roots.len()];
-    for (i, &r) in roots.iter().enumerate() {
-        if r as usize != i {
-            removed.push(nodes[i]); // in key order: sorted
-            has_members[r as usize] = true;
-        }
-    }
-    let clusters = has_members.iter().filter(|&&h| h).count() as u64;
+    let removed: Vec<u64> = (0..roots.len())
+        .filter(|&i| roots[i] as usize != i)
+        .map(|i| nodes[i]) // in key order: sorted
+        .collect();
+    let clusters = clusters_of(&roots);
     let bytes: Vec<u8> = removed.iter().flat_map(|k| k.to_le_bytes()).collect();
     write_atomic(&work.join("removed.bin"), &bytes)?;
     let mut inputs = Vec::new();

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Result, TokenmillError};
 use crate::input::MAX_EXAMPLES;
 use crate::manifest::{comparable_args, inside_dataset, Manifest, MergedEntry};
-use crate::shard::{write_atomic, ShardInfo};
+use crate::shard::{write_json, ShardInfo};
 use crate::verify::verify_manifest;
 
 /// Every argument of a `merge` run.
@@ -99,8 +99,7 @@ pub fn merge(cfg: &MergeConfig, interrupted: &dyn Fn() -> bool) -> Result<MergeS
         }
     }
     let manifest = merged_manifest(&sources, &out);
-    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&out.join("manifest.json"), &bytes)?;
+    write_json(&out.join("manifest.json"), &manifest)?;
     Ok(MergeSummary {
         output: out.display().to_string(),
         manifest,
@@ -224,8 +223,8 @@ fn check_unique(sources: &[Source]) -> Result<()> {
 }
 
 /// An error naming the first thing in which `b` was made otherwise than
-/// `a`: kind, tokenizer (fingerprint), dtype, BOS/EOS, split rule, or an
-/// argument other than those that only say how a run ran (and, for datasets
+/// `a`: kind, tokenizer (fingerprint), dtype, BOS/EOS, or an argument (the
+/// split rule's among them) other than those that only say how a run ran (and, for datasets
 /// that are not parts of one run, their inputs).
 fn same_making(a: &Source, b: &Source) -> Result<()> {
     let (ma, mb) = (&a.manifest, &b.manifest);
@@ -252,13 +251,6 @@ fn same_making(a: &Source, b: &Source) -> Result<()> {
     if (ma.bos_added, ma.eos_added) != (mb.bos_added, mb.eos_added) {
         let f = |m: &Manifest| format!("bos_added={} eos_added={}", m.bos_added, m.eos_added);
         return differs("BOS/EOS", f(ma), f(mb));
-    }
-    if ma.val_split != mb.val_split {
-        return differs(
-            "val_split",
-            ma.val_split.to_string(),
-            mb.val_split.to_string(),
-        );
     }
     let also: &[&str] = if ma.part.is_some() {
         &["part"]

@@ -29,7 +29,7 @@ use crate::manifest::{
 };
 use crate::progress::{Counts, Progress};
 use crate::shard::{
-    finish_splits, prepare_output_dir, remove_unfinished, write_atomic, Dtype, SplitWriter,
+    finish_splits, prepare_output_dir, remove_unfinished, write_json, Dtype, SplitWriter,
 };
 use crate::threads::{build_pool, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
@@ -322,8 +322,7 @@ impl Summary {
         text_bytes: u64,
         tokens: u64,
     ) -> Result<Summary> {
-        let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        write_atomic(&out.join("manifest.json"), &bytes)?;
+        write_json(&out.join("manifest.json"), &manifest)?;
         let seconds = started.elapsed().as_secs_f64();
         Ok(Summary {
             output: out.display().to_string(),
@@ -542,6 +541,7 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         cfg.strict,
     )?;
     let out = PathBuf::from(&cfg.output);
+    let part_files = part.map(|p| corpus.part_files(p));
     let excluded = match &cfg.exclude {
         None => None,
         Some(_) if cfg.dedup == DedupMode::Minhash => {
@@ -552,23 +552,22 @@ pub fn prepare(cfg: &PrepareConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
         Some(work) => {
             let inputs = corpus.inputs();
             let mut lines = removed_lines(Path::new(work), &inputs_digest(inputs), inputs.len())?;
-            if let Some(p) = part {
-                let sizes: Vec<u64> = inputs.iter().map(InputFile::size).collect();
-                lines = lines.drain(p.files(&sizes)).collect();
+            if let Some(files) = part_files.clone() {
+                lines = lines.drain(files).collect();
             }
             Some(lines)
         }
     };
-    let (corpus, part) = match part {
+    let (corpus, part) = match part.zip(part_files) {
         None => (corpus, None),
-        Some(p) => {
+        Some((p, files)) => {
             let entry = PartEntry {
                 index: p.index,
                 count: p.count,
                 input_files: corpus.inputs().len(),
                 input_bytes: corpus.total_bytes(),
             };
-            let corpus = corpus.part(p);
+            let corpus = corpus.keep_files(files);
             if let Some(done) = finished_part(cfg, &out, corpus.inputs(), &entry, started)? {
                 return Ok(done);
             }

@@ -117,6 +117,13 @@ pub fn check_offsets(idx: &[u8], docs: u64, tokens: u64) -> std::result::Result<
     Ok(())
 }
 
+/// Writes `value` as pretty JSON to `path`, atomically ([`write_atomic`]):
+/// manifests and stage records.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).expect("tokenmill's records serialise");
+    write_atomic(path, &bytes)
+}
+
 /// Writes a file's bytes to `NAME.tmp`, fsyncs and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_name(path);

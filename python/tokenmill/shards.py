@@ -35,6 +35,13 @@ class SplitStats:
     shards: int
 
 
+def _split_stats(manifest: dict[str, Any]) -> dict[str, SplitStats]:
+    return {
+        name: SplitStats(s["tokens"], s["docs"], len(s["shards"]))
+        for name, s in manifest["splits"].items()
+    }
+
+
 @dataclass(frozen=True)
 class PrepareStats:
     """What `prepare` did: totals, per-split sizes, skipped lines and timings.
@@ -67,10 +74,7 @@ class PrepareStats:
         totals = m["totals"]
         return cls(
             output=Path(summary["output"]),
-            splits={
-                name: SplitStats(s["tokens"], s["docs"], len(s["shards"]))
-                for name, s in m["splits"].items()
-            },
+            splits=_split_stats(m),
             lines=totals["lines"],
             docs=totals["docs"],
             tokens=totals["tokens"],
@@ -558,10 +562,7 @@ def merge(
     return MergeStats(
         output=Path(summary["output"]),
         datasets=[d["path"] for d in m["merged"]],
-        splits={
-            name: SplitStats(s["tokens"], s["docs"], len(s["shards"]))
-            for name, s in m["splits"].items()
-        },
+        splits=_split_stats(m),
         docs=m["totals"]["docs"],
         tokens=m["totals"]["tokens"],
         seconds=summary["seconds"],

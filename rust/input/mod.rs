@@ -271,11 +271,15 @@ impl Corpus {
         }
     }
 
-    /// Only the files of `part` ([`Part::files`]), from the start.
-    pub fn part(self, part: Part) -> Corpus {
+    /// The files of `part` ([`Part::files`]), as positions in [`Corpus::inputs`].
+    pub fn part_files(&self, part: Part) -> Range<usize> {
         let sizes: Vec<u64> = self.inputs.iter().map(InputFile::size).collect();
-        let files = self.inputs[part.files(&sizes)].to_vec();
-        Corpus::new(files, self.opts, self.strict)
+        part.files(&sizes)
+    }
+
+    /// Only the inputs at `files`, from the start.
+    pub fn keep_files(self, files: Range<usize>) -> Corpus {
+        Corpus::new(self.inputs[files].to_vec(), self.opts, self.strict)
     }
 
     /// The same files from the start, with other options (a second pass).
