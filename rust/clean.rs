@@ -68,36 +68,60 @@ pub fn content_hash(text: &str) -> u128 {
     }
     FOLDED.with_borrow_mut(|folded| {
         folded.clear();
-        let mut gap = false;
-        let mut push = |folded: &mut Vec<u8>, bytes: &[u8], space: bool| {
-            if space {
-                gap = !folded.is_empty();
-            } else {
-                if gap {
+        let bytes = text.as_bytes();
+        // Words are copied whole: a byte that cannot start a whitespace
+        // character (most of them, UTF-8 continuation bytes included) costs
+        // one table lookup.
+        let push_word = |folded: &mut Vec<u8>, word: &[u8]| {
+            if !word.is_empty() {
+                if !folded.is_empty() {
                     folded.push(b' ');
-                    gap = false;
                 }
-                folded.extend_from_slice(bytes);
+                folded.extend_from_slice(word);
             }
         };
-        let bytes = text.as_bytes();
+        let mut word = 0;
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
-            if b.is_ascii() {
-                // char::is_whitespace on ASCII: space, \t, \n, \x0B, \x0C, \r.
-                push(folded, &bytes[i..i + 1], matches!(b, b' ' | b'\t'..=b'\r'));
+            let space = match WHITESPACE_START[usize::from(bytes[i])] {
+                0 => 0,
+                1 => 1,
+                _ => text[i..]
+                    .chars()
+                    .next()
+                    .filter(|c| c.is_whitespace())
+                    .map_or(0, char::len_utf8),
+            };
+            if space == 0 {
                 i += 1;
-            } else {
-                let c = text[i..].chars().next().expect("i is a character boundary");
-                let n = c.len_utf8();
-                push(folded, &bytes[i..i + n], c.is_whitespace());
-                i += n;
+                continue;
             }
+            push_word(folded, &bytes[word..i]);
+            i += space;
+            word = i;
         }
+        push_word(folded, &bytes[word..]);
         xxhash_rust::xxh3::xxh3_128(folded)
     })
 }
+
+/// Per byte: 1 for an ASCII whitespace character (`char::is_whitespace`:
+/// space, \t, \n, \x0B, \x0C, \r), 2 for the lead bytes of the other
+/// whitespace characters (U+0085, U+00A0, U+1680, U+2000..U+205F, U+3000),
+/// else 0.
+const WHITESPACE_START: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b' ' | b'\t'..=b'\r' => 1,
+            0xC2 | 0xE1 | 0xE2 | 0xE3 => 2,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// Whether a document goes to the validation split: a pure function of its
 /// content hash and the seed, so the split is stable across runs, thread
@@ -186,8 +210,23 @@ mod tests {
             " a  b\t\nc ",
             "\u{3000}中文\u{a0}x\u{85}y\u{b}z\u{1680}",
             "é\u{2028}\r\n",
+            "\u{2014}\u{3001}\u{3000}\u{a9}\u{1681}",
         ] {
             assert_eq!(content_hash(t), reference(t), "{t:?}");
+        }
+        // Every character, between words and at both ends; those that may
+        // start a space also after words of each length up to 8 bytes.
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            for t in [format!("a{c}b"), format!("{c}x{c}{c}")] {
+                assert_eq!(content_hash(&t), reference(&t), "{c:?}");
+            }
+            if c.is_whitespace() || WHITESPACE_START[usize::from(c.to_string().as_bytes()[0])] != 0
+            {
+                for k in 0..9 {
+                    let t = format!("{}{c}中文 text{c}{c}ab", "x".repeat(k));
+                    assert_eq!(content_hash(&t), reference(&t), "{c:?} at {k}");
+                }
+            }
         }
     }
 

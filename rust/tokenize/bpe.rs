@@ -2,14 +2,20 @@
 //! merge loop (a linear scan for short words, the crate's heap procedure
 //! beyond), with ids identical to the `tokenizers` crate.
 
+use std::ops::Range;
+
 use rustc_hash::FxHashMap;
 
-use super::cache::{HotCache, WordCache, CACHE_SHARDS, CACHE_WORD_BYTES};
+use super::cache::{HotCache, WordCache, CACHE_WORD_BYTES};
 use super::json::{MergeEntry, TokenizerFile};
+use super::pages::Zeroed;
 
 /// Words of at most this many initial symbols are merged by a linear scan
 /// instead of a heap.
 pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
+/// How many words ahead of its lookup [`Bpe::encode_words`] asks for a
+/// word's shared cache slot.
+const AHEAD: usize = 8;
 
 /// The characters of [`byte_chars`] are below this.
 const BYTE_CHARS_END: usize = 0x144;
@@ -52,7 +58,7 @@ pub(super) struct Bpe {
     /// No two vocabulary strings share an id (see [`Bpe::merge_short`]).
     unique_ids: bool,
     /// Pre-token -> ids, shared by the worker threads.
-    cache: Vec<WordCache>,
+    cache: WordCache,
     /// Byte-level: characters that start as one symbol, code point -> id.
     chars: FxHashMap<u32, u32>,
 }
@@ -104,7 +110,7 @@ pub(super) struct Symbol {
 /// is half the size of a plain map and a lookup touches one cache line;
 /// the new id comes from a table by rank.
 pub(super) struct MergeTable {
-    slots: Vec<u64>,
+    slots: Zeroed<u64>,
     new_ids: Vec<u32>,
 }
 
@@ -117,8 +123,10 @@ pub(super) const EMPTY_SLOT: u64 = u64::MAX;
 
 impl MergeTable {
     fn with_capacity(n: usize) -> MergeTable {
+        let mut slots = Zeroed::new((2 * n).next_power_of_two().max(16));
+        slots.fill(EMPTY_SLOT);
         MergeTable {
-            slots: vec![EMPTY_SLOT; (2 * n).next_power_of_two().max(16)],
+            slots,
             new_ids: Vec::with_capacity(n),
         }
     }
@@ -177,6 +185,10 @@ pub(super) struct Merge {
 #[derive(Default)]
 pub(super) struct Worker {
     hot: HotCache,
+    /// [`Bpe::encode_words`]: the cache hash of each word.
+    hashes: Vec<u64>,
+    /// The words of the segment being encoded (see `FastBpe`).
+    pub(super) words: Vec<Range<usize>>,
     symbols: Vec<Symbol>,
     /// Byte-level: each initial symbol's byte, or NOT_A_BYTE.
     bytes: Vec<u16>,
@@ -403,7 +415,7 @@ impl Bpe {
             byte_fallback: model["byte_fallback"] == true,
             ignore_merges: model["ignore_merges"] == true,
             unique_ids,
-            cache: (0..CACHE_SHARDS).map(|_| WordCache::default()).collect(),
+            cache: WordCache::default(),
             chars: FxHashMap::default(),
         };
         if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
@@ -663,8 +675,59 @@ impl Bpe {
         }
     }
 
-    /// Appends the ids of one word (a pre-token) to `out`.
-    pub(super) fn encode_word(&self, word: &[u8], w: &mut Worker, out: &mut Vec<u32>) {
+    /// The cache hash of `word`, 0 when it is too long to be cached.
+    #[inline]
+    fn cache_hash(word: &[u8]) -> u64 {
+        if word.len() <= CACHE_WORD_BYTES {
+            WordCache::hash(word)
+        } else {
+            0
+        }
+    }
+
+    /// Appends the ids of `words` (byte ranges of `text`), in order.
+    ///
+    /// Most of a lookup's time is spent waiting for memory, so the caches
+    /// are asked to load each word's entries ahead of its lookup: the hot
+    /// cache's entry 2 x [`AHEAD`] words before, then (for a word that the
+    /// hot cache does not seem to hold) the shared cache's slot [`AHEAD`]
+    /// words before and what that slot points to half as many before. The
+    /// waits of many words overlap instead of adding up.
+    pub(super) fn encode_words(
+        &self,
+        text: &[u8],
+        words: &[Range<usize>],
+        w: &mut Worker,
+        out: &mut Vec<u32>,
+    ) {
+        let mut hashes = std::mem::take(&mut w.hashes);
+        hashes.clear();
+        hashes.extend(words.iter().map(|r| Self::cache_hash(&text[r.clone()])));
+        // Words of one byte mostly have a byte token and skip the caches.
+        let len = |j: usize| words.get(j).map_or(0, |r| r.len());
+        let hot = |j: usize| (2..=HotCache::MAX_WORD_BYTES).contains(&len(j));
+        let shared = |j: usize, w: &Worker| {
+            (len(j) > 1 && hashes[j] != 0 && !(hot(j) && w.hot.may_hold(hashes[j])))
+                .then(|| hashes[j])
+        };
+        for (i, r) in words.iter().enumerate() {
+            if hot(i + 2 * AHEAD) {
+                w.hot.prefetch(hashes[i + 2 * AHEAD]);
+            }
+            if let Some(hash) = shared(i + AHEAD, w) {
+                self.cache.prefetch_slot(hash);
+            }
+            if let Some(hash) = shared(i + AHEAD / 2, w) {
+                self.cache.prefetch_entry(hash);
+            }
+            self.encode_hashed(&text[r.clone()], hashes[i], w, out);
+        }
+        w.hashes = hashes;
+    }
+
+    /// Appends the ids of one word (a pre-token) to `out`; `hash` is its
+    /// [`Bpe::cache_hash`].
+    fn encode_hashed(&self, word: &[u8], hash: u64, w: &mut Worker, out: &mut Vec<u32>) {
         if word.is_empty() {
             return;
         }
@@ -679,14 +742,12 @@ impl Bpe {
             }
         }
         let cacheable = word.len() <= CACHE_WORD_BYTES;
-        let hash = if cacheable { WordCache::hash(word) } else { 0 };
-        let hot = HotCache::takes(word);
+        let hot = word.len() <= HotCache::MAX_WORD_BYTES;
         if hot && w.hot.get(word, hash, out) {
             return;
         }
-        let shard = &self.cache[(hash >> 60) as usize % CACHE_SHARDS];
         let start = out.len();
-        if cacheable && shard.get(word, hash, out) {
+        if cacheable && self.cache.get(word, hash, out) {
             if hot {
                 w.hot.offer(word, hash, &out[start..]);
             }
@@ -703,7 +764,7 @@ impl Bpe {
             w.hot.offer(word, hash, &out[start..]);
         }
         if cacheable {
-            shard.insert(word, hash, &out[start..]);
+            self.cache.insert(word, hash, &out[start..]);
         }
     }
 }

@@ -5,13 +5,15 @@
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use super::pages::Zeroed;
+
 /// Words of at most this many bytes are cached.
 pub(super) const CACHE_WORD_BYTES: usize = 128;
 // A cached word's length, and its ids (at most one per byte), fit 8 bits.
 const _: () = assert!(CACHE_WORD_BYTES < 256);
 /// The word cache is shared by the worker threads of one encoder, in this
 /// many shards (chosen by the word's hash); see [`WordCache`].
-pub(super) const CACHE_SHARDS: usize = 16;
+const CACHE_SHARDS: usize = 16;
 /// Slots of one shard (a power of two); a shard holds at most half as many
 /// words and is emptied when that many are in it.
 const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
@@ -34,39 +36,67 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-/// One shard of the pre-token -> ids cache shared by an encoder's threads,
-/// with a hard cap: open addressing over slots that point into two arenas,
-/// emptied when half the slots are used.
+/// Asks the CPU to start loading the cache line of `p`, without waiting.
+#[inline]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing into the program and never faults.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The pre-token -> ids cache shared by an encoder's threads, with a hard
+/// cap, in [`CACHE_SHARDS`] shards chosen by the word's hash: each shard
+/// does open addressing over slots that point into two arenas, and is
+/// emptied when half its slots are used.
 ///
 /// Readers take no lock and write nothing, so a lookup does not pull a
 /// cache line over from the other core as taking a lock does (with a lock
 /// per shard, two threads used up to a sixth more CPU than two processes
-/// doing the same work). Writers take `fill`.
+/// doing the same work). Writers take the shard's `fill`.
 /// A slot is published by storing its hash last (release); until the shard
 /// is emptied, a published slot and what it points to never change. A
-/// reader that raced with an emptying sees `generation` changed (it is odd
-/// while one runs) and treats its lookup as a miss. Everything shared is an
-/// atomic, so a racing read is never undefined behaviour, only discarded.
+/// reader that raced with an emptying sees the shard's `generation` changed
+/// (it is odd while one runs) and treats its lookup as a miss. Everything
+/// shared is an atomic, so a racing read is never undefined behaviour, only
+/// discarded.
 #[derive(Default)]
 pub(super) struct WordCache {
-    generation: AtomicU64,
-    /// Allocated on the first insert.
+    /// All shards' memory, in one allocation so that it can sit on huge
+    /// pages; allocated on the first insert.
     arenas: OnceLock<Arenas>,
+    shards: [Shard; CACHE_SHARDS],
+}
+
+#[derive(Default)]
+struct Shard {
+    generation: AtomicU64,
     fill: Mutex<Fill>,
 }
 
-/// A shard's memory. Words are stored in 8-byte little-endian chunks,
-/// zero-padded, each starting a chunk.
-pub(super) struct Arenas {
+/// The memory of all shards, shard after shard. Words are stored in 8-byte
+/// little-endian chunks, zero-padded, each starting a chunk.
+struct Arenas {
     /// Per slot: the word's hash (0 = empty), then where it lives ([`meta`]).
-    slots: Box<[[AtomicU64; 2]]>,
-    keys: Box<[AtomicU64]>,
-    ids: Box<[AtomicU32]>,
+    slots: Zeroed<[AtomicU64; 2]>,
+    keys: Zeroed<AtomicU64>,
+    ids: Zeroed<AtomicU32>,
+}
+
+/// One shard's part of [`Arenas`].
+struct ShardArenas<'a> {
+    slots: &'a [[AtomicU64; 2]],
+    keys: &'a [AtomicU64],
+    ids: &'a [AtomicU32],
 }
 
 /// What a shard's writers have used of it.
 #[derive(Default)]
-pub(super) struct Fill {
+struct Fill {
     words: usize,
     key_chunks: usize,
     ids: usize,
@@ -74,17 +104,17 @@ pub(super) struct Fill {
 
 /// Where a cached word lives: key chunk offset, ids offset, byte length and
 /// ids length, packed (24 + 24 + 8 + 8 bits).
-pub(super) fn meta(key_at: usize, ids_at: usize, len: usize, n: usize) -> u64 {
+fn meta(key_at: usize, ids_at: usize, len: usize, n: usize) -> u64 {
     ((key_at as u64) << 40) | ((ids_at as u64) << 16) | ((len as u64) << 8) | n as u64
 }
 
-pub(super) fn unmeta(m: u64) -> (usize, usize, usize, usize) {
+fn unmeta(m: u64) -> (usize, usize, usize, usize) {
     let f = |shift: u32, bits: u32| ((m >> shift) & ((1 << bits) - 1)) as usize;
     (f(40, 24), f(16, 24), f(8, 8), f(0, 8))
 }
 
 /// The 8-byte chunks a word is stored in.
-pub(super) fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
+fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
     word.chunks(8).map(|c| {
         let mut b = [0u8; 8];
         b[..c.len()].copy_from_slice(c);
@@ -92,39 +122,38 @@ pub(super) fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
-/// Types whose all-zero bytes are a valid value.
-pub(super) trait ZeroIsValid {}
-impl ZeroIsValid for AtomicU32 {}
-impl ZeroIsValid for AtomicU64 {}
-impl ZeroIsValid for [AtomicU64; 2] {}
-
-/// `n` zeros from zeroed memory, which the allocator maps page by page as
-/// it is first written.
-pub(super) fn zeroed<T: ZeroIsValid>(n: usize) -> Box<[T]> {
-    // SAFETY: atomic integers have the bit validity of their integer type,
-    // so all-zero memory holds zeros.
-    unsafe { Box::new_zeroed_slice(n).assume_init() }
-}
-
 impl Arenas {
     fn new() -> Arenas {
         let arenas = Arenas {
-            slots: zeroed(SHARD_SLOTS),
-            keys: zeroed(SHARD_KEY_BYTES / 8),
-            ids: zeroed(SHARD_IDS),
+            slots: Zeroed::new(CACHE_SHARDS * SHARD_SLOTS),
+            keys: Zeroed::new(CACHE_SHARDS * SHARD_KEY_BYTES / 8),
+            ids: Zeroed::new(CACHE_SHARDS * SHARD_IDS),
         };
         // Lookups read slots that no insert has written yet. A page read
         // before it is written maps the kernel's shared zero page, and the
         // later write then costs a copy and a TLB flush on every core (35 ms
         // more for a first encode of 300 documents). Writing the slots first
         // avoids that; keys and ids are read only where an insert wrote.
-        arenas.empty();
+        for s in 0..CACHE_SHARDS {
+            arenas.shard(s).empty();
+        }
         arenas
     }
 
+    fn shard(&self, s: usize) -> ShardArenas<'_> {
+        const KEY_CHUNKS: usize = SHARD_KEY_BYTES / 8;
+        ShardArenas {
+            slots: &self.slots[s * SHARD_SLOTS..][..SHARD_SLOTS],
+            keys: &self.keys[s * KEY_CHUNKS..][..KEY_CHUNKS],
+            ids: &self.ids[s * SHARD_IDS..][..SHARD_IDS],
+        }
+    }
+}
+
+impl ShardArenas<'_> {
     /// Marks every slot empty.
     fn empty(&self) {
-        for slot in self.slots.iter() {
+        for slot in self.slots {
             slot[0].store(0, Ordering::Relaxed);
         }
     }
@@ -166,13 +195,48 @@ impl WordCache {
         xxhash_rust::xxh3::xxh3_64(word) | 1
     }
 
+    /// The shard of `hash`: its top bits (its low bits pick the slot).
+    #[inline]
+    fn shard_of(hash: u64) -> usize {
+        (hash >> 60) as usize % CACHE_SHARDS
+    }
+
+    /// Starts loading the slot where a lookup of `hash` begins.
+    #[inline]
+    pub(super) fn prefetch_slot(&self, hash: u64) {
+        if let Some(arenas) = self.arenas.get() {
+            let slots = arenas.shard(Self::shard_of(hash)).slots;
+            prefetch(&slots[hash as usize & (slots.len() - 1)]);
+        }
+    }
+
+    /// Starts loading the key and ids that the slot where a lookup of
+    /// `hash` begins points to, if that slot is of `hash` (it is usually
+    /// loaded by [`WordCache::prefetch_slot`] by then).
+    #[inline]
+    pub(super) fn prefetch_entry(&self, hash: u64) {
+        if let Some(arenas) = self.arenas.get() {
+            let arenas = arenas.shard(Self::shard_of(hash));
+            let slot = &arenas.slots[hash as usize & (arenas.slots.len() - 1)];
+            if slot[0].load(Ordering::Relaxed) == hash {
+                let (key_at, ids_at, _, _) = unmeta(slot[1].load(Ordering::Relaxed));
+                if let (Some(key), Some(ids)) = (arenas.keys.get(key_at), arenas.ids.get(ids_at)) {
+                    prefetch(key);
+                    prefetch(ids);
+                }
+            }
+        }
+    }
+
     /// Appends the cached ids of `word` to `out`; false on a miss.
     pub(super) fn get(&self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
         let Some(arenas) = self.arenas.get() else {
             return false;
         };
-        let generation = self.generation.load(Ordering::Acquire);
-        if generation % 2 == 1 {
+        let s = Self::shard_of(hash);
+        let (arenas, generation) = (arenas.shard(s), &self.shards[s].generation);
+        let seen = generation.load(Ordering::Acquire);
+        if seen % 2 == 1 {
             return false;
         }
         let start = out.len();
@@ -186,7 +250,7 @@ impl WordCache {
             .map(|ids| out.extend(ids.iter().map(|id| id.load(Ordering::Relaxed))))
             .is_some();
         fence(Ordering::Acquire);
-        if self.generation.load(Ordering::Relaxed) != generation {
+        if generation.load(Ordering::Relaxed) != seen {
             out.truncate(start);
             return false;
         }
@@ -194,19 +258,21 @@ impl WordCache {
     }
 
     pub(super) fn insert(&self, word: &[u8], hash: u64, ids: &[u32]) {
-        let arenas = self.arenas.get_or_init(Arenas::new);
-        let mut fill = self.fill.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = Self::shard_of(hash);
+        let arenas = self.arenas.get_or_init(Arenas::new).shard(s);
+        let shard = &self.shards[s];
+        let mut fill = shard.fill.lock().unwrap_or_else(PoisonError::into_inner);
         let key_chunks = word.len().div_ceil(8);
         if fill.words >= SHARD_SLOTS / 2
             || fill.key_chunks + key_chunks > arenas.keys.len()
             || fill.ids + ids.len() > arenas.ids.len()
         {
             // Readers that overlap this see the generation change.
-            let g = self.generation.load(Ordering::Relaxed);
-            self.generation.store(g + 1, Ordering::Relaxed);
+            let g = shard.generation.load(Ordering::Relaxed);
+            shard.generation.store(g + 1, Ordering::Relaxed);
             fence(Ordering::Release);
             arenas.empty();
-            self.generation.store(g + 2, Ordering::Release);
+            shard.generation.store(g + 2, Ordering::Release);
             *fill = Fill::default();
         }
         let Some((i, 0)) = arenas.find(word, hash) else {
@@ -264,11 +330,8 @@ pub(super) struct HotCache {
 }
 
 impl HotCache {
-    /// Whether `word` is short enough for the hot cache.
-    #[inline]
-    pub(super) fn takes(word: &[u8]) -> bool {
-        word.len() <= HOT_WORD_BYTES
-    }
+    /// The longest words the hot cache takes.
+    pub(super) const MAX_WORD_BYTES: usize = HOT_WORD_BYTES;
 
     #[inline]
     fn entry(&mut self, hash: u64) -> &mut HotEntry {
@@ -276,6 +339,23 @@ impl HotCache {
             self.entries = vec![HotEntry::default(); HOT_ENTRIES];
         }
         &mut self.entries[hash as usize & (HOT_ENTRIES - 1)]
+    }
+
+    /// Starts loading the entry of `hash`.
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u64) {
+        if let Some(e) = self.entries.get(hash as usize & (HOT_ENTRIES - 1)) {
+            prefetch(e);
+        }
+    }
+
+    /// Whether the entry of `hash` may hold the word of `hash` (a hint: a
+    /// lookup checks the word itself).
+    #[inline]
+    pub(super) fn may_hold(&self, hash: u64) -> bool {
+        self.entries
+            .get(hash as usize & (HOT_ENTRIES - 1))
+            .is_some_and(|e| e.hash == hash)
     }
 
     /// Appends the ids of `word` (hashed by [`WordCache::hash`]) to `out`;
@@ -361,8 +441,11 @@ mod tests {
         });
         assert!(hits > words as usize / 4, "{hits} hits");
         assert!(
-            cache.generation.load(Ordering::Relaxed) >= 2 * 8,
-            "shard never emptied"
+            cache
+                .shards
+                .iter()
+                .all(|s| s.generation.load(Ordering::Relaxed) >= 2),
+            "a shard never emptied"
         );
         assert!(inserts > 0);
     }

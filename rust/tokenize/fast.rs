@@ -35,6 +35,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Range;
 
 use aho_corasick::AhoCorasick;
 use serde::Deserialize;
@@ -193,6 +194,22 @@ impl FastBpe {
         if text.is_empty() {
             return;
         }
+        let mut words = std::mem::take(&mut w.words);
+        words.clear();
+        let text = self.words_of_segment(text, first, &mut words);
+        self.bpe.encode_words(text.as_bytes(), &words, w, out);
+        w.words = words;
+    }
+
+    /// Cuts a normalised segment into the words BPE merges within, as byte
+    /// ranges of the returned text (the segment, or what the pre-tokenizer
+    /// made of it).
+    fn words_of_segment<'s>(
+        &self,
+        text: &'s str,
+        first: bool,
+        words: &mut Vec<Range<usize>>,
+    ) -> Cow<'s, str> {
         match &self.words {
             Words::ByteLevel {
                 prefix_space,
@@ -203,9 +220,8 @@ impl FastBpe {
                 } else {
                     Cow::Borrowed(text)
                 };
-                split_all(&text, splits, &mut |word| {
-                    self.bpe.encode_word(word, w, out)
-                });
+                split_all(&text, 0, splits, &mut |word| words.push(word));
+                text
             }
             &Words::SentencePiece {
                 metaspace,
@@ -227,51 +243,46 @@ impl FastBpe {
                         text = Cow::Owned(format!("{rep}{text}"));
                     }
                 }
-                let bytes = text.as_bytes();
+                let mut start = 0;
                 if split {
                     let rep = metaspace.map(|m| m.0).expect("split only with Metaspace");
-                    let mut start = 0;
                     for (i, _) in text.match_indices(rep) {
                         if i > start {
-                            self.bpe.encode_word(&bytes[start..i], w, out);
+                            words.push(start..i);
                         }
                         start = i;
                     }
-                    self.bpe.encode_word(&bytes[start..], w, out);
                 } else if cut_runs {
                     // Words are `▁*` followed by non-`▁` characters.
-                    const RUN: &str = "\u{2581}";
-                    let mut start = 0;
-                    let mut in_run = text.starts_with(RUN);
+                    let mut in_run = text.starts_with('\u{2581}');
                     for (i, c) in text.char_indices() {
                         let space = c == '\u{2581}';
                         if space && !in_run && i > start {
-                            self.bpe.encode_word(&bytes[start..i], w, out);
+                            words.push(start..i);
                             start = i;
                         }
                         in_run = space;
                     }
-                    self.bpe.encode_word(&bytes[start..], w, out);
-                } else {
-                    self.bpe.encode_word(bytes, w, out);
                 }
+                words.push(start..text.len());
+                text
             }
         }
     }
 }
 
 /// Cuts `text` by each of `splits` in turn (each cutting the pieces of the
-/// one before) and hands over the final pieces' bytes, in order.
-fn split_all(text: &str, splits: &[SplitPattern], f: &mut dyn FnMut(&[u8])) {
+/// one before) and hands over the final pieces as byte ranges, in order,
+/// offset by `base`.
+fn split_all(text: &str, base: usize, splits: &[SplitPattern], f: &mut dyn FnMut(Range<usize>)) {
     let Some((&first, rest)) = splits.split_first() else {
-        f(text.as_bytes());
+        f(base..base + text.len());
         return;
     };
     let scanner = Scanner::new(text);
     if rest.is_empty() {
-        let bytes = text.as_bytes();
-        scanner.split(first, |s, e| f(&bytes[s..e]));
+        scanner.split(first, |s, e| f(base + s..base + e));
     } else {
-        scanner.split(first, |s, e| split_all(&text[s..e], rest, f));
+        scanner.split(first, |s, e| split_all(&text[s..e], base + s, rest, f));
     }
 }

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod fast;
 mod json;
 mod normalize;
+mod pages;
 pub mod split;
 mod words;
 

@@ -207,11 +207,22 @@ impl Scanner<'_> {
     /// The character at byte `i` (none at the end).
     #[inline]
     fn at(&self, i: usize) -> Option<char> {
-        let b = *self.text.as_bytes().get(i)?;
+        let bytes = self.text.as_bytes();
+        let b = *bytes.get(i)?;
         if b.is_ascii() {
             return Some(char::from(b));
         }
-        self.text.get(i..).and_then(|s| s.chars().next())
+        // The text is UTF-8, so a lead byte is followed by its continuation
+        // bytes; none inside a character.
+        let cont = |k: usize| bytes.get(i + k).map(|&c| u32::from(c & 0x3F));
+        let b = u32::from(b);
+        let c = match b {
+            0xC0..=0xDF => ((b & 0x1F) << 6) | cont(1)?,
+            0xE0..=0xEF => ((b & 0x0F) << 12) | (cont(1)? << 6) | cont(2)?,
+            0xF0.. => ((b & 0x07) << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?,
+            _ => return None,
+        };
+        char::from_u32(c)
     }
 
     #[inline]
