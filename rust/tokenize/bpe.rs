@@ -15,7 +15,7 @@ use super::pages::Zeroed;
 pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
 /// How many words ahead of its lookup [`Bpe::encode_words`] asks for a
 /// word's shared cache slot.
-const AHEAD: usize = 8;
+const AHEAD: usize = 16;
 
 /// The characters of [`byte_chars`] are below this.
 const BYTE_CHARS_END: usize = 0x144;

@@ -114,11 +114,13 @@ fn unmeta(m: u64) -> (usize, usize, usize, usize) {
 }
 
 /// The 8-byte chunks a word is stored in.
+#[inline]
 fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    word.chunks(8).map(|c| {
-        let mut b = [0u8; 8];
-        b[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(b)
+    word.chunks(8).map(|c| match <[u8; 8]>::try_from(c) {
+        Ok(full) => u64::from_le_bytes(full),
+        // The last, shorter chunk: byte by byte (a copy of a variable
+        // length would call memcpy).
+        Err(_) => c.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b)),
     })
 }
 
@@ -140,6 +142,7 @@ impl Arenas {
         arenas
     }
 
+    #[inline]
     fn shard(&self, s: usize) -> ShardArenas<'_> {
         const KEY_CHUNKS: usize = SHARD_KEY_BYTES / 8;
         ShardArenas {
