@@ -47,3 +47,57 @@ impl CharTable {
         self.get('a');
     }
 }
+
+/// The character whose UTF-8 encoding starts at byte `i` of `bytes`; none
+/// at the end, inside a character or where the bytes are not UTF-8.
+/// Decoded by hand: the scanners call this once per character.
+#[inline]
+pub(crate) fn char_at(bytes: &[u8], i: usize) -> Option<char> {
+    let b = *bytes.get(i)?;
+    if b.is_ascii() {
+        return Some(char::from(b));
+    }
+    let cont = |k: usize| {
+        bytes
+            .get(i + k)
+            .filter(|&&c| c & 0xC0 == 0x80)
+            .map(|&c| u32::from(c & 0x3F))
+    };
+    let b = u32::from(b);
+    let (c, min) = match b {
+        0xC2..=0xDF => (((b & 0x1F) << 6) | cont(1)?, 0x80),
+        0xE0..=0xEF => (((b & 0x0F) << 12) | (cont(1)? << 6) | cont(2)?, 0x800),
+        0xF0..=0xF4 => (
+            ((b & 0x07) << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?,
+            0x10000,
+        ),
+        _ => return None,
+    };
+    // Overlong forms and surrogates are not UTF-8.
+    (c >= min).then(|| char::from_u32(c)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_at_decodes_as_std() {
+        let text = "a\u{7f}\u{80}é\u{7ff}\u{800}中\u{ffff}\u{10000}😀\u{10ffff}";
+        let bytes = text.as_bytes();
+        for i in 0..bytes.len() {
+            let want = text.get(i..).and_then(|s| s.chars().next());
+            assert_eq!(char_at(bytes, i), want, "at {i}");
+        }
+        for bad in [
+            &b"\xC0\x80"[..],
+            b"\xE0\x80\x80",
+            b"\xED\xA0\x80",
+            b"\xF4\x90\x80\x80",
+            b"\xE4\xB8",
+            b"\xFF",
+        ] {
+            assert_eq!(char_at(bad, 0), None, "{bad:?}");
+        }
+    }
+}

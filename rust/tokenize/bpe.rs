@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use rustc_hash::FxHashMap;
 
+use crate::chars::char_at;
+
 use super::cache::{HotCache, WordCache, CACHE_WORD_BYTES};
 use super::json::{MergeEntry, TokenizerFile};
 use super::pages::Zeroed;
@@ -504,15 +506,11 @@ impl Bpe {
             while i < word.len() {
                 let b = word[i];
                 if b >= 0xC0 && !self.chars.is_empty() {
-                    let len = utf8_len(b);
-                    let id = word
-                        .get(i..i + len)
-                        .and_then(|c| std::str::from_utf8(c).ok())
-                        .and_then(|c| c.chars().next())
-                        .and_then(|c| self.chars.get(&(c as u32)));
-                    if let Some(&id) = id {
-                        s.known(id, len, NOT_A_BYTE);
-                        i += len;
+                    let c = char_at(word, i);
+                    if let Some((c, &id)) = c.and_then(|c| Some((c, self.chars.get(&(c as u32))?)))
+                    {
+                        s.known(id, c.len_utf8(), NOT_A_BYTE);
+                        i += c.len_utf8();
                         continue;
                     }
                 }
@@ -675,10 +673,20 @@ impl Bpe {
         }
     }
 
-    /// The cache hash of `word`, 0 when it is too long to be cached.
+    /// The id of a one-byte word that is its byte's token (byte-level).
     #[inline]
-    fn cache_hash(word: &[u8]) -> u64 {
-        if word.len() <= CACHE_WORD_BYTES {
+    fn byte_token(&self, word: &[u8]) -> Option<u32> {
+        match word {
+            &[b] if self.byte_level => Some(self.byte_ids[b as usize]).filter(|&id| id != NONE),
+            _ => None,
+        }
+    }
+
+    /// The cache hash of `word`; 0 when it is not cached: too long, or a
+    /// byte token.
+    #[inline]
+    fn cache_hash(&self, word: &[u8]) -> u64 {
+        if word.len() <= CACHE_WORD_BYTES && self.byte_token(word).is_none() {
             WordCache::hash(word)
         } else {
             0
@@ -702,17 +710,15 @@ impl Bpe {
     ) {
         let mut hashes = std::mem::take(&mut w.hashes);
         hashes.clear();
-        hashes.extend(words.iter().map(|r| Self::cache_hash(&text[r.clone()])));
-        // Words of one byte mostly have a byte token and skip the caches.
-        let len = |j: usize| words.get(j).map_or(0, |r| r.len());
-        let hot = |j: usize| (2..=HotCache::MAX_WORD_BYTES).contains(&len(j));
-        let shared = |j: usize, w: &Worker| {
-            (len(j) > 1 && hashes[j] != 0 && !(hot(j) && w.hot.may_hold(hashes[j])))
-                .then(|| hashes[j])
-        };
+        hashes.extend(words.iter().map(|r| self.cache_hash(&text[r.clone()])));
+        // Words with hash 0 skip the caches.
+        let hash = |j: usize| hashes.get(j).copied().filter(|&h| h != 0);
+        let hot = |j: usize| hash(j).filter(|_| words[j].len() <= HotCache::MAX_WORD_BYTES);
+        let shared =
+            |j: usize, w: &Worker| hash(j).filter(|&h| !hot(j).is_some_and(|_| w.hot.may_hold(h)));
         for (i, r) in words.iter().enumerate() {
-            if hot(i + 2 * AHEAD) {
-                w.hot.prefetch(hashes[i + 2 * AHEAD]);
+            if let Some(hash) = hot(i + 2 * AHEAD) {
+                w.hot.prefetch(hash);
             }
             if let Some(hash) = shared(i + AHEAD, w) {
                 self.cache.prefetch_slot(hash);
@@ -731,8 +737,8 @@ impl Bpe {
         if word.is_empty() {
             return;
         }
-        if self.byte_level && word.len() == 1 && self.byte_ids[word[0] as usize] != NONE {
-            out.push(self.byte_ids[word[0] as usize]);
+        if let Some(id) = self.byte_token(word) {
+            out.push(id);
             return;
         }
         if self.ignore_merges {
@@ -741,8 +747,8 @@ impl Bpe {
                 return;
             }
         }
-        let cacheable = word.len() <= CACHE_WORD_BYTES;
-        let hot = word.len() <= HotCache::MAX_WORD_BYTES;
+        let cacheable = hash != 0;
+        let hot = cacheable && word.len() <= HotCache::MAX_WORD_BYTES;
         if hot && w.hot.get(word, hash, out) {
             return;
         }

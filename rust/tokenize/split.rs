@@ -6,7 +6,7 @@
 
 use tokenizers::utils::SysRegex;
 
-use crate::chars::CharTable;
+use crate::chars::{char_at, CharTable};
 
 /// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
 pub const GPT2_PATTERN: &str =
@@ -207,22 +207,7 @@ impl Scanner<'_> {
     /// The character at byte `i` (none at the end).
     #[inline]
     fn at(&self, i: usize) -> Option<char> {
-        let bytes = self.text.as_bytes();
-        let b = *bytes.get(i)?;
-        if b.is_ascii() {
-            return Some(char::from(b));
-        }
-        // The text is UTF-8, so a lead byte is followed by its continuation
-        // bytes; none inside a character.
-        let cont = |k: usize| bytes.get(i + k).map(|&c| u32::from(c & 0x3F));
-        let b = u32::from(b);
-        let c = match b {
-            0xC0..=0xDF => ((b & 0x1F) << 6) | cont(1)?,
-            0xE0..=0xEF => ((b & 0x0F) << 12) | (cont(1)? << 6) | cont(2)?,
-            0xF0.. => ((b & 0x07) << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?,
-            _ => return None,
-        };
-        char::from_u32(c)
+        char_at(self.text.as_bytes(), i)
     }
 
     #[inline]
