@@ -128,28 +128,32 @@ fn unchanged_by_folding(x: u64) -> bool {
     let zero = |y: u64| !(((y & LOW7) + LOW7) | y) & HIGH;
     let below_0x21 = !(((x & LOW7) + LOW * (0x80 - 0x21)) | x) & HIGH;
     let space = zero(x ^ (LOW * 0x20));
-    let lead = zero(x ^ (LOW * 0xC2))
-        | zero(x ^ (LOW * 0xE1))
-        | zero(x ^ (LOW * 0xE2))
-        | zero(x ^ (LOW * 0xE3));
+    let lead = SPACE_LEADS
+        .iter()
+        .fold(0, |m, &b| m | zero(x ^ (LOW * u64::from(b))));
     let ends = 0x80 | (0x80 << 56);
     lead == 0 && below_0x21 == space && space & (space << 8) == 0 && space & ends == 0
 }
 
+/// The lead bytes of the non-ASCII whitespace characters (U+0085, U+00A0,
+/// U+1680, U+2000..U+205F, U+3000).
+const SPACE_LEADS: [u8; 4] = [0xC2, 0xE1, 0xE2, 0xE3];
+
 /// Per byte: 1 for an ASCII whitespace character (`char::is_whitespace`:
-/// space, \t, \n, \x0B, \x0C, \r), 2 for the lead bytes of the other
-/// whitespace characters (U+0085, U+00A0, U+1680, U+2000..U+205F, U+3000),
-/// else 0.
+/// space, \t, \n, \x0B, \x0C, \r), 2 for [`SPACE_LEADS`], else 0.
 const WHITESPACE_START: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = match b as u8 {
-            b' ' | b'\t'..=b'\r' => 1,
-            0xC2 | 0xE1 | 0xE2 | 0xE3 => 2,
-            _ => 0,
-        };
+        if matches!(b as u8, b' ' | b'\t'..=b'\r') {
+            t[b] = 1;
+        }
         b += 1;
+    }
+    let mut k = 0;
+    while k < SPACE_LEADS.len() {
+        t[SPACE_LEADS[k] as usize] = 2;
+        k += 1;
     }
     t
 };

@@ -693,6 +693,13 @@ impl Bpe {
         }
     }
 
+    /// Whether a word of `len` bytes with cache hash `hash` goes through
+    /// the hot cache.
+    #[inline]
+    fn hot_cached(len: usize, hash: u64) -> bool {
+        hash != 0 && len <= HotCache::MAX_WORD_BYTES
+    }
+
     /// Appends the ids of `words` (byte ranges of `text`), in order.
     ///
     /// Most of a lookup's time is spent waiting for memory, so the caches
@@ -713,7 +720,7 @@ impl Bpe {
         hashes.extend(words.iter().map(|r| self.cache_hash(&text[r.clone()])));
         // Words with hash 0 skip the caches.
         let hash = |j: usize| hashes.get(j).copied().filter(|&h| h != 0);
-        let hot = |j: usize| hash(j).filter(|_| words[j].len() <= HotCache::MAX_WORD_BYTES);
+        let hot = |j: usize| hash(j).filter(|&h| Self::hot_cached(words[j].len(), h));
         let shared =
             |j: usize, w: &Worker| hash(j).filter(|&h| !hot(j).is_some_and(|_| w.hot.may_hold(h)));
         for (i, r) in words.iter().enumerate() {
@@ -748,7 +755,7 @@ impl Bpe {
             }
         }
         let cacheable = hash != 0;
-        let hot = cacheable && word.len() <= HotCache::MAX_WORD_BYTES;
+        let hot = Self::hot_cached(word.len(), hash);
         if hot && w.hot.get(word, hash, out) {
             return;
         }

@@ -154,6 +154,12 @@ impl Arenas {
 }
 
 impl ShardArenas<'_> {
+    /// The slot where the probe for `hash` starts.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & (self.slots.len() - 1)
+    }
+
     /// Marks every slot empty.
     fn empty(&self) {
         for slot in self.slots {
@@ -166,7 +172,7 @@ impl ShardArenas<'_> {
     /// something out of range.
     fn find(&self, word: &[u8], hash: u64) -> Option<(usize, u64)> {
         let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         for _ in 0..self.slots.len() {
             let h = self.slots[i][0].load(Ordering::Acquire);
             if h == 0 {
@@ -208,8 +214,8 @@ impl WordCache {
     #[inline]
     pub(super) fn prefetch_slot(&self, hash: u64) {
         if let Some(arenas) = self.arenas.get() {
-            let slots = arenas.shard(Self::shard_of(hash)).slots;
-            prefetch(&slots[hash as usize & (slots.len() - 1)]);
+            let arenas = arenas.shard(Self::shard_of(hash));
+            prefetch(&arenas.slots[arenas.home(hash)]);
         }
     }
 
@@ -220,7 +226,7 @@ impl WordCache {
     pub(super) fn prefetch_entry(&self, hash: u64) {
         if let Some(arenas) = self.arenas.get() {
             let arenas = arenas.shard(Self::shard_of(hash));
-            let slot = &arenas.slots[hash as usize & (arenas.slots.len() - 1)];
+            let slot = &arenas.slots[arenas.home(hash)];
             if slot[0].load(Ordering::Relaxed) == hash {
                 let (key_at, ids_at, _, _) = unmeta(slot[1].load(Ordering::Relaxed));
                 if let (Some(key), Some(ids)) = (arenas.keys.get(key_at), arenas.ids.get(ids_at)) {
@@ -336,18 +342,24 @@ impl HotCache {
     /// The longest words the hot cache takes.
     pub(super) const MAX_WORD_BYTES: usize = HOT_WORD_BYTES;
 
+    /// The entry of `hash` (direct-mapped).
+    #[inline]
+    fn index(hash: u64) -> usize {
+        hash as usize & (HOT_ENTRIES - 1)
+    }
+
     #[inline]
     fn entry(&mut self, hash: u64) -> &mut HotEntry {
         if self.entries.is_empty() {
             self.entries = vec![HotEntry::default(); HOT_ENTRIES];
         }
-        &mut self.entries[hash as usize & (HOT_ENTRIES - 1)]
+        &mut self.entries[Self::index(hash)]
     }
 
     /// Starts loading the entry of `hash`.
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) {
-        if let Some(e) = self.entries.get(hash as usize & (HOT_ENTRIES - 1)) {
+        if let Some(e) = self.entries.get(Self::index(hash)) {
             prefetch(e);
         }
     }
@@ -357,7 +369,7 @@ impl HotCache {
     #[inline]
     pub(super) fn may_hold(&self, hash: u64) -> bool {
         self.entries
-            .get(hash as usize & (HOT_ENTRIES - 1))
+            .get(Self::index(hash))
             .is_some_and(|e| e.hash == hash)
     }
 
