@@ -18,6 +18,10 @@ number of cores, one EOS appended per document, no BOS, no dedup, no val split:
 - ``llama2c``: llama2.c ``tinystories.py pretokenize`` style: a
   ``multiprocessing.Pool(N)`` over the part files, each worker loads its part,
   encodes document by document and writes a uint16/uint32 ``.bin``.
+- ``base``: ``tokenmill`` as built from another git revision (``--base REV``:
+  a release wheel built once into ``bench_out/builds/``, unpacked and put first
+  on the child's PYTHONPATH): this build against an older one, interleaved in
+  one run, with a check that both wrote the same shards.
 - ``seed``: the seed recipe: ``datasets.load_dataset("json")`` ->
   ``.map(tokenize, batched=True, num_proc=N)`` (transformers ``AutoTokenizer``)
   -> ``.map(group_texts, batched=True, num_proc=N)`` with block_size 1024 ->
@@ -40,6 +44,8 @@ the text field (``meta.json`` of the corpus) for every tool.
     python benches/bench_prepare.py --tokenizer large llama --threads 1 2 \
         --tools tokenmill reference encoder ceiling fastokens gigatoken --repeat 3
     python benches/bench_prepare.py --rss-vs-size --tokenizer small large
+    python benches/bench_prepare.py --corpus bench_out/corpus/u250M --tokenizer large \
+        --threads 1 2 --tools tokenmill --base 8677cee --repeat 5
 
 Every tool also runs on the corpus's first document alone, in a fresh process
 of its own, right after each full run: that is its fixed cost (tokenizer load,
@@ -58,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -67,6 +74,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,8 +255,12 @@ def run_tokenmill(parts: list[Path], tokdir: Path, work: Path, backend: str = "a
         bos="never",  # as every other tool (a LLaMA-style config asks for BOS)
     )
     seconds = time.perf_counter() - t0
+    shards = [s for split in stats.manifest["splits"].values() for s in split["shards"]]
+    digest = hashlib.sha256("".join(s["bin_sha256"] + s["idx_sha256"] for s in shards).encode())
     return {
         "seconds": seconds,
+        "module": tokenmill.__file__,
+        "shards_sha256": digest.hexdigest(),
         "tokens": stats.tokens,
         "docs": stats.docs,
         "text_bytes": stats.text_bytes,
@@ -412,7 +424,47 @@ RUNNERS = {
     "gigatoken": run_gigatoken,
     "llama2c": run_llama2c,
     "seed": run_seed,
+    "base": run_tokenmill,  # with PYTHONPATH set to the --base build
 }
+
+
+def build_base(rev: str) -> Path:
+    """tokenmill as built from git revision `rev` (a release wheel, unpacked),
+    for `--base`: a folder to put first on PYTHONPATH. Cached by commit."""
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    out = BENCH_OUT / "builds" / sha
+    pkg = out / "pkg"
+    if (pkg / "tokenmill").is_dir():
+        return pkg
+    tree = out / "src"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    print(f"building tokenmill at {rev} ({sha[:10]}) into {out} (a few minutes)", flush=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), sha], check=True
+    )
+    try:
+        maturin = Path(sys.executable).parent / "maturin"
+        subprocess.run(
+            [str(maturin), "build", "--release", "--locked", "-q", "-o", str(out / "wheel")],
+            cwd=tree,
+            check=True,
+            env={**os.environ, "CARGO_TARGET_DIR": str(ROOT / "target" / "base")},
+        )
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True
+        )
+    (wheel,) = (out / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(out / "unpacking")
+    (out / "unpacking").rename(pkg)
+    return pkg
 
 
 def child(tool: str, corpus: Path, tokdir: Path, work: Path) -> None:
@@ -440,8 +492,9 @@ def _busy_cpu() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def measure(tool: str, corpus: Path, tokdir: Path, threads: int) -> dict:
-    """Runs one tool in a fresh child; returns its result plus the tree's peak RSS."""
+def measure(tool: str, corpus: Path, tokdir: Path, threads: int, base: Path | None = None) -> dict:
+    """Runs one tool in a fresh child; returns its result plus the tree's peak RSS.
+    `base`: the unpacked build the tool "base" imports tokenmill from."""
     import psutil
 
     work = BENCH_OUT / "work" / tool
@@ -458,6 +511,8 @@ def measure(tool: str, corpus: Path, tokdir: Path, threads: int) -> dict:
         HF_DATASETS_DISABLE_PROGRESS_BARS="1",
         TRANSFORMERS_VERBOSITY="error",
     )
+    if tool == "base":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(base), env.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, "_child", tool, str(corpus), str(tokdir), str(work)]
     busy0, own0 = _busy_cpu(), _cpu(resource.RUSAGE_SELF)
     kids0 = _cpu(resource.RUSAGE_CHILDREN)
@@ -486,6 +541,8 @@ def measure(tool: str, corpus: Path, tokdir: Path, threads: int) -> dict:
     if proc.returncode != 0 or not lines:
         sys.exit(f"{tool} failed (exit {proc.returncode}):\n{stderr[-4000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
+    if tool == "base" and not result["module"].startswith(str(base)):
+        sys.exit(f"base imported tokenmill from {result['module']}, not from {base}")
     result.update(
         tool=tool,
         threads=threads,
@@ -588,7 +645,13 @@ def main() -> None:
         "(LLaMA-3/cl100k-style 128k), o200k (GPT-4o-style 128k), llama (LLaMA-2/Mistral-style "
         "SentencePiece 32k) or a path",
     )
-    ap.add_argument("--tools", nargs="+", default=TOOLS, choices=TOOLS)
+    ap.add_argument("--tools", nargs="+", default=TOOLS, choices=[*TOOLS, "base"])
+    ap.add_argument(
+        "--base",
+        metavar="REV",
+        help="also run tokenmill as built from git revision REV (tool 'base', built once "
+        "into bench_out/builds/): this build against an older one, A/B in one run",
+    )
     ap.add_argument(
         "--first-corpus-only",
         nargs="*",
@@ -618,6 +681,11 @@ def main() -> None:
     if args.rss_vs_size:
         args.corpus = [BENCH_OUT / "corpus" / "100M", BENCH_OUT / "corpus" / "1G"]
         args.tools = ["tokenmill"]
+    base = build_base(args.base) if args.base else None
+    if base and "base" not in args.tools:
+        args.tools.append("base")
+    elif "base" in args.tools and not base:
+        ap.error("the tool 'base' needs --base REV")
 
     print(f"machine: {machine()}; threads per tool: {args.threads}")
     all_results = []
@@ -644,8 +712,8 @@ def main() -> None:
                 one_doc = one_doc_corpus(corpus)
                 for _ in range(args.repeat):
                     for tool in tools:
-                        r = measure(tool, corpus, tokdir, threads)
-                        r["fixed_s"] = measure(tool, one_doc, tokdir, threads)["seconds"]
+                        r = measure(tool, corpus, tokdir, threads, base)
+                        r["fixed_s"] = measure(tool, one_doc, tokdir, threads, base)["seconds"]
                         r.update(tokenizer=tok_name, vocab=vocab, corpus=str(corpus), **meta)
                         runs[tool].append(r)
                         print(
@@ -683,7 +751,7 @@ def report_targets(by: dict[str, dict]) -> None:
     tm = by.get("tokenmill")
     if tm is None:
         return
-    targets = {"gigatoken": 2.0, "fastokens": 2.0, "ceiling": 30.0, "seed": 100.0}
+    targets = {"gigatoken": 2.0, "fastokens": 2.0, "ceiling": 30.0, "seed": 100.0, "base": 1.0}
     for name, target in targets.items():
         if name in by:
             ratio = by[name]["seconds"] / tm["seconds"]
@@ -695,6 +763,8 @@ def report_targets(by: dict[str, dict]) -> None:
     for name, r in by.items():
         if r["tokens"] != tm["tokens"]:
             print(f"note: {name} counted {r['tokens']:,} tokens, tokenmill {tm['tokens']:,}")
+    if "base" in by and by["base"]["shards_sha256"] != tm["shards_sha256"]:
+        print("note: the base build wrote different shards (sha256 of the manifests' checksums)")
 
 
 if __name__ == "__main__":
