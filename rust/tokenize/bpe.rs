@@ -51,8 +51,8 @@ pub(super) struct Bpe {
     /// Byte-level: for each byte whose character is missing from the
     /// vocabulary, its byte-fallback ids (see [`Symbols::missing`]).
     char_fallback: Vec<Option<Box<[u32]>>>,
-    /// Byte-level: the merge of each pair of bytes, (u32::MAX, 0) for none.
-    byte_pairs: Vec<(u32, u32)>,
+    /// Byte-level: the rank of the merge of each pair of bytes, NO_MERGE for none.
+    byte_pairs: Vec<u32>,
     unk: Option<u32>,
     fuse_unk: bool,
     byte_fallback: bool,
@@ -109,11 +109,16 @@ pub(super) struct Symbol {
 
 /// Pair -> (rank, new id): open addressing at most half full over 8-byte
 /// slots (both ids and the rank packed into one word), so that the table
-/// is half the size of a plain map and a lookup touches one cache line;
-/// the new id comes from a table by rank.
+/// is half the size of a plain map and a lookup touches one cache line.
+///
+/// The new id comes from a table by rank; or, when the new ids grow with
+/// the rank (as in every BPE trained by merging, where each merge makes the
+/// next id), a slot's rank is the new id itself: it orders the merges
+/// alike, and a merge then waits on no second load.
 pub(super) struct MergeTable {
     slots: Zeroed<u64>,
     new_ids: Vec<u32>,
+    ids_are_ranks: bool,
 }
 
 /// Bits of each id and of the rank in a slot.
@@ -122,6 +127,8 @@ pub(super) const RANK_BITS: u32 = 64 - 2 * ID_BITS;
 /// Ids below this fit a slot (the all-ones key marks an empty slot).
 pub const MAX_FAST_IDS: u32 = (1 << ID_BITS) - 1;
 pub(super) const EMPTY_SLOT: u64 = u64::MAX;
+/// The rank of a pair that does not merge (above every real rank).
+const NO_MERGE: u32 = u32::MAX;
 
 impl MergeTable {
     fn with_capacity(n: usize) -> MergeTable {
@@ -130,6 +137,7 @@ impl MergeTable {
         MergeTable {
             slots,
             new_ids: Vec::with_capacity(n),
+            ids_are_ranks: false,
         }
     }
 
@@ -165,13 +173,44 @@ impl MergeTable {
         Ok(())
     }
 
+    /// The rank of the merge of `a` and `b`; [`NO_MERGE`] when there is none.
+    #[inline]
+    fn rank(&self, a: u32, b: u32) -> u32 {
+        let slot = self.slots[self.slot(Self::key(a, b))];
+        if slot == EMPTY_SLOT {
+            NO_MERGE
+        } else {
+            (slot & ((1 << RANK_BITS) - 1)) as u32
+        }
+    }
+
+    /// After the last [`MergeTable::push`]: ranks become the new ids where
+    /// these grow with the rank.
+    fn finish(&mut self) {
+        let mask = (1 << RANK_BITS) - 1;
+        self.ids_are_ranks = self.new_ids.windows(2).all(|p| p[0] < p[1])
+            && self.new_ids.last().is_none_or(|&id| u64::from(id) <= mask);
+        if self.ids_are_ranks {
+            for slot in self.slots.iter_mut().filter(|s| **s != EMPTY_SLOT) {
+                *slot = (*slot & !mask) | u64::from(self.new_ids[(*slot & mask) as usize]);
+            }
+        }
+    }
+
+    /// The id the merge of rank `rank` makes.
+    #[inline]
+    fn new_id(&self, rank: u32) -> u32 {
+        if self.ids_are_ranks {
+            rank
+        } else {
+            self.new_ids[rank as usize]
+        }
+    }
+
     #[inline]
     fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
-        let slot = self.slots[self.slot(Self::key(a, b))];
-        (slot != EMPTY_SLOT).then(|| {
-            let rank = (slot & ((1 << RANK_BITS) - 1)) as u32;
-            (rank, self.new_ids[rank as usize])
-        })
+        let rank = self.rank(a, b);
+        (rank != NO_MERGE).then(|| (rank, self.new_id(rank)))
     }
 }
 
@@ -196,7 +235,6 @@ pub(super) struct Worker {
     bytes: Vec<u16>,
     ids: Vec<u32>,
     ranks: Vec<u32>,
-    new_ids: Vec<u32>,
     next: Vec<u32>,
     prev: Vec<u32>,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
@@ -370,6 +408,7 @@ impl Bpe {
             merges.push(a, b, new_id)?;
             merge_list.push((a, b, new_id));
         }
+        merges.finish();
         let mut byte_ids = [NONE; 256];
         let chars = byte_chars();
         for b in 0..256 {
@@ -394,12 +433,9 @@ impl Bpe {
         }
         let mut byte_pairs = Vec::new();
         if byte_level {
-            byte_pairs = vec![(u32::MAX, 0); 1 << 16];
-            for (i, pair) in byte_pairs.iter_mut().enumerate() {
-                if let Some(m) = merges.get(byte_ids[i >> 8], byte_ids[i & 0xFF]) {
-                    *pair = m;
-                }
-            }
+            byte_pairs = (0..1 << 16)
+                .map(|i| merges.rank(byte_ids[i >> 8], byte_ids[i & 0xFF]))
+                .collect();
         }
         let unk = match model["unk_token"].as_str() {
             Some(t) => Some(by_token.get(t).copied().ok_or("unk_token not in vocab")?),
@@ -552,28 +588,25 @@ impl Bpe {
     /// starting at a position would be longer.
     fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
         let n = w.symbols.len();
-        let (ids, ranks, new_ids) = (&mut w.ids, &mut w.ranks, &mut w.new_ids);
+        let (ids, ranks) = (&mut w.ids, &mut w.ranks);
         let (next, prev) = (&mut w.next, &mut w.prev);
         ids.clear();
         ids.extend(w.symbols.iter().map(|s| s.id));
-        // ranks[i] / new_ids[i]: the merge of the pair starting at live
-        // symbol i; next[i] / prev[i]: the live symbols around i (n /
-        // u32::MAX at the ends). Dead symbols keep rank u32::MAX.
+        // ranks[i]: the rank of the merge of the pair starting at live
+        // symbol i (its new id is looked up only when it is applied);
+        // next[i] / prev[i]: the live symbols around i (n / u32::MAX at the
+        // ends). Dead symbols keep rank NO_MERGE.
         ranks.clear();
-        new_ids.clear();
         for (i, p) in ids.windows(2).enumerate() {
             // Pairs of bytes (most first pairs): one dense-table read each.
-            let (rank, id) = match (w.bytes.get(i), w.bytes.get(i + 1)) {
+            ranks.push(match (w.bytes.get(i), w.bytes.get(i + 1)) {
                 (Some(&a), Some(&b)) if a != NOT_A_BYTE && b != NOT_A_BYTE => {
                     self.byte_pairs[(usize::from(a) << 8) | usize::from(b)]
                 }
-                _ => self.merge_or_none(p[0], p[1]),
-            };
-            ranks.push(rank);
-            new_ids.push(id);
+                _ => self.merges.rank(p[0], p[1]),
+            });
         }
-        ranks.push(u32::MAX);
-        new_ids.push(0);
+        ranks.push(NO_MERGE);
         next.clear();
         next.extend(1..=n as u32);
         prev.clear();
@@ -581,27 +614,27 @@ impl Bpe {
         prev.extend(0..n.saturating_sub(1) as u32);
         loop {
             // A plain min and a search for it: both vectorise.
-            let best = ranks.iter().copied().min().unwrap_or(u32::MAX);
-            if best == u32::MAX {
+            let best = ranks.iter().copied().min().unwrap_or(NO_MERGE);
+            if best == NO_MERGE {
                 break;
             }
             let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
             // Merge `at` with the live symbol after it, then re-rank the
             // pairs that changed: (prev, at) and (at, next).
             let right = next[at] as usize;
-            ids[at] = new_ids[at];
-            ranks[right] = u32::MAX;
+            ids[at] = self.merges.new_id(best);
+            ranks[right] = NO_MERGE;
             next[at] = next[right];
             let after = next[at] as usize;
-            (ranks[at], new_ids[at]) = if after < n {
+            let before = prev[at] as usize; // u32::MAX: none
+            ranks[at] = if after < n {
                 prev[after] = at as u32;
-                self.merge_or_none(ids[at], ids[after])
+                self.merges.rank(ids[at], ids[after])
             } else {
-                (u32::MAX, 0)
+                NO_MERGE
             };
-            if let Some(&before) = prev.get(at).filter(|&&p| p != u32::MAX) {
-                let before = before as usize;
-                (ranks[before], new_ids[before]) = self.merge_or_none(ids[before], ids[at]);
+            if before < n {
+                ranks[before] = self.merges.rank(ids[before], ids[at]);
             }
         }
         let mut i = 0;
@@ -609,11 +642,6 @@ impl Bpe {
             out.push(ids[i]);
             i = next[i] as usize;
         }
-    }
-
-    #[inline]
-    fn merge_or_none(&self, a: u32, b: u32) -> (u32, u32) {
-        self.merge_of(a, b).unwrap_or((u32::MAX, 0))
     }
 
     /// The crate's `Word::merge_all` without dropout.

@@ -22,19 +22,9 @@ const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
 const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
 /// The most bytes the word cache of one encoder holds (16 per slot plus the
 /// two arenas, over all shards); each worker thread adds a hot cache of
-/// [`HOT_ENTRIES`] x 40 bytes.
+/// [`HOT_ENTRIES`] x 48 bytes.
 pub const CACHE_MAX_BYTES: usize =
     CACHE_SHARDS * (SHARD_SLOTS * 16 + SHARD_KEY_BYTES + SHARD_IDS * 4);
-
-/// `a == b` for slices of equal length, without a call to `memcmp` for the
-/// short words that make up most of a cache.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() > 16 {
-        return a == b;
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
-}
 
 /// Asks the CPU to start loading the cache line of `p`, without waiting.
 #[inline]
@@ -199,9 +189,14 @@ impl ShardArenas<'_> {
 }
 
 impl WordCache {
+    /// The hash of `word` (never 0): words of up to 16 bytes hashed from
+    /// their [`Short`] form, longer ones by xxh3.
     #[inline]
     pub(super) fn hash(word: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(word) | 1
+        match Short::of(word) {
+            Some(short) => short.hash(),
+            None => xxhash_rust::xxh3::xxh3_64(word) | 1,
+        }
     }
 
     /// The shard of `hash`: its top bits (its low bits pick the slot).
@@ -312,10 +307,59 @@ impl WordCache {
     }
 }
 
+/// A word of at most 16 bytes as two words and its length: its first and
+/// last eight bytes, or for a shorter word its first and last four, or
+/// its first, middle and last byte. These cover all its bytes, so two
+/// words are equal exactly when their `Short` forms are; a compare or a
+/// hash of it then takes no loop over bytes.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Short {
+    a: u64,
+    b: u64,
+    len: u8,
+}
+
+impl Short {
+    /// The longest word that has a short form.
+    const MAX_BYTES: usize = 16;
+
+    #[inline]
+    pub(super) fn of(word: &[u8]) -> Option<Short> {
+        let n = word.len();
+        let u64_at = |i: usize| u64::from_le_bytes(word[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| {
+            u64::from(u32::from_le_bytes(
+                word[i..i + 4].try_into().expect("4 bytes"),
+            ))
+        };
+        let (a, b) = match n {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(word[0]) | u64::from(word[n / 2]) << 8 | u64::from(word[n - 1]) << 16,
+                0,
+            ),
+            4..=7 => (u32_at(0), u32_at(n - 4)),
+            8..=Self::MAX_BYTES => (u64_at(0), u64_at(n - 8)),
+            _ => return None,
+        };
+        Some(Short { a, b, len: n as u8 })
+    }
+
+    /// A hash of the two words and the length (a folded 128-bit product,
+    /// as in wyhash), never 0.
+    #[inline]
+    fn hash(self) -> u64 {
+        let x = self.a ^ 0x2D35_8DCC_AA6C_78A5;
+        let y = self.b ^ 0x8BB8_4B93_962E_ACC9 ^ u64::from(self.len).rotate_right(8);
+        let product = u128::from(x) * u128::from(y);
+        (product as u64 ^ (product >> 64) as u64) | 1
+    }
+}
+
 /// Words and ids short enough for the hot cache.
-const HOT_WORD_BYTES: usize = 13;
+const HOT_WORD_BYTES: usize = Short::MAX_BYTES;
 const HOT_IDS: usize = 4;
-/// Entries of a worker's hot cache (a power of two; 40 bytes each).
+/// Entries of a worker's hot cache (a power of two; 48 bytes each).
 pub const HOT_ENTRIES: usize = 16384;
 
 /// A small per-thread direct-mapped cache of short, frequent words in front
@@ -323,14 +367,15 @@ pub const HOT_ENTRIES: usize = 16384;
 /// no lock and touches one entry that usually sits in the CPU's own cache.
 #[derive(Clone, Copy, Default)]
 struct HotEntry {
-    hash: u64,
-    len: u8,
+    /// [`HotCache::tag`] of the word's hash.
+    tag: u32,
+    key: Short,
     n: u8,
     /// Hits minus attempts to replace it, saturating: frequent words stay.
     score: u8,
-    key: [u8; HOT_WORD_BYTES],
     ids: [u32; HOT_IDS],
 }
+const _: () = assert!(std::mem::size_of::<HotEntry>() == 48);
 
 /// A worker's hot cache (see [`HotEntry`]), allocated on first use.
 #[derive(Default)]
@@ -356,6 +401,12 @@ impl HotCache {
         &mut self.entries[Self::index(hash)]
     }
 
+    /// The bits of a hash that an entry keeps: those the index leaves out.
+    #[inline]
+    fn tag(hash: u64) -> u32 {
+        (hash >> 32) as u32
+    }
+
     /// Starts loading the entry of `hash`.
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) {
@@ -370,7 +421,7 @@ impl HotCache {
     pub(super) fn may_hold(&self, hash: u64) -> bool {
         self.entries
             .get(Self::index(hash))
-            .is_some_and(|e| e.hash == hash)
+            .is_some_and(|e| e.tag == Self::tag(hash))
     }
 
     /// Appends the ids of `word` (hashed by [`WordCache::hash`]) to `out`;
@@ -378,10 +429,7 @@ impl HotCache {
     #[inline]
     pub(super) fn get(&mut self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
         let e = self.entry(hash);
-        if e.hash == hash
-            && usize::from(e.len) == word.len()
-            && same_bytes(&e.key[..word.len()], word)
-        {
+        if e.tag == Self::tag(hash) && Short::of(word).is_some_and(|key| key == e.key) {
             e.score = e.score.saturating_add(1);
             out.extend_from_slice(&e.ids[..usize::from(e.n)]);
             return true;
@@ -400,11 +448,13 @@ impl HotCache {
             e.score -= 1;
             return;
         }
-        e.hash = hash;
+        let Some(key) = Short::of(word) else {
+            return;
+        };
+        e.tag = Self::tag(hash);
+        e.key = key;
         e.score = 1;
-        e.len = word.len() as u8;
         e.n = ids.len() as u8;
-        e.key[..word.len()].copy_from_slice(word);
         e.ids[..ids.len()].copy_from_slice(ids);
     }
 }

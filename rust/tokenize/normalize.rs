@@ -95,7 +95,23 @@ pub(super) fn stable_under(form: Form, text: &str) -> bool {
         Form::Nfkc => 2,
         Form::Nfd | Form::Nfkd => return false,
     };
-    text.chars().all(|c| INERT.get(c) & bit != 0)
+    // ASCII is inert: skip it eight bytes at a time, look the rest up.
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            if u64::from_le_bytes(chunk.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080 == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        let c = text[i..].chars().next().expect("i is at a character");
+        if INERT.get(c) & bit == 0 {
+            return false;
+        }
+        i += c.len_utf8();
+    }
+    true
 }
 
 impl Norm {
@@ -135,6 +151,38 @@ impl Norm {
                     }
                 }
                 Ok(text)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_under_finds_a_changing_character_anywhere() {
+        // Characters that NFC or NFKC change (a combining mark, the Angstrom
+        // sign, a half-width katakana, a ligature) and some they keep, after
+        // ASCII of every length around the eight-byte skip.
+        let changed = [
+            ("\u{301}", true, true),
+            ("\u{212B}", true, true),
+            ("ｶ", false, true),
+            ("ﬁ", false, true),
+        ];
+        let kept = ["é", "中", "😀", "a"];
+        for n in 0..20 {
+            let ascii = "x".repeat(n);
+            for (c, by_nfc, by_nfkc) in changed {
+                let text = format!("{ascii}{c}yz");
+                assert_eq!(stable_under(Form::Nfc, &text), !by_nfc, "{text:?}");
+                assert_eq!(stable_under(Form::Nfkc, &text), !by_nfkc, "{text:?}");
+            }
+            for c in kept {
+                let text = format!("{ascii}{c}yz");
+                assert!(stable_under(Form::Nfc, &text) && stable_under(Form::Nfkc, &text));
+                assert_eq!(text.nfc().map(|(c, _)| c).collect::<String>(), text);
             }
         }
     }

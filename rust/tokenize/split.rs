@@ -6,7 +6,7 @@
 
 use tokenizers::utils::SysRegex;
 
-use crate::chars::{char_at, CharTable};
+use crate::chars::CharTable;
 
 /// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
 pub const GPT2_PATTERN: &str =
@@ -187,6 +187,48 @@ impl SplitPattern {
     }
 }
 
+/// The high bit of each byte of a `u64`.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// ASCII letters in eight bytes at a time: the classes' ASCII members that
+/// a run of them is usually made of, as the bytes `b` with `b | fold` in
+/// `lo..=hi`.
+#[derive(Clone, Copy)]
+struct AsciiRange {
+    fold: u8,
+    lo: u8,
+    hi: u8,
+}
+
+impl AsciiRange {
+    /// The letters of the classes `bits`, if they take all of some case.
+    fn of(bits: u8) -> Option<AsciiRange> {
+        let (fold, lo, hi) = if bits & LETTER != 0 || bits & (HEAD | TAIL) == HEAD | TAIL {
+            (0x20, b'a', b'z')
+        } else if bits & TAIL != 0 {
+            (0, b'a', b'z')
+        } else if bits & HEAD != 0 {
+            (0, b'A', b'Z')
+        } else {
+            return None;
+        };
+        Some(AsciiRange { fold, lo, hi })
+    }
+
+    /// The bytes of `x` in the range, as their high bits: borrow-free
+    /// comparisons of all eight bytes at once.
+    #[inline]
+    fn find(self, x: u64) -> u64 {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        // High bit cleared: each byte is at most 0x7F, so the sums below
+        // stay inside their byte.
+        let y = (x | (u64::from(self.fold) * ONES)) & (0x7F * ONES);
+        let from_lo = y + u64::from(0x80 - self.lo) * ONES;
+        let past_hi = y + u64::from(0x7F - self.hi) * ONES;
+        from_lo & !past_hi & !x & HIGH_BITS
+    }
+}
+
 /// Characters of a text with their classes.
 pub(super) struct Scanner<'a> {
     text: &'a str,
@@ -204,10 +246,11 @@ impl<'a> Scanner<'a> {
 }
 
 impl Scanner<'_> {
-    /// The character at byte `i` (none at the end).
+    /// The character at byte `i` (none at the end or inside a character).
+    /// The text is a `str`, so std decodes it without checking it again.
     #[inline]
     fn at(&self, i: usize) -> Option<char> {
-        char_at(self.text.as_bytes(), i)
+        self.text.get(i..)?.chars().next()
     }
 
     #[inline]
@@ -248,8 +291,18 @@ impl Scanner<'_> {
 
     /// End of the run of characters from `i` in any of the classes `bits`.
     fn run_of(&self, mut i: usize, bits: u8) -> usize {
-        // ASCII bytes straight from the table, other characters decoded.
         let bytes = self.text.as_bytes();
+        if let Some(range) = AsciiRange::of(bits) {
+            while let Some(chunk) = bytes.get(i..i + 8) {
+                let found = range.find(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+                let n = (!found & HIGH_BITS).trailing_zeros() as usize / 8;
+                i += n;
+                if n < 8 {
+                    break;
+                }
+            }
+        }
+        // ASCII bytes straight from the table, other characters decoded.
         while let Some(&b) = bytes.get(i) {
             if b.is_ascii() {
                 if self.low[usize::from(b)] & bits == 0 {
@@ -587,6 +640,25 @@ mod tests {
                 assert_eq!(pre_tokens(*p, &text), want, "{p:?} on {text:?}");
             }
         }
+    }
+
+    #[test]
+    fn ascii_ranges_are_the_classes_below_0x80() {
+        for bits in [LETTER, LETTER | MARK, HEAD, TAIL, HEAD | TAIL] {
+            let range = AsciiRange::of(bits).expect("letters");
+            for b in 0..=255u8 {
+                let want = b.is_ascii() && CLASSES.low()[usize::from(b)] & bits != 0;
+                for at in 0..8 {
+                    // `b` among bytes of the range.
+                    let x = u64::from_le_bytes([range.lo; 8]) & !(0xFF << (8 * at))
+                        | u64::from(b) << (8 * at);
+                    let found = range.find(x);
+                    assert_eq!(found | 0x80 << (8 * at), HIGH_BITS, "{bits} {b:#x} at {at}");
+                    assert_eq!(found >> (8 * at) & 0x80 != 0, want, "{bits} {b:#x} at {at}");
+                }
+            }
+        }
+        assert!(AsciiRange::of(SPACE | NUMBER).is_none());
     }
 
     #[test]
