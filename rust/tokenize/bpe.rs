@@ -61,7 +61,9 @@ pub(super) struct Bpe {
     unique_ids: bool,
     /// Pre-token -> ids, shared by the worker threads.
     cache: WordCache,
-    /// Byte-level: characters that start as one symbol, code point -> id.
+    /// Characters that start as one symbol, code point -> id: byte-level,
+    /// those [`Bpe::whole_chars`] allows; otherwise every character that is
+    /// a token.
     chars: FxHashMap<u32, u32>,
 }
 
@@ -351,6 +353,7 @@ impl Bpe {
         let mut seen = vec![false; vocab_json.len()];
         let mut unique_ids = true;
         let mut vocab = FxHashMap::default();
+        let mut char_ids = FxHashMap::default();
         // Byte-level tokens with a byte outside ASCII: the only ones that can
         // hold a whole or a partial multi-byte character (see `whole_chars`).
         let mut wide = Vec::new();
@@ -368,6 +371,10 @@ impl Bpe {
             unique_ids &= !std::mem::replace(&mut seen[i], true);
             if !byte_level {
                 vocab.insert(token.as_bytes().into(), id);
+                let mut cs = token.chars();
+                if let (Some(c), None) = (cs.next(), cs.next()) {
+                    char_ids.insert(c as u32, id);
+                }
             } else if bytes_of(token, &mut key) {
                 if need_vocab {
                     vocab.insert(key.as_slice().into(), id);
@@ -454,7 +461,7 @@ impl Bpe {
             ignore_merges: model["ignore_merges"] == true,
             unique_ids,
             cache: WordCache::default(),
-            chars: FxHashMap::default(),
+            chars: char_ids,
         };
         if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
             bpe.chars = bpe.whole_chars(wide, &made_at);
@@ -561,7 +568,7 @@ impl Bpe {
             let mut fallback = Vec::new();
             for (i, c) in text.char_indices() {
                 let bytes = &word[i..i + c.len_utf8()];
-                if let Some(&id) = self.vocab.get(bytes) {
+                if let Some(&id) = self.chars.get(&(c as u32)) {
                     s.known(id, bytes.len(), NOT_A_BYTE);
                     continue;
                 }

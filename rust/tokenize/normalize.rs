@@ -144,8 +144,8 @@ impl Norm {
                             }
                         }
                         NormStep::Replace(from, to) => {
-                            if text.contains(from.as_str()) {
-                                text = Cow::Owned(text.replace(from.as_str(), to));
+                            if let Some(replaced) = replace_all(&text, from, to) {
+                                text = Cow::Owned(replaced);
                             }
                         }
                     }
@@ -156,9 +156,43 @@ impl Norm {
     }
 }
 
+/// `text` with every occurrence of `from` (left to right, not overlapping)
+/// replaced by `to`, as `str::replace`; none when `from` does not occur.
+/// memchr's search, not str's two-way one: several times faster on
+/// one-byte patterns such as the space of LLaMA-2's normaliser.
+fn replace_all(text: &str, from: &str, to: &str) -> Option<String> {
+    let mut found = memchr::memmem::find_iter(text.as_bytes(), from.as_bytes()).peekable();
+    found.peek()?;
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut last = 0;
+    for at in found {
+        // A match of UTF-8 in UTF-8 starts and ends at character boundaries.
+        out.push_str(&text[last..at]);
+        out.push_str(to);
+        last = at + from.len();
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_all_is_str_replace() {
+        for (text, from) in [
+            ("a b  c ", " "),
+            ("aaaa", "aa"),
+            ("中文 中文", "文"),
+            ("▁x▁", "▁"),
+            ("none", "z"),
+            ("", " "),
+        ] {
+            let want = text.contains(from).then(|| text.replace(from, "<>"));
+            assert_eq!(replace_all(text, from, "<>"), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn stable_under_finds_a_changing_character_anywhere() {
