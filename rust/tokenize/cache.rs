@@ -20,6 +20,9 @@ const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
 /// A shard is also emptied when its words' bytes or ids reach these sizes.
 const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
 const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
+/// The most slots a lookup reads. A shard is at most half full, so an
+/// honest probe is a few slots long.
+const MAX_PROBES: usize = 64;
 /// The most bytes the word cache of one encoder holds (16 per slot plus the
 /// two arenas, over all shards); each worker thread adds a hot cache of
 /// [`HOT_ENTRIES`] x 48 bytes.
@@ -159,11 +162,12 @@ impl ShardArenas<'_> {
 
     /// The slot holding `word`, or the empty slot where it would go, with
     /// that slot's meta. Reads only; `None` where a racing write left
-    /// something out of range.
+    /// something out of range, or after [`MAX_PROBES`] slots: words made to
+    /// share a hash then cost a bounded time each, and go uncached.
     fn find(&self, word: &[u8], hash: u64) -> Option<(usize, u64)> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(hash);
-        for _ in 0..self.slots.len() {
+        for _ in 0..MAX_PROBES {
             let h = self.slots[i][0].load(Ordering::Acquire);
             if h == 0 {
                 return Some((i, 0));
@@ -462,6 +466,27 @@ impl HotCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Words that all share one hash (as text crafted against the hash
+    /// could make them) are looked up and inserted in bounded time: the
+    /// first [`MAX_PROBES`] are cached, the rest are not.
+    #[test]
+    fn words_sharing_a_hash_cost_bounded_probes() {
+        let cache = WordCache::default();
+        let hash = 0x1234_5678_9ABC_DEF1;
+        let word = |i: usize| format!("w{i}").into_bytes();
+        let n = 4 * MAX_PROBES;
+        for i in 0..n {
+            cache.insert(&word(i), hash, &[i as u32]);
+        }
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.clear();
+            let hit = cache.get(&word(i), hash, &mut out);
+            assert_eq!(hit, i < MAX_PROBES, "word {i}");
+            assert_eq!(out, if hit { vec![i as u32] } else { vec![] });
+        }
+    }
 
     /// Threads that look words up while others insert them, through many
     /// emptyings of the shard: a hit always gives that word's own ids.
