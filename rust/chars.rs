@@ -1,6 +1,7 @@
 //! Per-code-point tables built on first use, shared by the tokenizer's split
 //! scanners and normalisers ([`crate::tokenize`]) and MinHash's text
 //! normalisation ([`crate::minhash`]).
+//! Also the eight-bytes-at-a-time ASCII tests both use, and a UTF-8 decoder.
 
 use std::sync::OnceLock;
 
@@ -48,6 +49,38 @@ impl CharTable {
     }
 }
 
+// Eight bytes at a time in one u64 (SWAR: plain arithmetic, no platform code).
+
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `x` (all ASCII) that is at least `lo`
+/// (`lo` >= 1): adding 0x80 - lo carries into the high bit exactly then,
+/// and never out of the byte.
+#[inline(always)]
+pub(crate) fn at_least(x: u64, lo: u8) -> u64 {
+    x.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH
+}
+
+/// The position of the first non-ASCII byte, eight bytes at a time.
+#[inline]
+pub(crate) fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let high = u64::from_le_bytes(w.try_into().expect("8 bytes")) & HIGH;
+        if high != 0 {
+            return Some(at + high.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map(|k| at + k)
+}
+
 /// The character whose UTF-8 encoding starts at byte `i` of `bytes`; none
 /// at the end, inside a character or where the bytes are not UTF-8.
 /// Decoded by hand: the scanners call this once per character.
@@ -80,6 +113,19 @@ pub(crate) fn char_at(bytes: &[u8], i: usize) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_search() {
+        for len in 0..40 {
+            let mut v = vec![b'a'; len];
+            assert_eq!(first_non_ascii(&v), None);
+            for k in 0..len {
+                v[k] = 0xC3;
+                assert_eq!(first_non_ascii(&v), Some(k));
+                v[k] = b'a';
+            }
+        }
+    }
 
     #[test]
     fn char_at_decodes_as_std() {

@@ -42,7 +42,7 @@ use unicode_normalization_alignments::char::is_combining_mark;
 use unicode_normalization_alignments::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::chars::CharTable;
+use crate::chars::{at_least, first_non_ascii, CharTable, HIGH, ONES};
 use crate::error::{Result, TokenmillError};
 
 /// How documents are cut into shingles.
@@ -422,17 +422,6 @@ const ASCII_FOLD: [u8; 128] = {
     t
 };
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of every byte of `x` (all ASCII) that is at least `lo`
-/// (`lo` >= 1): adding 0x80 - lo carries into the high bit exactly then,
-/// and never out of the byte.
-#[inline(always)]
-fn at_least(x: u64, lo: u8) -> u64 {
-    x.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH
-}
-
 /// [`ASCII_FOLD`] of eight ASCII bytes at once (SWAR: plain u64 arithmetic,
 /// no platform code), and the high bit of each byte that is kept.
 #[inline(always)]
@@ -444,25 +433,6 @@ fn fold8(x: u64) -> (u64, u64) {
     let keep = letter | digit;
     let mask = (keep >> 7) * 0xFF;
     ((lower & mask) | ((ONES * u64::from(b' ')) & !mask), keep)
-}
-
-/// The position of the first non-ASCII byte, eight bytes at a time.
-#[inline]
-fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for w in &mut words {
-        let high = u64::from_le_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080;
-        if high != 0 {
-            return Some(at + high.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|b| !b.is_ascii())
-        .map(|k| at + k)
 }
 
 /// The normalised text of a document, words joined by single spaces (for
@@ -871,19 +841,6 @@ mod tests {
                 assert_eq!(n.text, reference(prefix, s), "{prefix:?} {s:?}");
                 let kept = s.bytes().filter(u8::is_ascii_alphanumeric).count();
                 assert_eq!(n.kept, kept, "{s:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn non_ascii_search() {
-        for len in 0..40 {
-            let mut v = vec![b'a'; len];
-            assert_eq!(first_non_ascii(&v), None);
-            for k in 0..len {
-                v[k] = 0xC3;
-                assert_eq!(first_non_ascii(&v), Some(k));
-                v[k] = b'a';
             }
         }
     }

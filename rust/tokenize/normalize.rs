@@ -9,7 +9,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::{NormalizedString, Normalizer};
 use unicode_normalization_alignments::UnicodeNormalization;
 
-use crate::chars::CharTable;
+use crate::chars::{first_non_ascii, CharTable};
 
 /// A Unicode normal form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,29 +87,19 @@ pub(super) static INERT: CharTable = CharTable::new(|range| {
 /// has combining class 0 and is quick-check "Yes" (UAX #15), so the normal
 /// form cannot reorder, decompose or compose anything.
 pub(super) fn stable_under(form: Form, text: &str) -> bool {
-    if text.is_ascii() {
-        return true;
-    }
     let bit = match form {
         Form::Nfc => 1,
         Form::Nfkc => 2,
-        Form::Nfd | Form::Nfkd => return false,
+        Form::Nfd | Form::Nfkd => return text.is_ascii(),
     };
-    // ASCII is inert: skip it eight bytes at a time, look the rest up.
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            if u64::from_le_bytes(chunk.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080 == 0 {
-                i += 8;
-                continue;
-            }
-        }
-        let c = text[i..].chars().next().expect("i is at a character");
-        if INERT.get(c) & bit == 0 {
+    // ASCII is inert: skip it, look the other characters up.
+    let mut rest = text;
+    while let Some(k) = first_non_ascii(rest.as_bytes()) {
+        let mut chars = rest[k..].chars();
+        if chars.next().is_some_and(|c| INERT.get(c) & bit == 0) {
             return false;
         }
-        i += c.len_utf8();
+        rest = chars.as_str();
     }
     true
 }

@@ -6,7 +6,7 @@
 
 use tokenizers::utils::SysRegex;
 
-use crate::chars::CharTable;
+use crate::chars::{at_least, CharTable, HIGH, ONES};
 
 /// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
 pub const GPT2_PATTERN: &str =
@@ -187,9 +187,6 @@ impl SplitPattern {
     }
 }
 
-/// The high bit of each byte of a `u64`.
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
 /// ASCII letters in eight bytes at a time: the classes' ASCII members that
 /// a run of them is usually made of, as the bytes `b` with `b | fold` in
 /// `lo..=hi`.
@@ -215,17 +212,13 @@ impl AsciiRange {
         Some(AsciiRange { fold, lo, hi })
     }
 
-    /// The bytes of `x` in the range, as their high bits: borrow-free
-    /// comparisons of all eight bytes at once.
+    /// The bytes of `x` in the range, as their high bits: all eight
+    /// compared at once. Non-ASCII bytes are never in it.
     #[inline]
     fn find(self, x: u64) -> u64 {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        // High bit cleared: each byte is at most 0x7F, so the sums below
-        // stay inside their byte.
+        // High bit cleared, as `at_least` needs; `!x` drops those bytes.
         let y = (x | (u64::from(self.fold) * ONES)) & (0x7F * ONES);
-        let from_lo = y + u64::from(0x80 - self.lo) * ONES;
-        let past_hi = y + u64::from(0x7F - self.hi) * ONES;
-        from_lo & !past_hi & !x & HIGH_BITS
+        at_least(y, self.lo) & !at_least(y, self.hi + 1) & !x
     }
 }
 
@@ -295,7 +288,7 @@ impl Scanner<'_> {
         if let Some(range) = AsciiRange::of(bits) {
             while let Some(chunk) = bytes.get(i..i + 8) {
                 let found = range.find(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-                let n = (!found & HIGH_BITS).trailing_zeros() as usize / 8;
+                let n = (!found & HIGH).trailing_zeros() as usize / 8;
                 i += n;
                 if n < 8 {
                     break;
@@ -653,7 +646,7 @@ mod tests {
                     let x = u64::from_le_bytes([range.lo; 8]) & !(0xFF << (8 * at))
                         | u64::from(b) << (8 * at);
                     let found = range.find(x);
-                    assert_eq!(found | 0x80 << (8 * at), HIGH_BITS, "{bits} {b:#x} at {at}");
+                    assert_eq!(found | 0x80 << (8 * at), HIGH, "{bits} {b:#x} at {at}");
                     assert_eq!(found >> (8 * at) & 0x80 != 0, want, "{bits} {b:#x} at {at}");
                 }
             }
