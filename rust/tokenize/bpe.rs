@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use crate::chars::char_at;
 
-use super::cache::{HotCache, WordCache, CACHE_WORD_BYTES};
+use super::cache::{HotCache, Short, WordCache, CACHE_WORD_BYTES};
 use super::json::{MergeEntry, TokenizerFile};
 use super::pages::Zeroed;
 
@@ -717,12 +717,12 @@ impl Bpe {
         }
     }
 
-    /// The cache hash of `word`; 0 when it is not cached: too long, or a
-    /// byte token.
+    /// The cache hash of the word `text[r]`; 0 when it is not cached: too
+    /// long, or a byte token.
     #[inline]
-    fn cache_hash(&self, word: &[u8]) -> u64 {
-        if word.len() <= CACHE_WORD_BYTES && self.byte_token(word).is_none() {
-            WordCache::hash(word)
+    fn cache_hash(&self, text: &[u8], r: Range<usize>) -> u64 {
+        if r.len() <= CACHE_WORD_BYTES && self.byte_token(&text[r.clone()]).is_none() {
+            WordCache::hash(text, r)
         } else {
             0
         }
@@ -752,7 +752,7 @@ impl Bpe {
     ) {
         let mut hashes = std::mem::take(&mut w.hashes);
         hashes.clear();
-        hashes.extend(words.iter().map(|r| self.cache_hash(&text[r.clone()])));
+        hashes.extend(words.iter().map(|r| self.cache_hash(text, r.clone())));
         // Words with hash 0 skip the caches.
         let hash = |j: usize| hashes.get(j).copied().filter(|&h| h != 0);
         let hot = |j: usize| hash(j).filter(|&h| Self::hot_cached(words[j].len(), h));
@@ -768,14 +768,22 @@ impl Bpe {
             if let Some(hash) = shared(i + AHEAD / 2, w) {
                 self.cache.prefetch_entry(hash);
             }
-            self.encode_hashed(&text[r.clone()], hashes[i], w, out);
+            self.encode_hashed(text, r.clone(), hashes[i], w, out);
         }
         w.hashes = hashes;
     }
 
-    /// Appends the ids of one word (a pre-token) to `out`; `hash` is its
-    /// [`Bpe::cache_hash`].
-    fn encode_hashed(&self, word: &[u8], hash: u64, w: &mut Worker, out: &mut Vec<u32>) {
+    /// Appends the ids of one word (a pre-token), `text[r]`, to `out`;
+    /// `hash` is its [`Bpe::cache_hash`].
+    fn encode_hashed(
+        &self,
+        text: &[u8],
+        r: Range<usize>,
+        hash: u64,
+        w: &mut Worker,
+        out: &mut Vec<u32>,
+    ) {
+        let word = &text[r.clone()];
         if word.is_empty() {
             return;
         }
@@ -790,14 +798,19 @@ impl Bpe {
             }
         }
         let cacheable = hash != 0;
-        let hot = Self::hot_cached(word.len(), hash);
-        if hot && w.hot.get(word, hash, out) {
-            return;
+        // The hot cache's key, for a word it takes.
+        let hot = Self::hot_cached(word.len(), hash)
+            .then(|| Short::at(text, r))
+            .flatten();
+        if let Some(key) = hot {
+            if w.hot.get(key, hash, out) {
+                return;
+            }
         }
         let start = out.len();
         if cacheable && self.cache.get(word, hash, out) {
-            if hot {
-                w.hot.offer(word, hash, &out[start..]);
+            if let Some(key) = hot {
+                w.hot.offer(key, hash, &out[start..]);
             }
             return;
         }
@@ -808,8 +821,8 @@ impl Bpe {
             self.merge_all(w);
             out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
         }
-        if hot {
-            w.hot.offer(word, hash, &out[start..]);
+        if let Some(key) = hot {
+            w.hot.offer(key, hash, &out[start..]);
         }
         if cacheable {
             self.cache.insert(word, hash, &out[start..]);

@@ -2,6 +2,7 @@
 //! front of a capped cache shared by an encoder's threads, read without
 //! locks (see [`WordCache`]).
 
+use std::ops::Range;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -193,13 +194,13 @@ impl ShardArenas<'_> {
 }
 
 impl WordCache {
-    /// The hash of `word` (never 0): words of up to 16 bytes hashed from
-    /// their [`Short`] form, longer ones by xxh3.
+    /// The hash of the word `text[r]` (never 0): words of up to 16 bytes
+    /// hashed from their [`Short`] form, longer ones by xxh3.
     #[inline]
-    pub(super) fn hash(word: &[u8]) -> u64 {
-        match Short::of(word) {
+    pub(super) fn hash(text: &[u8], r: Range<usize>) -> u64 {
+        match Short::at(text, r.clone()) {
             Some(short) => short.hash(),
-            None => xxhash_rust::xxh3::xxh3_64(word) | 1,
+            None => xxhash_rust::xxh3::xxh3_64(&text[r]) | 1,
         }
     }
 
@@ -311,12 +312,11 @@ impl WordCache {
     }
 }
 
-/// A word of at most 16 bytes as two words and its length: its first and
-/// last eight bytes, or for a shorter word its first and last four, or
-/// its first, middle and last byte. These cover all its bytes, so two
-/// words are equal exactly when their `Short` forms are; a compare or a
-/// hash of it then takes no loop over bytes.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+/// A word of at most 16 bytes as two words and its length: its bytes 0..8
+/// and 8..16, each zero past the word's end. Two words are equal exactly
+/// when their `Short` forms are; a compare or a hash of it then takes no
+/// loop over bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Short {
     a: u64,
     b: u64,
@@ -327,26 +327,32 @@ impl Short {
     /// The longest word that has a short form.
     const MAX_BYTES: usize = 16;
 
+    /// The short form of `text[r]`. Where `text` has 16 bytes from the
+    /// word's start they are read as two words and masked to the word,
+    /// with no branch on its length (which varies from word to word and
+    /// defeats branch prediction).
     #[inline]
-    pub(super) fn of(word: &[u8]) -> Option<Short> {
-        let n = word.len();
-        let u64_at = |i: usize| u64::from_le_bytes(word[i..i + 8].try_into().expect("8 bytes"));
-        let u32_at = |i: usize| {
-            u64::from(u32::from_le_bytes(
-                word[i..i + 4].try_into().expect("4 bytes"),
-            ))
+    pub(super) fn at(text: &[u8], r: Range<usize>) -> Option<Short> {
+        let n = r.len();
+        if n > Self::MAX_BYTES {
+            return None;
+        }
+        let mut padded = [0u8; Self::MAX_BYTES];
+        let bytes = match text.get(r.start..r.start + Self::MAX_BYTES) {
+            Some(bytes) => bytes,
+            None => {
+                padded[..n].copy_from_slice(&text[r]);
+                &padded
+            }
         };
-        let (a, b) = match n {
-            0 => (0, 0),
-            1..=3 => (
-                u64::from(word[0]) | u64::from(word[n / 2]) << 8 | u64::from(word[n - 1]) << 16,
-                0,
-            ),
-            4..=7 => (u32_at(0), u32_at(n - 4)),
-            8..=Self::MAX_BYTES => (u64_at(0), u64_at(n - 8)),
-            _ => return None,
-        };
-        Some(Short { a, b, len: n as u8 })
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        // The low `k` bytes (k <= 8) of a word set.
+        let low_bytes = |k: usize| ((1u128 << (8 * k)) - 1) as u64;
+        Some(Short {
+            a: u64_at(0) & low_bytes(n.min(8)),
+            b: u64_at(8) & low_bytes(n.saturating_sub(8)),
+            len: n as u8,
+        })
     }
 
     /// A hash of the two words and the length (a folded 128-bit product,
@@ -428,22 +434,29 @@ impl HotCache {
             .is_some_and(|e| e.tag == Self::tag(hash))
     }
 
-    /// Appends the ids of `word` (hashed by [`WordCache::hash`]) to `out`;
-    /// false on a miss.
+    /// Appends the ids of the word of `key` (hashed by [`WordCache::hash`])
+    /// to `out`; false on a miss.
+    ///
+    /// All [`HOT_IDS`] ids of the entry are copied, a fixed-size copy, and
+    /// the ones past its own are cut off again: no branch or call on how
+    /// many the word has.
     #[inline]
-    pub(super) fn get(&mut self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
+    pub(super) fn get(&mut self, key: Short, hash: u64, out: &mut Vec<u32>) -> bool {
         let e = self.entry(hash);
-        if e.tag == Self::tag(hash) && Short::of(word).is_some_and(|key| key == e.key) {
+        if e.tag == Self::tag(hash) && key == e.key {
             e.score = e.score.saturating_add(1);
-            out.extend_from_slice(&e.ids[..usize::from(e.n)]);
+            let end = out.len() + usize::from(e.n);
+            out.extend_from_slice(&e.ids);
+            out.truncate(end);
             return true;
         }
         false
     }
 
-    /// Offers `word`'s ids: kept when they fit and the word in its entry
-    /// has not been hit more often than it was offered a replacement.
-    pub(super) fn offer(&mut self, word: &[u8], hash: u64, ids: &[u32]) {
+    /// Offers the ids of the word of `key`: kept when they fit and the
+    /// word in its entry has not been hit more often than it was offered a
+    /// replacement.
+    pub(super) fn offer(&mut self, key: Short, hash: u64, ids: &[u32]) {
         if ids.len() > HOT_IDS {
             return;
         }
@@ -452,13 +465,11 @@ impl HotCache {
             e.score -= 1;
             return;
         }
-        let Some(key) = Short::of(word) else {
-            return;
-        };
         e.tag = Self::tag(hash);
         e.key = key;
         e.score = 1;
         e.n = ids.len() as u8;
+        e.ids = [0; HOT_IDS];
         e.ids[..ids.len()].copy_from_slice(ids);
     }
 }
@@ -466,6 +477,74 @@ impl HotCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A word's short form is the same read from inside a text (two
+    /// eight-byte loads, masked) as from the word alone (copied and
+    /// padded), and two words have the same form exactly when they are
+    /// equal, zero bytes at their ends included.
+    #[test]
+    fn short_forms_are_exact_wherever_the_word_is() {
+        let words: Vec<Vec<u8>> = (0..=Short::MAX_BYTES)
+            .flat_map(|n| {
+                let mut x_then_zeros = vec![0; n];
+                x_then_zeros[..n.min(1)].fill(b'x');
+                [
+                    vec![b'a'; n],
+                    vec![0; n],
+                    (1..=n as u8).collect(),
+                    x_then_zeros,
+                ]
+            })
+            .collect();
+        let around: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) | 1).collect();
+        for w in &words {
+            let alone = Short::at(w, 0..w.len()).expect("short");
+            for at in 0..=around.len() {
+                let mut text = around.clone();
+                text.splice(at..at, w.iter().copied());
+                assert_eq!(
+                    Short::at(&text, at..at + w.len()),
+                    Some(alone),
+                    "{w:?} at {at}"
+                );
+            }
+        }
+        for a in &words {
+            for b in &words {
+                let (sa, sb) = (Short::at(a, 0..a.len()), Short::at(b, 0..b.len()));
+                assert_eq!(sa == sb, a == b, "{a:?} {b:?}");
+            }
+        }
+        assert!(Short::at(&[0; 17], 0..17).is_none());
+    }
+
+    /// A hot-cache hit appends exactly the word's own ids (none to four)
+    /// after what `out` held; more than four are not kept.
+    #[test]
+    fn hot_cache_hits_append_the_words_own_ids() {
+        let mut hot = HotCache::default();
+        let word = |n: usize| format!("word{n}").into_bytes();
+        let key = |n: usize| Short::at(&word(n), 0..word(n).len()).expect("short");
+        let hash = |n: usize| WordCache::hash(&word(n), 0..word(n).len());
+        let ids = |n: usize| {
+            (0..n as u32)
+                .map(|i| 100 * n as u32 + i)
+                .collect::<Vec<_>>()
+        };
+        for n in 0..=HOT_IDS + 1 {
+            hot.offer(key(n), hash(n), &ids(n));
+        }
+        for n in 0..=HOT_IDS + 1 {
+            let mut out = vec![7, 8];
+            let hit = hot.get(key(n), hash(n), &mut out);
+            assert_eq!(hit, n <= HOT_IDS, "{n} ids");
+            let want: Vec<u32> = [7, 8]
+                .into_iter()
+                .chain(if hit { ids(n) } else { vec![] })
+                .collect();
+            assert_eq!(out, want, "{n} ids");
+        }
+    }
 
     /// Words that all share one hash (as text crafted against the hash
     /// could make them) are looked up and inserted in bounded time: the
@@ -509,7 +588,7 @@ mod tests {
                             // going back over recent ones so that some hit.
                             let i = (n.wrapping_mul(2 * t + 1) / 2) % words;
                             let w = word(i);
-                            let h = WordCache::hash(&w);
+                            let h = WordCache::hash(&w, 0..w.len());
                             out.clear();
                             if cache.get(&w, h, &mut out) {
                                 assert_eq!(out, ids(i), "word {i}");

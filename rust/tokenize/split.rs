@@ -284,36 +284,52 @@ impl Scanner<'_> {
 
     /// End of the run of characters from `i` in any of the classes `bits`.
     fn run_of(&self, mut i: usize, bits: u8) -> usize {
-        let bytes = self.text.as_bytes();
         if let Some(range) = AsciiRange::of(bits) {
-            while let Some(chunk) = bytes.get(i..i + 8) {
-                let found = range.find(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-                let n = (!found & HIGH).trailing_zeros() as usize / 8;
-                i += n;
-                if n < 8 {
-                    break;
-                }
-            }
+            i = self.ascii_run(i, range);
         }
-        // ASCII bytes straight from the table, other characters decoded.
-        while let Some(&b) = bytes.get(i) {
-            if b.is_ascii() {
-                if self.low[usize::from(b)] & bits == 0 {
-                    break;
-                }
-                i += 1;
-            } else {
-                match self.at(i) {
-                    Some(c) if self.class(c) & bits != 0 => i += c.len_utf8(),
-                    _ => break,
-                }
+        self.run_where(i, |class| class & bits != 0)
+    }
+
+    /// End of the run of bytes from `i` in `range`, eight at a time while
+    /// the text has eight more (the last few are left to the caller).
+    #[inline]
+    fn ascii_run(&self, mut i: usize, range: AsciiRange) -> usize {
+        let bytes = self.text.as_bytes();
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let found = range.find(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            let n = (!found & HIGH).trailing_zeros() as usize / 8;
+            i += n;
+            if n < 8 {
+                break;
             }
         }
         i
     }
 
+    /// End of the run of characters from `i` in none of the classes `bits`.
     fn run_of_none(&self, i: usize, bits: u8) -> usize {
-        self.run(i, usize::MAX, |c| self.class(c) & bits == 0)
+        self.run_where(i, |class| class & bits == 0)
+    }
+
+    /// End of the run of characters from `i` whose classes satisfy `f`:
+    /// ASCII bytes straight from the table, other characters decoded.
+    #[inline]
+    fn run_where(&self, mut i: usize, f: impl Fn(u8) -> bool) -> usize {
+        let bytes = self.text.as_bytes();
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii() {
+                if !f(self.low[usize::from(b)]) {
+                    break;
+                }
+                i += 1;
+            } else {
+                match self.at(i) {
+                    Some(c) if f(self.class(c)) => i += c.len_utf8(),
+                    _ => break,
+                }
+            }
+        }
+        i
     }
 
     /// `'s|'t|'re|'ve|'m|'ll|'d` after the apostrophe at `i`, optionally
@@ -397,6 +413,9 @@ impl Scanner<'_> {
     /// End of the pre-token that starts at byte `i` under a regex of the
     /// tiktoken family.
     fn tiktoken(&self, i: usize, p: &Tiktoken) -> usize {
+        if let Some(end) = self.tiktoken_ascii(i, p) {
+            return end;
+        }
         let c = self.at(i).expect("called inside the text");
         if p.contractions == Contractions::First {
             if let Some(end) = self.contraction(i, true) {
@@ -410,10 +429,7 @@ impl Scanner<'_> {
             return end;
         }
         if self.class(c) & NUMBER != 0 {
-            return match p.digits {
-                Some(n) => self.run(i, n, |c| self.class(c) & NUMBER != 0),
-                None => self.run_of(i, NUMBER),
-            };
+            return self.digits(i, p);
         }
         // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (marks left out with them in words,
         // `/` after the punctuation with `slash`).
@@ -434,6 +450,90 @@ impl Scanner<'_> {
             });
         }
         self.whitespace(i, true, p.trailing_whole)
+    }
+
+    /// The digits alternative of [`Scanner::tiktoken`] at `i`.
+    fn digits(&self, i: usize, p: &Tiktoken) -> usize {
+        match p.digits {
+            Some(n) => self.run(i, n, |c| self.class(c) & NUMBER != 0),
+            None => self.run_of(i, NUMBER),
+        }
+    }
+
+    /// [`Scanner::tiktoken`] where the byte at `i` and the one after it are
+    /// ASCII and decide the alternative, as the general path would, from
+    /// the bytes' classes: a word, a word after one other character, a
+    /// number, or punctuation (then the general runs). None where the
+    /// general path is needed: an apostrophe, a line break, whitespace not
+    /// before punctuation, a character that is not ASCII.
+    #[inline]
+    fn tiktoken_ascii(&self, i: usize, p: &Tiktoken) -> Option<usize> {
+        let bytes = self.text.as_bytes();
+        let class = |b: u8| self.low[usize::from(b)];
+        let b = *bytes.get(i).filter(|b| b.is_ascii() && **b != b'\'')?;
+        let (letters, other) = match p.words {
+            WordShape::Letters { marks: true } => (LETTER | MARK, LETTER | MARK | NUMBER | SPACE),
+            _ => (LETTER, LETTER | NUMBER | SPACE),
+        };
+        // The word alternatives at the ASCII letter `s`.
+        let word = |s: usize| match p.words {
+            WordShape::Letters { .. } => Some(self.run_of(s, letters)),
+            WordShape::Cased => {
+                let end = self.cased_ascii(s)?;
+                Some(match p.contractions {
+                    Contractions::Suffix => self.contraction(end, true).unwrap_or(end),
+                    _ => end,
+                })
+            }
+        };
+        if class(b) & LETTER != 0 {
+            return word(i);
+        }
+        if class(b) & NUMBER != 0 {
+            return Some(self.digits(i, p));
+        }
+        if b == b'\r' || b == b'\n' {
+            return None;
+        }
+        let next = *bytes.get(i + 1).filter(|b| b.is_ascii())?;
+        if class(next) & LETTER != 0 {
+            return word(i + 1);
+        }
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        let j = if b == b' ' && class(next) & other == 0 {
+            i + 1
+        } else if class(b) & other == 0 {
+            i
+        } else {
+            return None;
+        };
+        let end = self.run_of_none(j, other);
+        Some(self.run(end, usize::MAX, |c| {
+            c == '\r' || c == '\n' || (p.slash && c == '/')
+        }))
+    }
+
+    /// o200k's words `HEAD*TAIL+|HEAD+TAIL*` at the ASCII letter `s`, where
+    /// ASCII decides them: a run of capitals, then lower case letters or
+    /// not. None where a character that is not ASCII follows the capitals.
+    #[inline]
+    fn cased_ascii(&self, s: usize) -> Option<usize> {
+        const CAPITALS: AsciiRange = AsciiRange {
+            fold: 0,
+            lo: b'A',
+            hi: b'Z',
+        };
+        let bytes = self.text.as_bytes();
+        let mut head = self.ascii_run(s, CAPITALS);
+        while bytes.get(head).is_some_and(u8::is_ascii_uppercase) {
+            head += 1;
+        }
+        match bytes.get(head) {
+            Some(b) if b.is_ascii_lowercase() => Some(self.run_of(head, TAIL)),
+            Some(b) if !b.is_ascii() => None,
+            // Capitals (at least the one at `s`) and no tail.
+            _ => Some(head),
+        }
     }
 
     /// End of the word alternatives at `i` (holding `c`), none if they fail:
@@ -587,9 +687,13 @@ mod tests {
 
     #[test]
     fn scanners_match_oniguruma_on_random_text() {
-        let alphabet: Vec<char> = "aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_/\"(){}\u{301}\u{903}\u{200d}😀\u{85}\u{b}\u{c}ǅʰªÉアぁ$+^\u{1}"
-            .chars()
-            .collect();
+        // Every class and its edge cases; then mostly ASCII, with the long
+        // runs of letters (and capitals) that the ASCII paths take eight
+        // bytes at a time.
+        let alphabets = [
+            ("aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_/\"(){}\u{301}\u{903}\u{200d}😀\u{85}\u{b}\u{c}ǅʰªÉアぁ$+^\u{1}", 24, 20_000),
+            ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ    09'.,/-\n\r\té中ÉǅʰΣ", 48, 10_000),
+        ];
         let regexes: Vec<(SplitPattern, SysRegex)> = SplitPattern::KNOWN
             .iter()
             .map(|&(re, p)| (p, SysRegex::new(re).unwrap()))
@@ -607,30 +711,33 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for _ in 0..20_000 {
-            let len = (next() % 24) as usize;
-            let text: String = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
-            for (p, re) in &regexes {
-                assert_eq!(
-                    pre_tokens(*p, &text),
-                    onig_pieces(re, &text),
-                    "{p:?} on {text:?}"
-                );
-            }
-            for (p, crate_digits) in &digits {
-                let mut pre = tokenizers::PreTokenizedString::from(text.as_str());
-                tokenizers::PreTokenizer::pre_tokenize(crate_digits, &mut pre).unwrap();
-                let want: Vec<&str> = pre
-                    .get_splits(
-                        tokenizers::OffsetReferential::Original,
-                        tokenizers::OffsetType::Byte,
-                    )
-                    .into_iter()
-                    .map(|(_, (s, e), _)| &text[s..e])
+        for (alphabet, max_len, texts) in alphabets {
+            let alphabet: Vec<char> = alphabet.chars().collect();
+            for _ in 0..texts {
+                let len = (next() % max_len) as usize;
+                let text: String = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                     .collect();
-                assert_eq!(pre_tokens(*p, &text), want, "{p:?} on {text:?}");
+                for (p, re) in &regexes {
+                    assert_eq!(
+                        pre_tokens(*p, &text),
+                        onig_pieces(re, &text),
+                        "{p:?} on {text:?}"
+                    );
+                }
+                for (p, crate_digits) in &digits {
+                    let mut pre = tokenizers::PreTokenizedString::from(text.as_str());
+                    tokenizers::PreTokenizer::pre_tokenize(crate_digits, &mut pre).unwrap();
+                    let want: Vec<&str> = pre
+                        .get_splits(
+                            tokenizers::OffsetReferential::Original,
+                            tokenizers::OffsetType::Byte,
+                        )
+                        .into_iter()
+                        .map(|(_, (s, e), _)| &text[s..e])
+                        .collect();
+                    assert_eq!(pre_tokens(*p, &text), want, "{p:?} on {text:?}");
+                }
             }
         }
     }
