@@ -190,7 +190,7 @@ impl SplitPattern {
 /// ASCII letters in eight bytes at a time: the classes' ASCII members that
 /// a run of them is usually made of, as the bytes `b` with `b | fold` in
 /// `lo..=hi`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct AsciiRange {
     fold: u8,
     lo: u8,
@@ -198,6 +198,13 @@ struct AsciiRange {
 }
 
 impl AsciiRange {
+    /// The ASCII members of o200k's word head (`of(HEAD)`).
+    const CAPITALS: AsciiRange = AsciiRange {
+        fold: 0,
+        lo: b'A',
+        hi: b'Z',
+    };
+
     /// The letters of the classes `bits`, if they take all of some case.
     fn of(bits: u8) -> Option<AsciiRange> {
         let (fold, lo, hi) = if bits & LETTER != 0 || bits & (HEAD | TAIL) == HEAD | TAIL {
@@ -210,6 +217,11 @@ impl AsciiRange {
             return None;
         };
         Some(AsciiRange { fold, lo, hi })
+    }
+
+    #[inline]
+    fn contains(self, b: u8) -> bool {
+        b.is_ascii() && (self.lo..=self.hi).contains(&(b | self.fold))
     }
 
     /// The bytes of `x` in the range, as their high bits: all eight
@@ -291,7 +303,7 @@ impl Scanner<'_> {
     }
 
     /// End of the run of bytes from `i` in `range`, eight at a time while
-    /// the text has eight more (the last few are left to the caller).
+    /// the text has eight more.
     #[inline]
     fn ascii_run(&self, mut i: usize, range: AsciiRange) -> usize {
         let bytes = self.text.as_bytes();
@@ -300,8 +312,11 @@ impl Scanner<'_> {
             let n = (!found & HIGH).trailing_zeros() as usize / 8;
             i += n;
             if n < 8 {
-                break;
+                return i;
             }
+        }
+        while bytes.get(i).is_some_and(|&b| range.contains(b)) {
+            i += 1;
         }
         i
     }
@@ -368,8 +383,9 @@ impl Scanner<'_> {
             return end;
         }
         if newlines {
-            let run = &self.text[i..end];
-            if let Some(p) = run.rfind(['\r', '\n']) {
+            // Bytes: a line break is never part of another character.
+            let run = &self.text.as_bytes()[i..end];
+            if let Some(p) = run.iter().rposition(|&b| b == b'\r' || b == b'\n') {
                 return i + p + 1;
             }
         }
@@ -518,16 +534,8 @@ impl Scanner<'_> {
     /// not. None where a character that is not ASCII follows the capitals.
     #[inline]
     fn cased_ascii(&self, s: usize) -> Option<usize> {
-        const CAPITALS: AsciiRange = AsciiRange {
-            fold: 0,
-            lo: b'A',
-            hi: b'Z',
-        };
         let bytes = self.text.as_bytes();
-        let mut head = self.ascii_run(s, CAPITALS);
-        while bytes.get(head).is_some_and(u8::is_ascii_uppercase) {
-            head += 1;
-        }
+        let head = self.ascii_run(s, AsciiRange::CAPITALS);
         match bytes.get(head) {
             Some(b) if b.is_ascii_lowercase() => Some(self.run_of(head, TAIL)),
             Some(b) if !b.is_ascii() => None,
@@ -756,9 +764,11 @@ mod tests {
                     assert_eq!(found | 0x80 << (8 * at), HIGH, "{bits} {b:#x} at {at}");
                     assert_eq!(found >> (8 * at) & 0x80 != 0, want, "{bits} {b:#x} at {at}");
                 }
+                assert_eq!(range.contains(b), want, "{bits} {b:#x}");
             }
         }
         assert!(AsciiRange::of(SPACE | NUMBER).is_none());
+        assert_eq!(AsciiRange::of(HEAD), Some(AsciiRange::CAPITALS));
     }
 
     #[test]
