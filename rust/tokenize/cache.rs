@@ -370,7 +370,7 @@ impl Short {
 const HOT_WORD_BYTES: usize = Short::MAX_BYTES;
 const HOT_IDS: usize = 4;
 /// Entries of a worker's hot cache (a power of two; 48 bytes each).
-pub const HOT_ENTRIES: usize = 16384;
+pub const HOT_ENTRIES: usize = 65536;
 
 /// A small per-thread direct-mapped cache of short, frequent words in front
 /// of the shared [`WordCache`], with keys and ids inline so that a hit takes
