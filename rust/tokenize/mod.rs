@@ -31,6 +31,7 @@ mod json;
 mod normalize;
 mod pages;
 pub mod split;
+mod split_ascii;
 mod words;
 
 pub use self::bpe::byte_chars;

@@ -6,6 +6,7 @@
 
 use tokenizers::utils::SysRegex;
 
+use super::split_ascii::AsciiSplit;
 use crate::chars::{at_least, CharTable, HIGH, ONES};
 
 /// The GPT-2 regex the byte-level pre-tokenizer uses with `use_regex`.
@@ -122,6 +123,20 @@ enum WordShape {
     Letters { marks: bool },
     /// o200k's `[^\r\n\p{L}\p{N}]?HEAD*TAIL+|[^\r\n\p{L}\p{N}]?HEAD+TAIL*`.
     Cased,
+}
+
+impl Tiktoken {
+    /// The block splitter for ASCII text, for the regexes it takes: words
+    /// of letters (marks are never ASCII), contractions first, no slash.
+    fn ascii_split(&self) -> Option<AsciiSplit> {
+        let takes = matches!(self.words, WordShape::Letters { .. })
+            && self.contractions == Contractions::First
+            && !self.slash;
+        takes.then_some(AsciiSplit {
+            digits: self.digits,
+            trailing_whole: self.trailing_whole,
+        })
+    }
 }
 
 impl SplitPattern {
@@ -644,8 +659,21 @@ impl Scanner<'_> {
     /// Pieces of the text as byte ranges, in order, covering all of it: each
     /// match of `pattern` and each stretch of text between matches.
     pub(super) fn split(&self, pattern: SplitPattern, mut f: impl FnMut(usize, usize)) {
+        let ascii = match pattern {
+            SplitPattern::Tiktoken(p) => p.ascii_split(),
+            _ => None,
+        };
         let (mut i, mut gap) = (0, 0);
         while i < self.text.len() {
+            // Every byte of the text is in a match of a tiktoken regex, so
+            // a pre-token starts at `i`, where the block splitter starts.
+            if let Some(ascii) = &ascii {
+                let end = ascii.split(self.text.as_bytes(), i, &mut f);
+                if end > i {
+                    (i, gap) = (end, end);
+                    continue;
+                }
+            }
             match self.match_at(i, &pattern) {
                 Some(end) => {
                     if gap < i {
@@ -701,6 +729,10 @@ mod tests {
         let alphabets = [
             ("aZ é中文1２٣ \t\n\r\u{a0}\u{3000}\u{2028}'sStTrRevVmMlLdDſ.,!?-_/\"(){}\u{301}\u{903}\u{200d}😀\u{85}\u{b}\u{c}ǅʰªÉアぁ$+^\u{1}", 24, 20_000),
             ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ    09'.,/-\n\r\té中ÉǅʰΣ", 48, 10_000),
+            // Long ASCII stretches, for the block splitter (split_ascii.rs):
+            // every class, runs that cross its 64-byte blocks, and the
+            // bytes it leaves to the scanner.
+            ("eeeeeeeeeeeeaaaaaaaaTTTTTTZ     \t\t\u{b}\u{c}\n\n\r012345678.,,;(-'\u{1c}\u{1}é\u{a0}\u{3000}²", 300, 3_000),
         ];
         let regexes: Vec<(SplitPattern, SysRegex)> = SplitPattern::KNOWN
             .iter()
