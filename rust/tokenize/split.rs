@@ -40,9 +40,9 @@ pub(super) const NUMBER: u8 = 2;
 pub(super) const SPACE: u8 = 4;
 const MARK: u8 = 8;
 /// o200k's word head `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`.
-const HEAD: u8 = 16;
+pub(super) const HEAD: u8 = 16;
 /// o200k's word tail `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`.
-const TAIL: u8 = 32;
+pub(super) const TAIL: u8 = 32;
 /// `[\p{P}\p{S}]`.
 const PUNCT: u8 = 64;
 
@@ -126,16 +126,15 @@ enum WordShape {
 }
 
 impl Tiktoken {
-    /// The block splitter for ASCII text, for the regexes it takes: words
-    /// of letters (marks are never ASCII), contractions first, no slash.
-    fn ascii_split(&self) -> Option<AsciiSplit> {
-        let takes = matches!(self.words, WordShape::Letters { .. })
-            && self.contractions == Contractions::First
-            && !self.slash;
-        takes.then_some(AsciiSplit {
+    /// The block splitter for ASCII text (marks are never ASCII, and it
+    /// leaves apostrophes, where contractions are, to the scanner).
+    fn ascii_split(&self) -> AsciiSplit {
+        AsciiSplit {
             digits: self.digits,
             trailing_whole: self.trailing_whole,
-        })
+            cased: self.words == WordShape::Cased,
+            slash: self.slash,
+        }
     }
 }
 
@@ -660,7 +659,7 @@ impl Scanner<'_> {
     /// match of `pattern` and each stretch of text between matches.
     pub(super) fn split(&self, pattern: SplitPattern, mut f: impl FnMut(usize, usize)) {
         let ascii = match pattern {
-            SplitPattern::Tiktoken(p) => p.ascii_split(),
+            SplitPattern::Tiktoken(p) => Some(p.ascii_split()),
             _ => None,
         };
         let (mut i, mut gap) = (0, 0);
@@ -732,7 +731,7 @@ mod tests {
             // Long ASCII stretches, for the block splitter (split_ascii.rs):
             // every class, runs that cross its 64-byte blocks, and the
             // bytes it leaves to the scanner.
-            ("eeeeeeeeeeeeaaaaaaaaTTTTTTZ     \t\t\u{b}\u{c}\n\n\r012345678.,,;(-'\u{1c}\u{1}é\u{a0}\u{3000}²", 300, 3_000),
+            ("eeeeeeeeeeeeaaaaaaaaTTTTTTZ     \t\t\u{b}\u{c}\n\n\r012345678.,,;(-//'\u{1c}\u{1}é\u{a0}\u{3000}²", 300, 3_000),
         ];
         let regexes: Vec<(SplitPattern, SysRegex)> = SplitPattern::KNOWN
             .iter()

@@ -1,6 +1,6 @@
-//! The split of the tiktoken family's letter-word regexes (cl100k as LLaMA-3
-//! and tiktoken write it, Qwen2, Qwen3.5) over ASCII text, up to 64 bytes at
-//! a time and without a branch per pre-token: each byte's class becomes one
+//! The split of the tiktoken family's regexes (cl100k as LLaMA-3 and tiktoken
+//! write it, Qwen2, Qwen3.5, o200k, Tekken) over ASCII text, up to 64 bytes
+//! at a time and without a branch per pre-token: each byte's class becomes one
 //! bit of a mask, the starts of the pre-tokens come from shifts and ands of
 //! those masks, and the pre-tokens from the bits of the starts. The scanner
 //! in split.rs decides the same pre-tokens one at a time, with a branch on
@@ -24,7 +24,11 @@
 //!   blank after them starts a pre-token);
 //! - at a blank after a line break, when no line break follows in the run
 //!   (`\s*[\r\n]+` ends at the run's last line break);
-//! - at digits after no digit, and every `n` digits from there.
+//! - at digits after no digit, and every `n` digits from there;
+//! - o200k and Tekken (words `HEAD*TAIL+|HEAD+TAIL*` after the optional
+//!   character): also at a capital after a lower-case letter; and their
+//!   punctuation takes slashes as well as line breaks after it
+//!   (`[\r\n/]*`), so that what follows such a slash starts afresh.
 //!
 //! A start depends on the bytes before it and one after it, except for a
 //! blank after a line break, which looks to the end of its run. A block
@@ -38,6 +42,10 @@ pub(super) struct AsciiSplit {
     pub(super) digits: Option<usize>,
     /// Whitespace that ends the text is one pre-token (tiktoken's `\s++$`).
     pub(super) trailing_whole: bool,
+    /// Words split before a capital after a lower-case letter (o200k).
+    pub(super) cased: bool,
+    /// Punctuation takes slashes after its line breaks (`[\r\n/]*`).
+    pub(super) slash: bool,
 }
 
 /// Bytes of a block: one bit each, bit `k` for the byte `k` places after
@@ -47,6 +55,8 @@ const BLOCK: usize = 64;
 /// The classes of a block's bytes.
 struct Classes {
     letter: u64,
+    /// Capitals, `A` to `Z`.
+    upper: u64,
     digit: u64,
     /// Whitespace other than a line break: tab, vertical tab, form feed,
     /// space.
@@ -55,6 +65,7 @@ struct Classes {
     space: u64,
     /// `\r` and `\n`.
     newline: u64,
+    slash: u64,
     /// Not ASCII, or an apostrophe: left to the scanner.
     undecided: u64,
 }
@@ -84,10 +95,12 @@ impl Classes {
             let is = |v: __m128i, b: u8| _mm_cmpeq_epi8(v, splat(b));
             let mut c = Classes {
                 letter: 0,
+                upper: 0,
                 digit: 0,
                 blank: 0,
                 space: 0,
                 newline: 0,
+                slash: 0,
                 undecided: 0,
             };
             for (i, chunk) in bytes.chunks_exact(16).enumerate() {
@@ -98,9 +111,11 @@ impl Classes {
                 // Tab to carriage return, line breaks included, and the space.
                 let whitespace = _mm_or_si128(within(v, 0x09, 5), space);
                 c.letter |= bits(within(_mm_or_si128(v, splat(0x20)), b'a', 26));
+                c.upper |= bits(within(v, b'A', 26));
                 c.digit |= bits(within(v, b'0', 10));
                 c.space |= bits(space);
                 c.newline |= bits(newline);
+                c.slash |= bits(is(v, b'/'));
                 c.blank |= bits(whitespace) & !bits(newline);
                 // The high bit is set in bytes that are not ASCII.
                 c.undecided |= bits(v) | bits(is(v, b'\''));
@@ -121,10 +136,12 @@ impl Classes {
         };
         Classes {
             letter: mask(&|b| (b | 0x20).wrapping_sub(b'a') < 26),
+            upper: mask(&|b| b.is_ascii_uppercase()),
             digit: mask(&|b| b.wrapping_sub(b'0') < 10),
             blank: mask(&|b| matches!(b, b' ' | b'\t' | 0x0B | 0x0C)),
             space: mask(&|b| b == b' '),
             newline: mask(&|b| b == b'\n' || b == b'\r'),
+            slash: mask(&|b| b == b'/'),
             undecided: mask(&|b| b >= 0x80 || b == b'\''),
         }
     }
@@ -212,16 +229,24 @@ impl AsciiSplit {
         let next = |x: u64| x >> 1;
         let whitespace = c.blank | c.newline;
         let punct = inside & !(c.letter | c.digit | whitespace | c.undecided);
-        // A letter run with one character before it that joins the word.
-        let joined = prev(c.blank) | (prev(punct) & !prev(prev(punct | c.space)));
-        let mut starts = 1 | (c.letter & !prev(c.letter) & !joined);
-        starts |= punct & !prev(punct) & !prev(c.space);
-        starts |= c.blank & next(c.letter | c.digit | punct);
-        // Line breaks right after punctuation end its pre-token; the blank
-        // after them starts the next.
+        // Line breaks right after punctuation (and slashes after those, with
+        // `slash`) end its pre-token; the blank after them starts the next.
+        let takes = if self.slash {
+            c.newline | c.slash
+        } else {
+            c.newline
+        };
         let taken_from = c.newline & prev(punct);
-        let taken =
-            (c.newline.wrapping_add(taken_from) & !c.newline).wrapping_sub(taken_from) & c.newline;
+        let taken = (takes.wrapping_add(taken_from) & !takes).wrapping_sub(taken_from) & takes;
+        let free = punct & !taken;
+        // A letter run with one character before it that joins the word.
+        let joined = prev(c.blank) | (prev(free) & !prev(prev(free | c.space)));
+        let mut starts = 1 | (c.letter & !prev(c.letter) & !joined);
+        if self.cased {
+            starts |= c.upper & prev(c.letter & !c.upper);
+        }
+        starts |= free & !prev(free) & !prev(c.space);
+        starts |= c.blank & next(c.letter | c.digit | punct);
         starts |= whitespace & !prev(whitespace) & !taken_from;
         starts |= c.blank & prev(taken);
         let digit_runs = c.digit & !prev(c.digit);
@@ -249,7 +274,7 @@ impl AsciiSplit {
 
 #[cfg(test)]
 mod tests {
-    use super::super::split::{CLASSES, LETTER, NUMBER, SPACE};
+    use super::super::split::{CLASSES, HEAD, LETTER, NUMBER, SPACE, TAIL};
     use super::*;
 
     /// Each ASCII byte's masks agree with Oniguruma's classes, wherever it
@@ -269,6 +294,9 @@ mod tests {
                 let bit = |m: u64| m >> at & 1 == 1;
                 let what = format!("{b:#x} at {at}");
                 assert_eq!(bit(c.letter), class & LETTER != 0, "{what}");
+                assert_eq!(bit(c.upper), class & HEAD != 0, "{what}");
+                assert_eq!(bit(c.letter & !c.upper), class & TAIL != 0, "{what}");
+                assert_eq!(bit(c.slash), b == b'/', "{what}");
                 assert_eq!(bit(c.digit), class & NUMBER != 0, "{what}");
                 let newline = b == b'\r' || b == b'\n';
                 assert_eq!(bit(c.blank | c.newline), class & SPACE != 0, "{what}");
