@@ -346,14 +346,30 @@ impl Short {
             }
         };
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        // The low `k` bytes (k <= 8) of a word set.
-        let low_bytes = |k: usize| ((1u128 << (8 * k)) - 1) as u64;
+        let [low, high] = Self::MASKS[n];
         Some(Short {
-            a: u64_at(0) & low_bytes(n.min(8)),
-            b: u64_at(8) & low_bytes(n.saturating_sub(8)),
+            a: u64_at(0) & low,
+            b: u64_at(8) & high,
             len: n as u8,
         })
     }
+
+    /// The masks of an `n`-byte word's bytes 0..8 and 8..16, by `n`: a
+    /// table, as the masks' shifts (by up to 64 bits) cost more than a load.
+    const MASKS: [[u64; 2]; Self::MAX_BYTES + 1] = {
+        // The low `k` bytes (k <= 8) of a word set.
+        const fn low_bytes(k: usize) -> u64 {
+            ((1u128 << (8 * k)) - 1) as u64
+        }
+        let mut masks = [[0; 2]; Self::MAX_BYTES + 1];
+        let mut n = 0;
+        while n <= Self::MAX_BYTES {
+            let high = n.saturating_sub(8);
+            masks[n] = [low_bytes(n - high), low_bytes(high)];
+            n += 1;
+        }
+        masks
+    };
 
     /// A hash of the two words and the length (a folded 128-bit product,
     /// as in wyhash), never 0.
@@ -488,12 +504,20 @@ mod tests {
             .flat_map(|n| {
                 let mut x_then_zeros = vec![0; n];
                 x_then_zeros[..n.min(1)].fill(b'x');
+                // `a`s with one `b`, at each place: every byte counts.
+                let one_b = (0..n).map(move |p| {
+                    let mut w = vec![b'a'; n];
+                    w[p] = b'b';
+                    w
+                });
                 [
                     vec![b'a'; n],
                     vec![0; n],
                     (1..=n as u8).collect(),
                     x_then_zeros,
                 ]
+                .into_iter()
+                .chain(one_b)
             })
             .collect();
         let around: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) | 1).collect();
