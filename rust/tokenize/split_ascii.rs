@@ -35,6 +35,8 @@
 //! uses the starts that its ASCII bytes decide, and the scanner goes on
 //! from the last of them.
 
+use crate::chars::first_non_ascii;
+
 /// The parameters of a regex this splitter takes (see [`super::split`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct AsciiSplit {
@@ -162,7 +164,7 @@ impl AsciiSplit {
         let rest = &text[start..];
         // Text that is not ASCII right away goes to the scanner at once.
         let head = rest.get(..8).unwrap_or(rest);
-        if head.iter().any(|&b| b >= 0x80) || rest.first() == Some(&b'\'') {
+        if first_non_ascii(head).is_some() || rest.first() == Some(&b'\'') {
             return start;
         }
         let mut bytes = [0u8; BLOCK];
