@@ -16,8 +16,8 @@ use super::pages::Zeroed;
 /// instead of a heap.
 pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
 /// How many words ahead of its lookup [`Bpe::encode_words`] asks for a
-/// word's shared cache slot.
-const AHEAD: usize = 16;
+/// word's hot-cache set.
+const AHEAD: usize = 32;
 
 /// The characters of [`byte_chars`] are below this.
 const BYTE_CHARS_END: usize = 0x144;
@@ -237,8 +237,6 @@ pub(super) struct Worker {
     bytes: Vec<u16>,
     ids: Vec<u32>,
     ranks: Vec<u32>,
-    next: Vec<u32>,
-    prev: Vec<u32>,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
 }
 
@@ -594,15 +592,13 @@ impl Bpe {
     /// was not made for, because symbols only grow and the merged string
     /// starting at a position would be longer.
     fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
-        let n = w.symbols.len();
         let (ids, ranks) = (&mut w.ids, &mut w.ranks);
-        let (next, prev) = (&mut w.next, &mut w.prev);
         ids.clear();
         ids.extend(w.symbols.iter().map(|s| s.id));
-        // ranks[i]: the rank of the merge of the pair starting at live
-        // symbol i (its new id is looked up only when it is applied);
-        // next[i] / prev[i]: the live symbols around i (n / u32::MAX at the
-        // ends). Dead symbols keep rank NO_MERGE.
+        // ids: the live symbols, in order; ranks[i]: the rank of the merge
+        // of ids[i] and ids[i + 1] (its new id is looked up only when it is
+        // applied). A merge removes one entry of each, so every scan is
+        // over live symbols only.
         ranks.clear();
         for (i, p) in ids.windows(2).enumerate() {
             // Pairs of bytes (most first pairs): one dense-table read each.
@@ -613,12 +609,6 @@ impl Bpe {
                 _ => self.merges.rank(p[0], p[1]),
             });
         }
-        ranks.push(NO_MERGE);
-        next.clear();
-        next.extend(1..=n as u32);
-        prev.clear();
-        prev.push(u32::MAX);
-        prev.extend(0..n.saturating_sub(1) as u32);
         loop {
             // A plain min and a search for it: both vectorise.
             let best = ranks.iter().copied().min().unwrap_or(NO_MERGE);
@@ -626,29 +616,19 @@ impl Bpe {
                 break;
             }
             let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
-            // Merge `at` with the live symbol after it, then re-rank the
-            // pairs that changed: (prev, at) and (at, next).
-            let right = next[at] as usize;
+            // Merge ids[at] and ids[at + 1], then re-rank the pairs that
+            // changed: those on either side of the new symbol.
             ids[at] = self.merges.new_id(best);
-            ranks[right] = NO_MERGE;
-            next[at] = next[right];
-            let after = next[at] as usize;
-            let before = prev[at] as usize; // u32::MAX: none
-            ranks[at] = if after < n {
-                prev[after] = at as u32;
-                self.merges.rank(ids[at], ids[after])
-            } else {
-                NO_MERGE
-            };
-            if before < n {
+            ids.remove(at + 1);
+            ranks.remove(at);
+            if let Some(&after) = ids.get(at + 1) {
+                ranks[at] = self.merges.rank(ids[at], after);
+            }
+            if let Some(before) = at.checked_sub(1) {
                 ranks[before] = self.merges.rank(ids[before], ids[at]);
             }
         }
-        let mut i = 0;
-        while i < n {
-            out.push(ids[i]);
-            i = next[i] as usize;
-        }
+        out.extend_from_slice(ids);
     }
 
     /// The crate's `Word::merge_all` without dropout.
@@ -737,12 +717,11 @@ impl Bpe {
 
     /// Appends the ids of `words` (byte ranges of `text`), in order.
     ///
-    /// Most of a lookup's time is spent waiting for memory, so the caches
-    /// are asked to load each word's entries ahead of its lookup: the hot
-    /// cache's entry 2 x [`AHEAD`] words before, then (for a word that the
-    /// hot cache does not seem to hold) the shared cache's slot [`AHEAD`]
-    /// words before and what that slot points to half as many before. The
-    /// waits of many words overlap instead of adding up.
+    /// A hot-cache lookup mostly waits for memory, so the cache is asked to
+    /// load each short word's set [`AHEAD`] words before its lookup, and the
+    /// waits of many words overlap. The shared cache gets no such request:
+    /// deciding which words need one read the hot cache early, and that
+    /// cost more than it saved (see docs/tokenizer-engines.md).
     pub(super) fn encode_words(
         &self,
         text: &[u8],
@@ -753,20 +732,11 @@ impl Bpe {
         let mut hashes = std::mem::take(&mut w.hashes);
         hashes.clear();
         hashes.extend(words.iter().map(|r| self.cache_hash(text, r.clone())));
-        // Words with hash 0 skip the caches.
-        let hash = |j: usize| hashes.get(j).copied().filter(|&h| h != 0);
-        let hot = |j: usize| hash(j).filter(|&h| Self::hot_cached(words[j].len(), h));
-        let shared =
-            |j: usize, w: &Worker| hash(j).filter(|&h| !hot(j).is_some_and(|_| w.hot.may_hold(h)));
         for (i, r) in words.iter().enumerate() {
-            if let Some(hash) = hot(i + 2 * AHEAD) {
-                w.hot.prefetch(hash);
-            }
-            if let Some(hash) = shared(i + AHEAD, w) {
-                self.cache.prefetch_slot(hash);
-            }
-            if let Some(hash) = shared(i + AHEAD / 2, w) {
-                self.cache.prefetch_entry(hash);
+            if let (Some(&hash), Some(ahead)) = (hashes.get(i + AHEAD), words.get(i + AHEAD)) {
+                if Self::hot_cached(ahead.len(), hash) {
+                    w.hot.prefetch(hash);
+                }
             }
             self.encode_hashed(text, r.clone(), hashes[i], w, out);
         }

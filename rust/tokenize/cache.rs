@@ -26,7 +26,7 @@ const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
 const MAX_PROBES: usize = 64;
 /// The most bytes the word cache of one encoder holds (16 per slot plus the
 /// two arenas, over all shards); each worker thread adds a hot cache of
-/// [`HOT_ENTRIES`] x 48 bytes.
+/// [`HOT_SETS`] x 64 bytes.
 pub const CACHE_MAX_BYTES: usize =
     CACHE_SHARDS * (SHARD_SLOTS * 16 + SHARD_KEY_BYTES + SHARD_IDS * 4);
 
@@ -210,33 +210,6 @@ impl WordCache {
         (hash >> 60) as usize % CACHE_SHARDS
     }
 
-    /// Starts loading the slot where a lookup of `hash` begins.
-    #[inline]
-    pub(super) fn prefetch_slot(&self, hash: u64) {
-        if let Some(arenas) = self.arenas.get() {
-            let arenas = arenas.shard(Self::shard_of(hash));
-            prefetch(&arenas.slots[arenas.home(hash)]);
-        }
-    }
-
-    /// Starts loading the key and ids that the slot where a lookup of
-    /// `hash` begins points to, if that slot is of `hash` (it is usually
-    /// loaded by [`WordCache::prefetch_slot`] by then).
-    #[inline]
-    pub(super) fn prefetch_entry(&self, hash: u64) {
-        if let Some(arenas) = self.arenas.get() {
-            let arenas = arenas.shard(Self::shard_of(hash));
-            let slot = &arenas.slots[arenas.home(hash)];
-            if slot[0].load(Ordering::Relaxed) == hash {
-                let (key_at, ids_at, _, _) = unmeta(slot[1].load(Ordering::Relaxed));
-                if let (Some(key), Some(ids)) = (arenas.keys.get(key_at), arenas.ids.get(ids_at)) {
-                    prefetch(key);
-                    prefetch(ids);
-                }
-            }
-        }
-    }
-
     /// Appends the cached ids of `word` to `out`; false on a miss.
     pub(super) fn get(&self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
         let Some(arenas) = self.arenas.get() else {
@@ -382,106 +355,107 @@ impl Short {
     }
 }
 
-/// Words and ids short enough for the hot cache.
-const HOT_WORD_BYTES: usize = Short::MAX_BYTES;
-const HOT_IDS: usize = 4;
-/// Entries of a worker's hot cache (a power of two; 48 bytes each).
-pub const HOT_ENTRIES: usize = 65536;
+/// The most ids of a word in the hot cache.
+const HOT_IDS: usize = 3;
+/// Sets of a worker's hot cache (a power of two; 64 bytes each, two entries).
+pub const HOT_SETS: usize = 1 << 17;
 
-/// A small per-thread direct-mapped cache of short, frequent words in front
-/// of the shared [`WordCache`], with keys and ids inline so that a hit takes
-/// no lock and touches one entry that usually sits in the CPU's own cache.
+/// A small per-thread cache of short, frequent words in front of the
+/// shared [`WordCache`], with keys and ids inline so that a hit takes no
+/// lock and touches one cache line. It is two-way set-associative: a word
+/// may sit in either entry of the set its hash picks.
 #[derive(Clone, Copy, Default)]
+#[repr(C)]
 struct HotEntry {
-    /// [`HotCache::tag`] of the word's hash.
-    tag: u32,
-    key: Short,
+    /// The word's [`Short`] form with its length in the top byte (words of
+    /// up to 15 bytes leave it zero); all zero: empty.
+    key: [u64; 2],
+    ids: [u32; HOT_IDS],
     n: u8,
     /// Hits minus attempts to replace it, saturating: frequent words stay.
     score: u8,
-    ids: [u32; HOT_IDS],
 }
-const _: () = assert!(std::mem::size_of::<HotEntry>() == 48);
+const _: () = assert!(std::mem::size_of::<HotEntry>() == 32);
+
+/// The two entries a word may sit in, in one cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct HotSet([HotEntry; 2]);
 
 /// A worker's hot cache (see [`HotEntry`]), allocated on first use.
 #[derive(Default)]
 pub(super) struct HotCache {
-    entries: Vec<HotEntry>,
+    sets: Vec<HotSet>,
 }
 
 impl HotCache {
-    /// The longest words the hot cache takes.
-    pub(super) const MAX_WORD_BYTES: usize = HOT_WORD_BYTES;
+    /// The longest words the hot cache takes (the top byte of a key holds
+    /// the length).
+    pub(super) const MAX_WORD_BYTES: usize = Short::MAX_BYTES - 1;
 
-    /// The entry of `hash` (direct-mapped).
+    /// The set of `hash`.
     #[inline]
     fn index(hash: u64) -> usize {
-        hash as usize & (HOT_ENTRIES - 1)
+        hash as usize & (HOT_SETS - 1)
     }
 
     #[inline]
-    fn entry(&mut self, hash: u64) -> &mut HotEntry {
-        if self.entries.is_empty() {
-            self.entries = vec![HotEntry::default(); HOT_ENTRIES];
+    fn set(&mut self, hash: u64) -> &mut HotSet {
+        if self.sets.is_empty() {
+            self.sets = vec![HotSet::default(); HOT_SETS];
         }
-        &mut self.entries[Self::index(hash)]
+        &mut self.sets[Self::index(hash)]
     }
 
-    /// The bits of a hash that an entry keeps: those the index leaves out.
+    /// The entry key of a word of at most [`HotCache::MAX_WORD_BYTES`].
     #[inline]
-    fn tag(hash: u64) -> u32 {
-        (hash >> 32) as u32
+    fn key(word: Short) -> [u64; 2] {
+        debug_assert!(usize::from(word.len) <= Self::MAX_WORD_BYTES);
+        [word.a, word.b | u64::from(word.len) << 56]
     }
 
-    /// Starts loading the entry of `hash`.
+    /// Starts loading the set of `hash`.
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) {
-        if let Some(e) = self.entries.get(Self::index(hash)) {
-            prefetch(e);
+        if let Some(set) = self.sets.get(Self::index(hash)) {
+            prefetch(set);
         }
     }
 
-    /// Whether the entry of `hash` may hold the word of `hash` (a hint: a
-    /// lookup checks the word itself).
-    #[inline]
-    pub(super) fn may_hold(&self, hash: u64) -> bool {
-        self.entries
-            .get(Self::index(hash))
-            .is_some_and(|e| e.tag == Self::tag(hash))
-    }
-
-    /// Appends the ids of the word of `key` (hashed by [`WordCache::hash`])
+    /// Appends the ids of the word of `word` (hashed by [`WordCache::hash`])
     /// to `out`; false on a miss.
     ///
     /// All [`HOT_IDS`] ids of the entry are copied, a fixed-size copy, and
     /// the ones past its own are cut off again: no branch or call on how
     /// many the word has.
     #[inline]
-    pub(super) fn get(&mut self, key: Short, hash: u64, out: &mut Vec<u32>) -> bool {
-        let e = self.entry(hash);
-        if e.tag == Self::tag(hash) && key == e.key {
-            e.score = e.score.saturating_add(1);
-            let end = out.len() + usize::from(e.n);
-            out.extend_from_slice(&e.ids);
-            out.truncate(end);
-            return true;
-        }
-        false
+    pub(super) fn get(&mut self, word: Short, hash: u64, out: &mut Vec<u32>) -> bool {
+        let key = Self::key(word);
+        let set = self.set(hash);
+        let Some(e) = set.0.iter_mut().find(|e| e.key == key) else {
+            return false;
+        };
+        e.score = e.score.saturating_add(1);
+        let end = out.len() + usize::from(e.n);
+        out.extend_from_slice(&e.ids);
+        out.truncate(end);
+        true
     }
 
-    /// Offers the ids of the word of `key`: kept when they fit and the
-    /// word in its entry has not been hit more often than it was offered a
-    /// replacement.
-    pub(super) fn offer(&mut self, key: Short, hash: u64, ids: &[u32]) {
+    /// Offers the ids of the word of `word`: kept when they fit and the
+    /// word in the set's entry with the lower score has not been hit more
+    /// often than it was offered a replacement.
+    pub(super) fn offer(&mut self, word: Short, hash: u64, ids: &[u32]) {
         if ids.len() > HOT_IDS {
             return;
         }
-        let e = self.entry(hash);
+        let key = Self::key(word);
+        let [a, b] = &mut self.set(hash).0;
+        let e = if b.score < a.score { b } else { a };
         if e.score > 0 {
             e.score -= 1;
             return;
         }
-        e.tag = Self::tag(hash);
         e.key = key;
         e.score = 1;
         e.n = ids.len() as u8;
@@ -542,8 +516,8 @@ mod tests {
         assert!(Short::at(&[0; 17], 0..17).is_none());
     }
 
-    /// A hot-cache hit appends exactly the word's own ids (none to four)
-    /// after what `out` held; more than four are not kept.
+    /// A hot-cache hit appends exactly the word's own ids (none to
+    /// [`HOT_IDS`]) after what `out` held; more are not kept.
     #[test]
     fn hot_cache_hits_append_the_words_own_ids() {
         let mut hot = HotCache::default();
@@ -568,6 +542,37 @@ mod tests {
                 .collect();
             assert_eq!(out, want, "{n} ids");
         }
+    }
+
+    /// Two words in one set are both held, even when they differ only in
+    /// trailing zero bytes; a third takes the entry of the one hit less
+    /// often, once that one has been refused as often as it was hit.
+    #[test]
+    fn hot_cache_sets_hold_two_words_and_keep_the_frequent_one() {
+        let mut hot = HotCache::default();
+        let words: [&[u8]; 3] = [b"ab", b"ab\0", b"cd"];
+        let key = |i: usize| Short::at(words[i], 0..words[i].len()).expect("short");
+        let hash = 0x55; // one set for all three
+        let get = |hot: &mut HotCache, i: usize| {
+            let mut out = Vec::new();
+            hot.get(key(i), hash, &mut out).then_some(out)
+        };
+        hot.offer(key(0), hash, &[10]);
+        hot.offer(key(1), hash, &[11]);
+        assert_eq!(get(&mut hot, 0), Some(vec![10]));
+        assert_eq!(get(&mut hot, 1), Some(vec![11]));
+        for _ in 0..3 {
+            get(&mut hot, 0); // word 0: score 5, word 1: score 2
+        }
+        hot.offer(key(2), hash, &[12]); // refused: word 1's score 2 -> 1
+        assert_eq!(get(&mut hot, 2), None);
+        hot.offer(key(2), hash, &[12]); // refused: 1 -> 0
+        hot.offer(key(2), hash, &[12]); // replaces word 1
+        assert_eq!(get(&mut hot, 2), Some(vec![12]));
+        assert_eq!(get(&mut hot, 1), None);
+        assert_eq!(get(&mut hot, 0), Some(vec![10]));
+        // A 16-byte word has no hot entry (its length would not fit the key).
+        assert_eq!(HotCache::MAX_WORD_BYTES, 15);
     }
 
     /// Words that all share one hash (as text crafted against the hash
