@@ -571,8 +571,6 @@ mod tests {
         assert_eq!(get(&mut hot, 2), Some(vec![12]));
         assert_eq!(get(&mut hot, 1), None);
         assert_eq!(get(&mut hot, 0), Some(vec![10]));
-        // A 16-byte word has no hot entry (its length would not fit the key).
-        assert_eq!(HotCache::MAX_WORD_BYTES, 15);
     }
 
     /// Words that all share one hash (as text crafted against the hash
