@@ -57,7 +57,9 @@ Tokenizers: ``small`` (32k, ``tokenmill train-tokenizer``, NFKC), ``large``
 ``o200k`` (GPT-4o / LLaMA-4-style, 128k), all byte-level BPE trained on the
 corpus's first three part files; ``llama`` (LLaMA-2 / Mistral-style
 SentencePiece BPE with byte fallback, 32k, built like the tests'
-``build_llama_style``); or a path.
+``build_llama_style``: trained on lines with digits split, as sentencepiece
+trained those, so no token holds a newline); or a path, such as Mistral-7B's
+own vocabulary converted by ``spm_to_tokenizer_json.py``.
 """
 
 from __future__ import annotations
@@ -191,8 +193,9 @@ def build_byte_level(name: str, corpus: Path) -> Path:
 
 
 def build_llama(corpus: Path) -> Path:
-    """LLaMA-2-style SentencePiece BPE (byte fallback, 32k) on ~10 MB of the corpus."""
-    out = BENCH_OUT / "tokenizers" / "llama"
+    """LLaMA-2-style SentencePiece BPE (byte fallback, 32k), trained on the lines
+    of ~10 MB of the corpus."""
+    out = BENCH_OUT / "tokenizers" / "llama_lines"
     if (out / "tokenizer.json").is_file():
         return out
     sys.path.insert(0, str(ROOT / "tests"))

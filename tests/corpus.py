@@ -224,14 +224,26 @@ def build_byte_level_style(
 
 
 def build_llama_style(
-    out: Path, texts: list[str], vocab_size: int = 2000, layout: str = "legacy"
+    out: Path,
+    texts: list[str],
+    vocab_size: int = 2000,
+    layout: str = "legacy",
+    lines: bool | None = None,
 ) -> Path:
     """LLaMA-2-style SentencePiece BPE as HF converts it: byte fallback, BOS
     <s> added by config, and one of three layouts: ``legacy``, the
     Prepend/Replace normaliser with no pre-tokenizer (LLaMA-2, Mistral);
     ``metaspace``, a Metaspace pre-tokenizer; ``gemma``, a Replace(" ", "▁")
     normaliser and a Split on " " merged with the previous piece (Gemma 2-4,
-    which never finds a space to split on)."""
+    which never finds a space to split on).
+
+    ``lines`` (default: all layouts but ``gemma``) trains as sentencepiece
+    trained LLaMA-2 and Mistral: on lines, with digits split
+    (``split_digits``), so no token holds a newline or a digit next to
+    another character, and the newline is a byte-fallback token. Gemma's
+    vocabulary has newline tokens."""
+    if lines is None:
+        lines = layout != "gemma"
     specials = ["<unk>", "<s>", "</s>"]
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
@@ -239,6 +251,11 @@ def build_llama_style(
     # Train on whitespace-split words (as sentencepiece does), then drop the
     # pre-tokenizer like the HF conversion of LLaMA-2 does.
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    if lines:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [tok.pre_tokenizer, pre_tokenizers.Digits(individual_digits=True)]
+        )
+        texts = [line for text in texts for line in text.split("\n") if line]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials + byte_tokens,

@@ -19,6 +19,9 @@ pub(super) const SHORT_WORD_SYMBOLS: usize = 256;
 /// word's hot-cache set.
 const AHEAD: usize = 32;
 
+/// [`Bpe::isolated_chars`] covers the characters below this.
+const ISOLATED_END: usize = 0x10000;
+
 /// The characters of [`byte_chars`] are below this.
 const BYTE_CHARS_END: usize = 0x144;
 
@@ -65,6 +68,9 @@ pub(super) struct Bpe {
     /// those [`Bpe::whole_chars`] allows; otherwise every character that is
     /// a token.
     chars: FxHashMap<u32, u32>,
+    /// SentencePiece: the characters of the Basic Multilingual Plane a word
+    /// can be cut around, a bit per code point (see [`Bpe::isolated_chars`]).
+    isolated: Box<[u64]>,
 }
 
 /// Bytes of the UTF-8 character that starts with `lead` (1 for other bytes).
@@ -460,11 +466,60 @@ impl Bpe {
             unique_ids,
             cache: WordCache::default(),
             chars: char_ids,
+            isolated: Box::new([]),
         };
+        if !byte_level {
+            bpe.isolated = bpe.isolated_chars(&merge_list);
+        }
         if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
             bpe.chars = bpe.whole_chars(wide, &made_at);
         }
         Ok(bpe)
+    }
+
+    /// SentencePiece: the characters below U+10000 around which a word can
+    /// be cut without changing its ids (in LLaMA-2's and Mistral's
+    /// vocabularies the newline, the digits and most CJK characters).
+    ///
+    /// Such a character starts as one symbol, its own token or, where every
+    /// byte has a fallback token (so no character becomes unknown, whose
+    /// token the crate would queue behind later fallback tokens), its
+    /// byte-fallback token, and no merge takes that symbol as a side. No
+    /// merge then joins it to a neighbour, so the merges on either side of
+    /// it never meet: each side merges, lowest rank and leftmost first, as
+    /// it would alone. Not under `ignore_merges`, where a word found whole
+    /// in the vocabulary skips the merges.
+    fn isolated_chars(&self, merges: &[(u32, u32, u32)]) -> Box<[u64]> {
+        let mut set = vec![0u64; ISOLATED_END / 64].into_boxed_slice();
+        if self.ignore_merges {
+            return set;
+        }
+        let sides: rustc_hash::FxHashSet<u32> = merges.iter().flat_map(|m| [m.0, m.1]).collect();
+        let every_byte = self.byte_fallback && !self.byte_ids.contains(&NONE);
+        let mut utf8 = [0; 4];
+        for c in (0..ISOLATED_END as u32).filter_map(char::from_u32) {
+            let alone = match self.chars.get(&(c as u32)) {
+                Some(id) => !sides.contains(id),
+                None => {
+                    let bytes = c.encode_utf8(&mut utf8).bytes();
+                    every_byte
+                        && bytes
+                            .map(|b| self.byte_ids[usize::from(b)])
+                            .all(|id| !sides.contains(&id))
+                }
+            };
+            set[c as usize / 64] |= u64::from(alone) << (c as usize % 64);
+        }
+        set
+    }
+
+    /// Whether a SentencePiece word can be cut around `c` (see
+    /// [`Bpe::isolated_chars`]).
+    #[inline]
+    pub(super) fn isolated(&self, c: char) -> bool {
+        self.isolated
+            .get(c as usize / 64)
+            .is_some_and(|bits| bits >> (c as usize % 64) & 1 == 1)
     }
 
     /// Byte-level: the multi-byte characters that can start as one symbol

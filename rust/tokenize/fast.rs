@@ -25,7 +25,10 @@
 //! hot cache and a capped cache shared by the threads. SentencePiece
 //! text without a pre-tokenizer is cut before each `▁` run when no
 //! vocabulary token holds `▁` after another character (then no merge can
-//! cross the cut), which makes its words cacheable and its cost linear.
+//! cross the cut), which makes its words cacheable and its cost linear; and
+//! around each character no merge joins to a neighbour (LLaMA-2's and
+//! Mistral's newline, digits and most CJK characters, see
+//! [`Bpe::isolated_chars`]).
 //!
 //! Added tokens: a document in which no added token's text occurs (checked
 //! with one Aho-Corasick scan, before and after normalisation) takes the
@@ -243,28 +246,28 @@ impl FastBpe {
                         text = Cow::Owned(format!("{rep}{text}"));
                     }
                 }
-                let mut start = 0;
-                if split {
-                    let rep = metaspace.map(|m| m.0).expect("split only with Metaspace");
-                    for (i, _) in text.match_indices(rep) {
-                        if i > start {
-                            words.push(start..i);
-                        }
+                // Words are cut before each replacement character (`split`),
+                // or before each `▁` run (`cut_runs`: words are `▁*` and then
+                // other characters), and around each isolated character.
+                let rep = metaspace.map_or('\u{2581}', |m| m.0);
+                let (mut start, mut in_run) = (0, text.starts_with(rep));
+                for (i, c) in text.char_indices() {
+                    let space = c == rep;
+                    let alone = self.bpe.isolated(c);
+                    let cut = alone || space && (split || cut_runs && !in_run);
+                    if cut && i > start {
+                        words.push(start..i);
                         start = i;
                     }
-                } else if cut_runs {
-                    // Words are `▁*` followed by non-`▁` characters.
-                    let mut in_run = text.starts_with('\u{2581}');
-                    for (i, c) in text.char_indices() {
-                        let space = c == '\u{2581}';
-                        if space && !in_run && i > start {
-                            words.push(start..i);
-                            start = i;
-                        }
-                        in_run = space;
+                    if alone {
+                        words.push(i..i + c.len_utf8());
+                        start = i + c.len_utf8();
                     }
+                    in_run = space;
                 }
-                words.push(start..text.len());
+                if start < text.len() {
+                    words.push(start..text.len());
+                }
                 text
             }
         }
@@ -284,5 +287,98 @@ fn split_all(text: &str, base: usize, splits: &[SplitPattern], f: &mut dyn FnMut
         scanner.split(first, |s, e| f(base + s..base + e));
     } else {
         scanner.split(first, |s, e| split_all(&text[s..e], base + s, rest, f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// A LLaMA-2-style SentencePiece tokenizer.json (the legacy
+    /// Prepend/Replace normaliser, no pre-tokenizer): `<unk>`, the
+    /// byte-fallback tokens of `bytes`, "▁", "a", "b", "中" and the given
+    /// merges.
+    fn sentencepiece(bytes: impl Iterator<Item = u8>, merges: &[(&str, &str)]) -> String {
+        let mut vocab = serde_json::Map::new();
+        let tokens = ["<unk>".to_string()]
+            .into_iter()
+            .chain(bytes.map(|b| format!("<0x{b:02X}>")))
+            .chain(["\u{2581}", "a", "b", "中"].map(String::from))
+            .chain(merges.iter().map(|(a, b)| format!("{a}{b}")));
+        for t in tokens {
+            let id = vocab.len();
+            vocab.entry(t).or_insert(Value::from(id));
+        }
+        serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u{2581}"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        })
+        .to_string()
+    }
+
+    /// The characters of `chars` the engine cuts around, after checking its
+    /// ids against the crate's on each of `texts`.
+    fn isolated_checked(json: &str, texts: &[&str], chars: &str) -> String {
+        let fast = FastBpe::new(&TokenizerFile::parse(json).unwrap()).unwrap();
+        let reference = Tokenizer::from_str(json).unwrap();
+        for text in texts {
+            let want = reference
+                .encode_fast(*text, false)
+                .unwrap()
+                .get_ids()
+                .to_vec();
+            assert_eq!(
+                fast.encode(|| Ok(&reference), text).unwrap(),
+                want,
+                "{text:?}"
+            );
+        }
+        chars.chars().filter(|&c| fast.bpe.isolated(c)).collect()
+    }
+
+    #[test]
+    fn sentencepiece_words_are_cut_only_around_characters_no_merge_joins() {
+        let texts = [
+            "ab\nab a\n\nb",
+            "\na\n",
+            "b\n\u{1}\na",
+            "\u{1}\nb\u{1}",
+            "ca\tb  a\u{1}b",
+            "中b文b中a\n文 文\u{1}中",
+        ];
+        let chars = "\n\t\u{1}abc中文";
+        // Every byte falls back: characters outside the merges are isolated,
+        // whether a token ("中") or byte-fallback tokens ("\n", "文").
+        let merges = [("\u{2581}", "a"), ("a", "b")];
+        let all = sentencepiece(0..=255, &merges);
+        assert_eq!(isolated_checked(&all, &texts, chars), "\n\t\u{1}c中文");
+        // Merges that take the newline's fallback token, 文's last one or
+        // the token 中 keep them joined.
+        let merges = [
+            ("\u{2581}", "a"),
+            ("a", "b"),
+            ("<0x0A>", "a"),
+            ("<0x87>", "b"),
+            ("中", "b"),
+        ];
+        let joined = sentencepiece(0..=255, &merges);
+        assert_eq!(isolated_checked(&joined, &texts, chars), "\t\u{1}c");
+        // With a byte's fallback token missing, a character can become
+        // unknown, and the crate puts a pending unknown token after later
+        // fallback tokens: only characters that are tokens stay isolated.
+        let merges = [("\u{2581}", "a")];
+        let some = sentencepiece((0..=255).filter(|&b| b != 1), &merges);
+        assert_eq!(isolated_checked(&some, &texts, chars), "b中");
     }
 }
