@@ -224,11 +224,7 @@ def build_byte_level_style(
 
 
 def build_llama_style(
-    out: Path,
-    texts: list[str],
-    vocab_size: int = 2000,
-    layout: str = "legacy",
-    lines: bool | None = None,
+    out: Path, texts: list[str], vocab_size: int = 2000, layout: str = "legacy"
 ) -> Path:
     """LLaMA-2-style SentencePiece BPE as HF converts it: byte fallback, BOS
     <s> added by config, and one of three layouts: ``legacy``, the
@@ -237,13 +233,10 @@ def build_llama_style(
     normaliser and a Split on " " merged with the previous piece (Gemma 2-4,
     which never finds a space to split on).
 
-    ``lines`` (default: all layouts but ``gemma``) trains as sentencepiece
-    trained LLaMA-2 and Mistral: on lines, with digits split
-    (``split_digits``), so no token holds a newline or a digit next to
-    another character, and the newline is a byte-fallback token. Gemma's
-    vocabulary has newline tokens."""
-    if lines is None:
-        lines = layout != "gemma"
+    All but ``gemma`` are trained as sentencepiece trained LLaMA-2 and
+    Mistral: on lines, with digits split (``split_digits``), so no token
+    holds a newline or a digit next to another character, and the newline is
+    a byte-fallback token. Gemma's vocabulary has newline tokens."""
     specials = ["<unk>", "<s>", "</s>"]
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
@@ -251,7 +244,7 @@ def build_llama_style(
     # Train on whitespace-split words (as sentencepiece does), then drop the
     # pre-tokenizer like the HF conversion of LLaMA-2 does.
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    if lines:
+    if layout != "gemma":
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [tok.pre_tokenizer, pre_tokenizers.Digits(individual_digits=True)]
         )
