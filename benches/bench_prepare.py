@@ -59,7 +59,7 @@ corpus's first three part files; ``llama`` (LLaMA-2 / Mistral-style
 SentencePiece BPE with byte fallback, 32k, built like the tests'
 ``build_llama_style``: trained on lines with digits split, as sentencepiece
 trained those, so no token holds a newline); or a path, such as Mistral-7B's
-own vocabulary converted by ``spm_to_tokenizer_json.py``.
+own vocabulary written by ``mistral_tokenizers.py``.
 """
 
 from __future__ import annotations
