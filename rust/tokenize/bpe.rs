@@ -816,12 +816,6 @@ impl Bpe {
             out.push(id);
             return;
         }
-        if self.ignore_merges {
-            if let Some(&id) = self.vocab.get(word) {
-                out.push(id);
-                return;
-            }
-        }
         let cacheable = hash != 0;
         // The hot cache's key, for a word it takes.
         let hot = Self::hot_cached(word.len(), hash)
@@ -833,6 +827,15 @@ impl Bpe {
             }
         }
         let start = out.len();
+        // A word found whole in the vocabulary under ignore_merges: looked up
+        // after the hot cache, which then holds it as one id.
+        if let Some(&id) = self.ignore_merges.then(|| self.vocab.get(word)).flatten() {
+            out.push(id);
+            if let Some(key) = hot {
+                w.hot.offer(key, hash, &out[start..]);
+            }
+            return;
+        }
         if cacheable && self.cache.get(word, hash, out) {
             if let Some(key) = hot {
                 w.hot.offer(key, hash, &out[start..]);

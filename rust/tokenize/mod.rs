@@ -1047,6 +1047,24 @@ mod tests {
     }
 
     #[test]
+    fn ignore_merges_words_found_whole_stay_whole_through_the_caches() {
+        // "abc" is a token no merge makes: whole under ignore_merges, "ab c"
+        // otherwise; its second and third occurrences come from the caches.
+        for ignore in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut json = tiny_byte_level(&["a b"]);
+            json["model"]["ignore_merges"] = Value::from(ignore);
+            let loaded = load_json(dir.path(), &json);
+            let enc = Encoder::new(&loaded, None, None, false, Backend::Auto, 1.0).unwrap();
+            assert_eq!(enc.backend_name(), "fast");
+            let text = "abc\nabc\nabc";
+            let ids = &enc.encode_many(&[text]).unwrap().ids[0];
+            assert_eq!(ids, &enc.encode_reference(text).unwrap());
+            assert_eq!(ids.contains(&257), ignore, "{ids:?}");
+        }
+    }
+
+    #[test]
     fn verify_fraction_stops_at_a_difference() {
         let dir = tempfile::tempdir().unwrap();
         let loaded = load_json(dir.path(), &tiny_byte_level(&["a b", "ab c"]));
