@@ -827,33 +827,25 @@ impl Bpe {
             }
         }
         let start = out.len();
-        // A word found whole in the vocabulary under ignore_merges: looked up
-        // after the hot cache, which then holds it as one id.
+        // A word found whole in the vocabulary under ignore_merges (looked
+        // up after the hot cache), or in the shared cache, or merged; the
+        // hot cache is then offered its ids.
         if let Some(&id) = self.ignore_merges.then(|| self.vocab.get(word)).flatten() {
             out.push(id);
-            if let Some(key) = hot {
-                w.hot.offer(key, hash, &out[start..]);
+        } else if !(cacheable && self.cache.get(word, hash, out)) {
+            self.init_symbols(word, w);
+            if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
+                self.merge_short(w, out);
+            } else {
+                self.merge_all(w);
+                out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
             }
-            return;
-        }
-        if cacheable && self.cache.get(word, hash, out) {
-            if let Some(key) = hot {
-                w.hot.offer(key, hash, &out[start..]);
+            if cacheable {
+                self.cache.insert(word, hash, &out[start..]);
             }
-            return;
-        }
-        self.init_symbols(word, w);
-        if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
-            self.merge_short(w, out);
-        } else {
-            self.merge_all(w);
-            out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
         }
         if let Some(key) = hot {
             w.hot.offer(key, hash, &out[start..]);
-        }
-        if cacheable {
-            self.cache.insert(word, hash, &out[start..]);
         }
     }
 }
