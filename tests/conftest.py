@@ -22,6 +22,7 @@ from corpus import (
     build_llama3_style,
     build_llama_style,
     build_qwen_style,
+    convert_to_ranks,
     real_texts,
 )
 
@@ -92,7 +93,10 @@ def o200k_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Pat
 
 @pytest.fixture(scope="session")
 def tekken_tok(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
-    return build_byte_level_style(tmp_path_factory.mktemp("tekken_tok"), texts, TEKKEN_PATTERN)
+    """Tekken's shape: its split regex, merges converted from ranks, 12k tokens
+    (enough that some tokens hold part of a CJK character next to other bytes)."""
+    out = tmp_path_factory.mktemp("tekken_tok")
+    return convert_to_ranks(build_byte_level_style(out, texts, TEKKEN_PATTERN, vocab_size=12000))
 
 
 @pytest.fixture(scope="session")

@@ -223,6 +223,28 @@ def build_byte_level_style(
     return out
 
 
+def convert_to_ranks(tok_dir: Path) -> Path:
+    """Rewrites a trained byte-level tokenizer's merges as transformers
+    converts tiktoken ranks (Tekken, LLaMA-3): a token's rank is its id, every
+    split of a token into two tokens is a merge, ordered by the token's rank,
+    then by its parts' ranks, and `ignore_merges` is on. A token can then be
+    made by several merges, and a merge can come before those making its
+    parts."""
+    path = tok_dir / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    specials = {t["content"] for t in data["added_tokens"]}
+    ranks = {t: r for t, r in data["model"]["vocab"].items() if t not in specials}
+    merges: list[list[str]] = []
+    for token in sorted(ranks, key=ranks.__getitem__):
+        splits = [(token[:i], token[i:]) for i in range(1, len(token))]
+        splits = [s for s in splits if s[0] in ranks and s[1] in ranks]
+        merges += [list(s) for s in sorted(splits, key=lambda s: (ranks[s[0]], ranks[s[1]]))]
+    data["model"]["merges"] = merges
+    data["model"]["ignore_merges"] = True
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return tok_dir
+
+
 def build_llama_style(
     out: Path, texts: list[str], vocab_size: int = 2000, layout: str = "legacy"
 ) -> Path:

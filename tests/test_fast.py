@@ -342,10 +342,14 @@ def test_encode_flat_matches_encode_batch(qwen_tok: Path, texts: list[str]) -> N
     assert docs == enc.encode_batch(sample)
 
 
-def test_whole_characters_keep_ids(qwen_big_tok: Path, texts: list[str]) -> None:
+@pytest.mark.parametrize("name", ["qwen_big", "tekken"])
+def test_whole_characters_keep_ids(
+    request: pytest.FixtureRequest, name: str, texts: list[str]
+) -> None:
     """With a larger vocabulary some tokens hold part of a CJK character next
     to other bytes; the characters they can reach must not start whole."""
-    assert fast(qwen_big_tok).encode_batch(texts) == ref_ids(reference(qwen_big_tok), texts)
+    tok_dir: Path = request.getfixturevalue(f"{name}_tok")
+    assert fast(tok_dir).encode_batch(texts) == ref_ids(reference(tok_dir), texts)
 
 
 @pytest.mark.parametrize("name", [*BYTE_LEVEL_FAMILIES, "qwen_big"])

@@ -86,25 +86,13 @@ pub(super) fn utf8_len(lead: u8) -> usize {
 /// In `Worker::bytes`, a symbol that is a whole character.
 pub(super) const NOT_A_BYTE: u16 = u16::MAX;
 
-/// Whether every token made by a merge is made by exactly one, and every
-/// merge comes after the merges that make its two parts (as BPE training
-/// writes them). BPE then runs merges in rising rank.
-/// Returns the rank that makes each merged token, when that is the case.
-pub(super) fn well_ordered(merges: &[(u32, u32, u32)]) -> Option<FxHashMap<u32, usize>> {
-    let mut made_at: FxHashMap<u32, usize> = FxHashMap::default();
-    let mut pairs = rustc_hash::FxHashSet::default();
-    for (rank, &(a, b, new)) in merges.iter().enumerate() {
-        if made_at.insert(new, rank).is_some() || !pairs.insert((a, b)) {
-            return None;
-        }
-    }
-    let ordered = merges.iter().enumerate().all(|(rank, (a, b, _))| {
-        made_at.get(a).is_none_or(|&r| r < rank) && made_at.get(b).is_none_or(|&r| r < rank)
-    });
-    ordered.then_some(made_at)
-}
-
 pub(super) const NONE: u32 = u32::MAX;
+
+/// Lowers `map[id]` to `rank` (sets it when absent).
+fn keep_lowest(map: &mut FxHashMap<u32, u32>, id: u32, rank: u32) {
+    let at = map.entry(id).or_insert(rank);
+    *at = (*at).min(rank);
+}
 
 #[derive(Clone, Copy)]
 pub(super) struct Symbol {
@@ -471,8 +459,8 @@ impl Bpe {
         if !byte_level {
             bpe.isolated = bpe.isolated_chars(&merge_list);
         }
-        if let Some(made_at) = well_ordered(&merge_list).filter(|_| byte_level && bpe.unique_ids) {
-            bpe.chars = bpe.whole_chars(wide, &made_at);
+        if byte_level && bpe.unique_ids {
+            bpe.chars = bpe.whole_chars(wide, &merge_list);
         }
         Ok(bpe)
     }
@@ -525,42 +513,60 @@ impl Bpe {
     /// Byte-level: the multi-byte characters that can start as one symbol
     /// (their own token) instead of their bytes, without changing any ids.
     ///
-    /// Given merges in which every token is made by one merge that comes
-    /// after the merges making its parts ([`well_ordered`]), every merge
-    /// makes pairs of higher rank only, so BPE runs merges in rising rank.
-    /// Take a character whose bytes merge, alone, into one token T, made at
-    /// rank r. In any text, its bytes can only join bytes outside it in a
-    /// merge whose token holds part of the character next to other bytes
-    /// (a token that starts or ends inside a character). If every such
-    /// token is made at a rank above r, the character has become T before
-    /// any of them could apply, and nothing else touched its bytes, so
-    /// starting from T gives the same ids.
+    /// Take a character C whose bytes each have a token and, merged alone,
+    /// become one token T, and let R be the highest rank among those merges.
+    /// In any text, until C is T, the pairs inside C are those of C alone,
+    /// and the lowest of them is C's next merge. C can join a symbol outside
+    /// it only through a merge taking its first symbol as the right side or
+    /// its last symbol as the left side. If every such merge ranks above
+    /// C's next merge at each step, none applies while C is not yet T, and
+    /// C's merges run as they do alone. If also every merge taking T as a
+    /// side ranks above R, the merges outside C run as they would with C
+    /// starting as T: those that apply while C is not yet T rank below C's
+    /// next merge, so below R. Once C is T the two runs are the same, so
+    /// starting from T gives the same ids. This asks nothing of the order of
+    /// the merges, so it also holds for merges converted from tiktoken ranks
+    /// (Tekken, LLaMA-3), where a token can be made by several merges and a
+    /// merge can come before those making its parts.
     fn whole_chars(
         &self,
         tokens: Vec<(Box<[u8]>, u32)>,
-        made_at: &FxHashMap<u32, usize>,
+        merges: &[(u32, u32, u32)],
     ) -> FxHashMap<u32, u32> {
-        let is_cont = |b: u8| (0x80..0xC0).contains(&b);
-        // Partial characters that some token holds next to other bytes,
-        // with the lowest rank at which such a token is made.
-        let mut suffixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-        let mut prefixes: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-        let note = |map: &mut FxHashMap<Vec<u8>, usize>, part: &[u8], id: u32| {
-            let rank = made_at.get(&id).copied().unwrap_or(0);
-            let at = map.entry(part.to_vec()).or_insert(rank);
-            *at = (*at).min(rank);
+        // Whether a token can end right before a character (its last
+        // character is whole), and start at one (not with a continuation
+        // byte). Tokens outside `tokens` are ASCII.
+        let text_of: FxHashMap<u32, &[u8]> = tokens.iter().map(|(t, id)| (*id, &t[..])).collect();
+        let ends_char = |id: u32| {
+            text_of
+                .get(&id)
+                .is_none_or(|t| match t.iter().rposition(|&b| b >= 0xC0) {
+                    Some(p) => p + utf8_len(t[p]) == t.len(),
+                    None => true,
+                })
         };
-        for (t, id) in &tokens {
-            let lead_cont = t.iter().take_while(|&&b| is_cont(b)).count();
-            if lead_cont > 0 && lead_cont < t.len() {
-                note(&mut suffixes, &t[..lead_cont], *id);
-            }
-            if let Some(p) = t.iter().rposition(|&b| b >= 0xC0) {
-                if p > 0 && p + utf8_len(t[p]) > t.len() {
-                    note(&mut prefixes, &t[p..], *id);
-                }
+        let starts_char = |id: u32| {
+            text_of
+                .get(&id)
+                .is_none_or(|t| !(0x80..0xC0).contains(&t[0]))
+        };
+        // The lowest rank of a merge that can join two symbols across a
+        // character boundary, for each token as its left side and as its
+        // right side (ranks as the merge table orders them).
+        let mut left_at: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut right_at: FxHashMap<u32, u32> = FxHashMap::default();
+        for &(a, b, _) in merges {
+            if let Some((rank, _)) = self
+                .merge_of(a, b)
+                .filter(|_| ends_char(a) && starts_char(b))
+            {
+                keep_lowest(&mut left_at, a, rank);
+                keep_lowest(&mut right_at, b, rank);
             }
         }
+        let above = |map: &FxHashMap<u32, u32>, id: u32, rank: u32| {
+            map.get(&id).is_none_or(|&at| at > rank)
+        };
         let mut worker = Worker::default();
         let mut out = Vec::new();
         let mut chars = FxHashMap::default();
@@ -572,23 +578,32 @@ impl Bpe {
             let (Some(ch), None) = (cs.next(), cs.next()) else {
                 continue;
             };
-            let Some(&made) = made_at.get(want) else {
-                continue;
-            };
-            let later = |map: &FxHashMap<Vec<u8>, usize>, part: &[u8]| {
-                map.get(part).is_none_or(|&rank| rank > made)
-            };
-            if !(1..t.len()).all(|k| later(&prefixes, &t[..k]) && later(&suffixes, &t[k..])) {
+            if t.iter().any(|&b| self.byte_ids[usize::from(b)] == NONE) {
                 continue;
             }
             self.init_symbols(t, &mut worker);
             out.clear();
-            self.merge_short(&mut worker, &mut out);
-            if out == [*want] {
+            let (mut highest, mut apart) = (0, true);
+            self.merge_short(&mut worker, &mut out, |ids, rank| {
+                highest = highest.max(rank);
+                apart &=
+                    above(&right_at, ids[0], rank) && above(&left_at, ids[ids.len() - 1], rank);
+            });
+            if apart
+                && out == [*want]
+                && above(&right_at, *want, highest)
+                && above(&left_at, *want, highest)
+            {
                 chars.insert(ch as u32, *want);
             }
         }
         chars
+    }
+
+    /// Whether `c` starts as one symbol (see [`Bpe::whole_chars`]).
+    #[cfg(test)]
+    pub(super) fn starts_whole(&self, c: char) -> bool {
+        self.byte_level && self.chars.contains_key(&(c as u32))
     }
 
     /// Initial symbols of a word, as the crate's `merge_word` builds them.
@@ -645,8 +660,14 @@ impl Bpe {
     /// procedure ([`Bpe::merge_all`]) computes when no two vocabulary
     /// strings share an id: a queued merge then never applies to a pair it
     /// was not made for, because symbols only grow and the merged string
-    /// starting at a position would be longer.
-    fn merge_short(&self, w: &mut Worker, out: &mut Vec<u32>) {
+    /// starting at a position would be longer. `before_merge` sees the live
+    /// symbols and the rank about to apply before each merge.
+    fn merge_short(
+        &self,
+        w: &mut Worker,
+        out: &mut Vec<u32>,
+        mut before_merge: impl FnMut(&[u32], u32),
+    ) {
         let (ids, ranks) = (&mut w.ids, &mut w.ranks);
         ids.clear();
         ids.extend(w.symbols.iter().map(|s| s.id));
@@ -670,6 +691,7 @@ impl Bpe {
             if best == NO_MERGE {
                 break;
             }
+            before_merge(ids, best);
             let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
             // Merge ids[at] and ids[at + 1], then re-rank the pairs that
             // changed: those on either side of the new symbol.
@@ -835,7 +857,7 @@ impl Bpe {
         } else if !(cacheable && self.cache.get(word, hash, out)) {
             self.init_symbols(word, w);
             if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
-                self.merge_short(w, out);
+                self.merge_short(w, out, |_, _| ());
             } else {
                 self.merge_all(w);
                 out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));

@@ -381,4 +381,108 @@ mod tests {
         let some = sentencepiece((0..=255).filter(|&b| b != 1), &merges);
         assert_eq!(isolated_checked(&some, &texts, chars), "b中");
     }
+
+    /// A byte-level tokenizer.json without a split regex: the 256 byte
+    /// tokens, then the token each merge makes; merges are byte strings,
+    /// ranked in the order given.
+    fn byte_level(merges: &[(&[u8], &[u8])]) -> String {
+        let chars = super::super::byte_chars();
+        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
+        let mut vocab = serde_json::Map::new();
+        let tokens = (0..=255u8)
+            .map(|b| text(&[b]))
+            .chain(merges.iter().map(|(a, b)| text(&[*a, *b].concat())));
+        for t in tokens {
+            let id = vocab.len();
+            vocab.entry(t).or_insert(Value::from(id));
+        }
+        let merges: Vec<[String; 2]> = merges.iter().map(|(a, b)| [text(a), text(b)]).collect();
+        serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
+                              "trim_offsets": true, "use_regex": false},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn byte_level_characters_start_whole_only_where_no_merge_reaches_into_them() {
+        // Merges in no order among themselves, as converted from tiktoken
+        // ranks: 中 = e4 b8 ad, 文 = e6 96 87, 字 = e5 ad 97, 用 = e7 94 a8,
+        // 大 = e5 a4 a7, 上 = e4 b8 8a.
+        let merges: [(&[u8], &[u8]); 21] = [
+            // Never across a character boundary: a token ending in a lead
+            // byte on the left, one starting with a continuation byte on the
+            // right.
+            (b"\xe4", b"\xe4"),
+            (b"\xad", b"\x80"),
+            (b"\xe4", b"\xb8"),
+            (b"\xe4\xb8", b"\xad"),
+            (b"\xe6", b"\x96"),
+            // After "a", 文's first byte joins "a" only below its first merge
+            // (harmless), but its first two join "a" below its last.
+            (b"a", b"\xe6"),
+            (b"a", b"\xe6\x96"),
+            // 中 joins "a" only above the merges making it.
+            (b"a", "中".as_bytes()),
+            (b"\xe6\x96", b"\x87"),
+            (b"\xe5", b"\xad"),
+            // 字 joins "b" below its last merge: "字bc" gives 字 + bc.
+            ("字".as_bytes(), b"b"),
+            // 用's last merge ranks below its first; 用 joins "b" between
+            // them, below "bc": "用bc" gives 用 + bc.
+            (b"\xe7\x94", b"\xa8"),
+            ("用".as_bytes(), b"b"),
+            (b"b", b"c"),
+            (b"\xe5\xad", b"\x97"),
+            (b"\xe7", b"\x94"),
+            // 大's first byte joins "a" only after its first merge.
+            (b"\xe5", b"\xa4"),
+            (b"a", b"\xe5"),
+            (b"\xe5\xa4", b"\xa7"),
+            // 上 = e4 b8 8a: its last byte joins "b" below its last merge.
+            (b"\x8a", b"b"),
+            (b"\xe4\xb8", b"\x8a"),
+        ];
+        let json = byte_level(&merges);
+        let fast = FastBpe::new(&TokenizerFile::parse(&json).unwrap()).unwrap();
+        let reference = Tokenizer::from_str(&json).unwrap();
+        let texts = [
+            "a中",
+            "a文",
+            "字bc",
+            "用bc",
+            "a大",
+            "中文字用大",
+            "a中文bc字用bc大a",
+            "用用bcc",
+            "b中c",
+            "上b",
+        ];
+        for text in texts {
+            let want = reference
+                .encode_fast(text, false)
+                .unwrap()
+                .get_ids()
+                .to_vec();
+            assert_eq!(
+                fast.encode(|| Ok(&reference), text).unwrap(),
+                want,
+                "{text:?}"
+            );
+        }
+        let whole: String = "中文字用大上"
+            .chars()
+            .filter(|&c| fast.bpe.starts_whole(c))
+            .collect();
+        assert_eq!(whole, "中大");
+    }
 }
