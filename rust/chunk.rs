@@ -1078,27 +1078,8 @@ mod tests {
             "b c", "a bc", "t h", "th e", "Ġ the", "a n", "an d", "Ġ and", "i n", "in g", "o f",
             "Ġ of", "Ġ abc", "Ċ Ċ",
         ];
-        let mut vocab = serde_json::Map::new();
-        for (i, c) in crate::tokenize::byte_chars().iter().enumerate() {
-            vocab.insert(c.to_string(), i.into());
-        }
-        for m in merges {
-            let n = vocab.len();
-            vocab.insert(m.replace(' ', ""), n.into());
-        }
-        let json = serde_json::json!({
-            "version": "1.0",
-            "added_tokens": [],
-            "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
-                              "trim_offsets": true, "use_regex": true},
-            "post_processor": null,
-            "decoder": null,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        });
+        let merges: Vec<String> = merges.iter().map(|m| m.to_string()).collect();
+        let json = tokenize::test_byte_level(&merges, true);
         std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
         let loaded = tokenize::load(dir).unwrap();
         Encoder::new(&loaded, None, None, false, Backend::Auto, 0.0).unwrap()

@@ -327,9 +327,9 @@ mod tests {
         .to_string()
     }
 
-    /// The characters of `chars` the engine cuts around, after checking its
-    /// ids against the crate's on each of `texts`.
-    fn isolated_checked(json: &str, texts: &[&str], chars: &str) -> String {
+    /// The fast engine for `json`, after checking its ids against the
+    /// crate's on each of `texts`.
+    fn checked(json: &str, texts: &[&str]) -> FastBpe {
         let fast = FastBpe::new(&TokenizerFile::parse(json).unwrap()).unwrap();
         let reference = Tokenizer::from_str(json).unwrap();
         for text in texts {
@@ -344,6 +344,13 @@ mod tests {
                 "{text:?}"
             );
         }
+        fast
+    }
+
+    /// The characters of `chars` the engine cuts around, after checking its
+    /// ids against the crate's on each of `texts`.
+    fn isolated_checked(json: &str, texts: &[&str], chars: &str) -> String {
+        let fast = checked(json, texts);
         chars.chars().filter(|&c| fast.bpe.isolated(c)).collect()
     }
 
@@ -380,37 +387,6 @@ mod tests {
         let merges = [("\u{2581}", "a")];
         let some = sentencepiece((0..=255).filter(|&b| b != 1), &merges);
         assert_eq!(isolated_checked(&some, &texts, chars), "b中");
-    }
-
-    /// A byte-level tokenizer.json without a split regex: the 256 byte
-    /// tokens, then the token each merge makes; merges are byte strings,
-    /// ranked in the order given.
-    fn byte_level(merges: &[(&[u8], &[u8])]) -> String {
-        let chars = super::super::byte_chars();
-        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
-        let mut vocab = serde_json::Map::new();
-        let tokens = (0..=255u8)
-            .map(|b| text(&[b]))
-            .chain(merges.iter().map(|(a, b)| text(&[*a, *b].concat())));
-        for t in tokens {
-            let id = vocab.len();
-            vocab.entry(t).or_insert(Value::from(id));
-        }
-        let merges: Vec<[String; 2]> = merges.iter().map(|(a, b)| [text(a), text(b)]).collect();
-        serde_json::json!({
-            "version": "1.0",
-            "added_tokens": [],
-            "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false,
-                              "trim_offsets": true, "use_regex": false},
-            "post_processor": null,
-            "decoder": null,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        })
-        .to_string()
     }
 
     #[test]
@@ -452,9 +428,14 @@ mod tests {
             (b"\x8a", b"b"),
             (b"\xe4\xb8", b"\x8a"),
         ];
-        let json = byte_level(&merges);
-        let fast = FastBpe::new(&TokenizerFile::parse(&json).unwrap()).unwrap();
-        let reference = Tokenizer::from_str(&json).unwrap();
+        // Merges as byte strings, written in byte characters.
+        let chars = super::super::byte_chars();
+        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
+        let merges: Vec<String> = merges
+            .iter()
+            .map(|(a, b)| format!("{} {}", text(a), text(b)))
+            .collect();
+        let json = super::super::test_byte_level(&merges, false).to_string();
         let texts = [
             "a中",
             "a文",
@@ -467,18 +448,7 @@ mod tests {
             "b中c",
             "上b",
         ];
-        for text in texts {
-            let want = reference
-                .encode_fast(text, false)
-                .unwrap()
-                .get_ids()
-                .to_vec();
-            assert_eq!(
-                fast.encode(|| Ok(&reference), text).unwrap(),
-                want,
-                "{text:?}"
-            );
-        }
+        let fast = checked(&json, &texts);
         let whole: String = "中文字用大上"
             .chars()
             .filter(|&c| fast.bpe.starts_whole(c))

@@ -935,6 +935,32 @@ impl Encoder {
     }
 }
 
+/// A byte-level BPE tokenizer.json for tests: the 256 byte characters, then
+/// the token each merge makes, in order; merges as "left right" in byte
+/// characters; the ByteLevel pre-tokenizer with or without GPT-2's regex.
+#[cfg(test)]
+pub(crate) fn test_byte_level(merges: &[String], use_regex: bool) -> Value {
+    let mut vocab = serde_json::Map::new();
+    let merged = merges.iter().map(|m| m.replace(' ', ""));
+    for t in byte_chars().iter().map(char::to_string).chain(merged) {
+        let id = vocab.len();
+        vocab.entry(t).or_insert(Value::from(id));
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                          "use_regex": use_regex},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,29 +1016,18 @@ mod tests {
         assert!(rest_of(&raw, false).is_none());
     }
 
-    /// A byte-level BPE tokenizer.json: the 256 byte characters, "ab" and
-    /// "abc", and the given merges; `</s>` as a special added token.
+    /// A byte-level BPE tokenizer.json (GPT-2's regex): the 256 byte
+    /// characters, "ab" and "abc", and the given merges; `</s>` as a special
+    /// added token.
     fn tiny_byte_level(merges: &[&str]) -> Value {
-        let mut vocab = serde_json::Map::new();
-        for (i, c) in byte_chars().iter().enumerate() {
-            vocab.insert(c.to_string(), Value::from(i));
-        }
+        let merges: Vec<String> = merges.iter().map(|m| m.to_string()).collect();
+        let mut json = test_byte_level(&merges, true);
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
         vocab.insert("ab".into(), Value::from(256));
         vocab.insert("abc".into(), Value::from(257));
-        serde_json::json!({
-            "version": "1.0",
-            "added_tokens": [{"id": 258, "content": "</s>", "special": true, "single_word": false,
-                              "lstrip": false, "rstrip": false, "normalized": false}],
-            "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
-                              "use_regex": true},
-            "post_processor": null,
-            "decoder": null,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        })
+        json["added_tokens"] = serde_json::json!([{"id": 258, "content": "</s>", "special": true,
+            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}]);
+        json
     }
 
     fn load_json(dir: &Path, json: &Value) -> LoadedTokenizer {
