@@ -3,10 +3,24 @@
 //! locks (see [`WordCache`]).
 
 use std::ops::Range;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{OnceLock, PoisonError};
 
-use super::pages::Zeroed;
+// The `loom` feature swaps in loom's atomics and lock for its model-checking
+// test (`loom_model` below), and shrinks the cache so that loom can try
+// every interleaving; builds users get never have it.
+#[cfg(feature = "loom")]
+use loom::sync::{
+    atomic::{fence, AtomicU32, AtomicU64, Ordering},
+    Mutex,
+};
+#[cfg(not(feature = "loom"))]
+use std::sync::{
+    atomic::{fence, AtomicU32, AtomicU64, Ordering},
+    Mutex,
+};
+
+#[cfg(not(feature = "loom"))]
+use super::pages::{ZeroIsValid, Zeroed};
 
 /// Words of at most this many bytes are cached.
 pub(super) const CACHE_WORD_BYTES: usize = 128;
@@ -14,16 +28,33 @@ pub(super) const CACHE_WORD_BYTES: usize = 128;
 const _: () = assert!(CACHE_WORD_BYTES < 256);
 /// The word cache is shared by the worker threads of one encoder, in this
 /// many shards (chosen by the word's hash); see [`WordCache`].
+#[cfg(not(feature = "loom"))]
 const CACHE_SHARDS: usize = 16;
 /// Slots of one shard (a power of two); a shard holds at most half as many
 /// words and is emptied when that many are in it.
+#[cfg(not(feature = "loom"))]
 const SHARD_SLOTS: usize = (1 << 20) / CACHE_SHARDS;
 /// A shard is also emptied when its words' bytes or ids reach these sizes.
+#[cfg(not(feature = "loom"))]
 const SHARD_KEY_BYTES: usize = (16 << 20) / CACHE_SHARDS;
+#[cfg(not(feature = "loom"))]
 const SHARD_IDS: usize = (4 << 20) / CACHE_SHARDS;
 /// The most slots a lookup reads. A shard is at most half full, so an
 /// honest probe is a few slots long.
+#[cfg(not(feature = "loom"))]
 const MAX_PROBES: usize = 64;
+// Under loom: one shard of four slots, holding two words in at most four
+// key chunks and eight ids.
+#[cfg(feature = "loom")]
+const CACHE_SHARDS: usize = 1;
+#[cfg(feature = "loom")]
+const SHARD_SLOTS: usize = 4;
+#[cfg(feature = "loom")]
+const SHARD_KEY_BYTES: usize = 32;
+#[cfg(feature = "loom")]
+const SHARD_IDS: usize = 8;
+#[cfg(feature = "loom")]
+const MAX_PROBES: usize = SHARD_SLOTS;
 /// The most bytes the word cache of one encoder holds (16 per slot plus the
 /// two arenas, over all shards); each worker thread adds a hot cache of
 /// [`HOT_SETS`] x 64 bytes.
@@ -57,7 +88,10 @@ fn prefetch<T>(p: &T) {
 /// reader that raced with an emptying sees the shard's `generation` changed
 /// (it is odd while one runs) and treats its lookup as a miss. Everything
 /// shared is an atomic, so a racing read is never undefined behaviour, only
-/// discarded.
+/// discarded. The tests in `loom_model` check this protocol in every
+/// interleaving of a reader with one or two writers, under the weak memory
+/// orderings loom models; each ordering that makes it work fails them when
+/// weakened.
 #[derive(Default)]
 pub(super) struct WordCache {
     /// All shards' memory, in one allocation so that it can sit on huge
@@ -76,9 +110,26 @@ struct Shard {
 /// little-endian chunks, zero-padded, each starting a chunk.
 struct Arenas {
     /// Per slot: the word's hash (0 = empty), then where it lives ([`meta`]).
-    slots: Zeroed<[AtomicU64; 2]>,
-    keys: Zeroed<AtomicU64>,
-    ids: Zeroed<AtomicU32>,
+    slots: Table<[AtomicU64; 2]>,
+    keys: Table<AtomicU64>,
+    ids: Table<AtomicU32>,
+}
+
+/// `n` zeros of `T`: on huge pages where the system gives them
+/// ([`Zeroed`]); under loom, values its model tracks.
+#[cfg(not(feature = "loom"))]
+type Table<T> = Zeroed<T>;
+#[cfg(feature = "loom")]
+type Table<T> = Box<[T]>;
+
+#[cfg(not(feature = "loom"))]
+fn table<T: ZeroIsValid>(n: usize) -> Table<T> {
+    Zeroed::new(n)
+}
+
+#[cfg(feature = "loom")]
+fn table<T: Default>(n: usize) -> Table<T> {
+    (0..n).map(|_| T::default()).collect()
 }
 
 /// One shard's part of [`Arenas`].
@@ -121,9 +172,9 @@ fn chunks(word: &[u8]) -> impl Iterator<Item = u64> + '_ {
 impl Arenas {
     fn new() -> Arenas {
         let arenas = Arenas {
-            slots: Zeroed::new(CACHE_SHARDS * SHARD_SLOTS),
-            keys: Zeroed::new(CACHE_SHARDS * SHARD_KEY_BYTES / 8),
-            ids: Zeroed::new(CACHE_SHARDS * SHARD_IDS),
+            slots: table(CACHE_SHARDS * SHARD_SLOTS),
+            keys: table(CACHE_SHARDS * SHARD_KEY_BYTES / 8),
+            ids: table(CACHE_SHARDS * SHARD_IDS),
         };
         // Lookups read slots that no insert has written yet. A page read
         // before it is written maps the kernel's shared zero page, and the
@@ -206,6 +257,7 @@ impl WordCache {
 
     /// The shard of `hash`: its top bits (its low bits pick the slot).
     #[inline]
+    #[cfg_attr(feature = "loom", allow(clippy::modulo_one))] // one shard under loom
     fn shard_of(hash: u64) -> usize {
         (hash >> 60) as usize % CACHE_SHARDS
     }
@@ -249,10 +301,12 @@ impl WordCache {
             || fill.key_chunks + key_chunks > arenas.keys.len()
             || fill.ids + ids.len() > arenas.ids.len()
         {
-            // Readers that overlap this see the generation change.
+            // Readers that overlap this see the generation change. The
+            // emptying writes only zeros, which a reader takes for a miss,
+            // so it needs no fence of its own; the words written after it
+            // do (below).
             let g = shard.generation.load(Ordering::Relaxed);
             shard.generation.store(g + 1, Ordering::Relaxed);
-            fence(Ordering::Release);
             arenas.empty();
             shard.generation.store(g + 2, Ordering::Release);
             *fill = Fill::default();
@@ -644,5 +698,65 @@ mod tests {
             "a shard never emptied"
         );
         assert!(inserts > 0);
+    }
+}
+
+/// The word cache under loom's model checker (`--features loom`), which
+/// runs each test below in every interleaving of its threads that differs
+/// in what a read may see (up to a bound on preemptions where noted),
+/// weak memory orderings included.
+#[cfg(all(test, feature = "loom"))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// The cache holds "ab" and "cd", which fill its shard; writer threads
+    /// insert `inserts`, the first of them emptying the shard and writing
+    /// where "ab" and "cd" were, while the main thread looks up every
+    /// word: each lookup gives the word's own ids or a miss, never ids
+    /// written for another word.
+    fn race(inserts: &'static [(&'static [u8], &'static [u32])], preemptions: Option<usize>) {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = preemptions;
+        model.check(move || {
+            let hash = |w: &[u8]| WordCache::hash(w, 0..w.len());
+            let cache = Arc::new(WordCache::default());
+            let before: [(&[u8], &[u32]); 2] = [(b"ab", &[1, 2]), (b"cd", &[3])];
+            for (w, ids) in before {
+                cache.insert(w, hash(w), ids);
+            }
+            let writers: Vec<_> = inserts
+                .iter()
+                .map(|&(w, ids)| {
+                    let cache = Arc::clone(&cache);
+                    loom::thread::spawn(move || cache.insert(w, hash(w), ids))
+                })
+                .collect();
+            for &(w, ids) in before.iter().chain(inserts) {
+                let mut out = vec![9];
+                let hit = cache.get(w, hash(w), &mut out);
+                let want: Vec<u32> = [9]
+                    .into_iter()
+                    .chain(ids.iter().copied().filter(|_| hit))
+                    .collect();
+                assert_eq!(out, want, "{:?}", std::str::from_utf8(w));
+            }
+            for writer in writers {
+                writer.join().expect("a writer does not panic");
+            }
+        });
+    }
+
+    /// Every interleaving (14 s here).
+    #[test]
+    fn lookups_racing_an_emptying_get_the_words_own_ids_or_a_miss() {
+        race(&[(b"ef", &[4, 5])], None);
+    }
+
+    /// Two writers: the one that did not empty the shard writes where "cd"
+    /// was.
+    #[test]
+    fn lookups_racing_two_writers_get_the_words_own_ids_or_a_miss() {
+        race(&[(b"ef", &[4, 5]), (b"gh", &[6])], Some(3));
     }
 }
