@@ -1078,7 +1078,6 @@ mod tests {
             "b c", "a bc", "t h", "th e", "Ġ the", "a n", "an d", "Ġ and", "i n", "in g", "o f",
             "Ġ of", "Ġ abc", "Ċ Ċ",
         ];
-        let merges: Vec<String> = merges.iter().map(|m| m.to_string()).collect();
         let json = tokenize::test_byte_level(&merges, true);
         std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
         let loaded = tokenize::load(dir).unwrap();

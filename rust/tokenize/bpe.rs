@@ -88,12 +88,6 @@ pub(super) const NOT_A_BYTE: u16 = u16::MAX;
 
 pub(super) const NONE: u32 = u32::MAX;
 
-/// Lowers `map[id]` to `rank` (sets it when absent).
-fn keep_lowest(map: &mut FxHashMap<u32, u32>, id: u32, rank: u32) {
-    let at = map.entry(id).or_insert(rank);
-    *at = (*at).min(rank);
-}
-
 #[derive(Clone, Copy)]
 pub(super) struct Symbol {
     id: u32,
@@ -345,6 +339,9 @@ impl Bpe {
         let mut seen = vec![false; vocab_json.len()];
         let mut unique_ids = true;
         let mut vocab = FxHashMap::default();
+        if need_vocab {
+            vocab.reserve(vocab_json.len());
+        }
         let mut char_ids = FxHashMap::default();
         // Byte-level tokens with a byte outside ASCII: the only ones that can
         // hold a whole or a partial multi-byte character (see `whole_chars`).
@@ -533,40 +530,37 @@ impl Bpe {
         tokens: Vec<(Box<[u8]>, u32)>,
         merges: &[(u32, u32, u32)],
     ) -> FxHashMap<u32, u32> {
+        // Tables by id, over every id in `tokens` and `merges`.
+        let ids = merges.iter().flat_map(|m| [m.0, m.1, m.2]);
+        let len = ids
+            .chain(tokens.iter().map(|t| t.1))
+            .max()
+            .map_or(0, |m| m as usize + 1);
         // Whether a token can end right before a character (its last
         // character is whole), and start at one (not with a continuation
         // byte). Tokens outside `tokens` are ASCII.
-        let text_of: FxHashMap<u32, &[u8]> = tokens.iter().map(|(t, id)| (*id, &t[..])).collect();
-        let ends_char = |id: u32| {
-            text_of
-                .get(&id)
-                .is_none_or(|t| match t.iter().rposition(|&b| b >= 0xC0) {
-                    Some(p) => p + utf8_len(t[p]) == t.len(),
-                    None => true,
-                })
-        };
-        let starts_char = |id: u32| {
-            text_of
-                .get(&id)
-                .is_none_or(|t| !(0x80..0xC0).contains(&t[0]))
-        };
+        let (mut ends_char, mut starts_char) = (vec![true; len], vec![true; len]);
+        for (t, id) in &tokens {
+            let id = *id as usize;
+            if let Some(p) = t.iter().rposition(|&b| b >= 0xC0) {
+                ends_char[id] = p + utf8_len(t[p]) == t.len();
+            }
+            starts_char[id] = !(0x80..0xC0).contains(&t[0]);
+        }
         // The lowest rank of a merge that can join two symbols across a
         // character boundary, for each token as its left side and as its
-        // right side (ranks as the merge table orders them).
-        let mut left_at: FxHashMap<u32, u32> = FxHashMap::default();
-        let mut right_at: FxHashMap<u32, u32> = FxHashMap::default();
+        // right side (ranks as the merge table orders them; NO_MERGE: none).
+        let (mut left_at, mut right_at) = (vec![NO_MERGE; len], vec![NO_MERGE; len]);
         for &(a, b, _) in merges {
-            if let Some((rank, _)) = self
-                .merge_of(a, b)
-                .filter(|_| ends_char(a) && starts_char(b))
-            {
-                keep_lowest(&mut left_at, a, rank);
-                keep_lowest(&mut right_at, b, rank);
+            let (a, b) = (a as usize, b as usize);
+            if ends_char[a] && starts_char[b] {
+                if let Some((rank, _)) = self.merge_of(a as u32, b as u32) {
+                    left_at[a] = left_at[a].min(rank);
+                    right_at[b] = right_at[b].min(rank);
+                }
             }
         }
-        let above = |map: &FxHashMap<u32, u32>, id: u32, rank: u32| {
-            map.get(&id).is_none_or(|&at| at > rank)
-        };
+        let above = |at: &[u32], id: u32, rank: u32| at.get(id as usize).is_none_or(|&r| r > rank);
         let mut worker = Worker::default();
         let mut out = Vec::new();
         let mut chars = FxHashMap::default();

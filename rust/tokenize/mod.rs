@@ -939,7 +939,8 @@ impl Encoder {
 /// the token each merge makes, in order; merges as "left right" in byte
 /// characters; the ByteLevel pre-tokenizer with or without GPT-2's regex.
 #[cfg(test)]
-pub(crate) fn test_byte_level(merges: &[String], use_regex: bool) -> Value {
+pub(crate) fn test_byte_level(merges: &[impl AsRef<str>], use_regex: bool) -> Value {
+    let merges: Vec<&str> = merges.iter().map(AsRef::as_ref).collect();
     let mut vocab = serde_json::Map::new();
     let merged = merges.iter().map(|m| m.replace(' ', ""));
     for t in byte_chars().iter().map(char::to_string).chain(merged) {
@@ -1020,8 +1021,7 @@ mod tests {
     /// characters, "ab" and "abc", and the given merges; `</s>` as a special
     /// added token.
     fn tiny_byte_level(merges: &[&str]) -> Value {
-        let merges: Vec<String> = merges.iter().map(|m| m.to_string()).collect();
-        let mut json = test_byte_level(&merges, true);
+        let mut json = test_byte_level(merges, true);
         let vocab = json["model"]["vocab"].as_object_mut().unwrap();
         vocab.insert("ab".into(), Value::from(256));
         vocab.insert("abc".into(), Value::from(257));
