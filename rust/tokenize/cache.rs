@@ -711,10 +711,10 @@ mod loom_model {
     use loom::sync::Arc;
 
     /// The cache holds "ab" and "cd", which fill its shard; writer threads
-    /// insert `inserts`, the first of them emptying the shard and writing
-    /// where "ab" and "cd" were, while the main thread looks up every
-    /// word: each lookup gives the word's own ids or a miss, never ids
-    /// written for another word.
+    /// insert `inserts`, the one that takes the shard's lock first emptying
+    /// the shard and writing where "ab" was, while the main thread looks up
+    /// every word: each lookup gives the word's own ids or a miss, never
+    /// ids written for another word.
     fn race(inserts: &'static [(&'static [u8], &'static [u32])], preemptions: Option<usize>) {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = preemptions;
@@ -747,14 +747,15 @@ mod loom_model {
         });
     }
 
-    /// Every interleaving (14 s here).
+    /// Every interleaving (14 s on this machine).
     #[test]
     fn lookups_racing_an_emptying_get_the_words_own_ids_or_a_miss() {
         race(&[(b"ef", &[4, 5])], None);
     }
 
-    /// Two writers: the one that did not empty the shard writes where "cd"
-    /// was.
+    /// Two writers: the second to take the lock writes where "cd" was.
+    /// Only here does the release fence before a word's stores matter (the
+    /// writer did not empty the shard itself); up to three preemptions.
     #[test]
     fn lookups_racing_two_writers_get_the_words_own_ids_or_a_miss() {
         race(&[(b"ef", &[4, 5]), (b"gh", &[6])], Some(3));
