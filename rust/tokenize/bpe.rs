@@ -2,6 +2,7 @@
 //! merge loop (a linear scan for short words, the crate's heap procedure
 //! beyond), with ids identical to the `tokenizers` crate.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use rustc_hash::FxHashMap;
@@ -793,10 +794,16 @@ impl Bpe {
     /// waits of many words overlap. The shared cache gets no such request:
     /// deciding which words need one read the hot cache early, and that
     /// cost more than it saved (see docs/tokenizer-engines.md).
+    ///
+    /// `spaces`: the words are SentencePiece words of text not yet
+    /// normalised, whose spaces stand for this string (see
+    /// `FastBpe::encode_spaced`). They are cached under their own bytes,
+    /// and only a word that is merged is written out with the string.
     pub(super) fn encode_words(
         &self,
         text: &[u8],
         words: &[Range<usize>],
+        spaces: Option<&str>,
         w: &mut Worker,
         out: &mut Vec<u32>,
     ) {
@@ -809,18 +816,20 @@ impl Bpe {
                     w.hot.prefetch(hash);
                 }
             }
-            self.encode_hashed(text, r.clone(), hashes[i], w, out);
+            self.encode_hashed(text, r.clone(), hashes[i], spaces, w, out);
         }
         w.hashes = hashes;
     }
 
     /// Appends the ids of one word (a pre-token), `text[r]`, to `out`;
-    /// `hash` is its [`Bpe::cache_hash`].
+    /// `hash` is its [`Bpe::cache_hash`], `spaces` as in
+    /// [`Bpe::encode_words`].
     fn encode_hashed(
         &self,
         text: &[u8],
         r: Range<usize>,
         hash: u64,
+        spaces: Option<&str>,
         w: &mut Worker,
         out: &mut Vec<u32>,
     ) {
@@ -843,13 +852,24 @@ impl Bpe {
             }
         }
         let start = out.len();
+        // The word as the model sees it.
+        let model_word = || match spaces {
+            Some(to) if word.contains(&b' ') => {
+                Cow::Owned(String::from_utf8_lossy(word).replace(' ', to).into_bytes())
+            }
+            _ => Cow::Borrowed(word),
+        };
         // A word found whole in the vocabulary under ignore_merges (looked
         // up after the hot cache), or in the shared cache, or merged; the
         // hot cache is then offered its ids.
-        if let Some(&id) = self.ignore_merges.then(|| self.vocab.get(word)).flatten() {
+        if let Some(&id) = self
+            .ignore_merges
+            .then(|| self.vocab.get(&*model_word()))
+            .flatten()
+        {
             out.push(id);
         } else if !(cacheable && self.cache.get(word, hash, out)) {
-            self.init_symbols(word, w);
+            self.init_symbols(&model_word(), w);
             if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
                 self.merge_short(w, out, |_, _| ());
             } else {

@@ -28,7 +28,8 @@
 //! cross the cut), which makes its words cacheable and its cost linear; and
 //! around each character no merge joins to a neighbour (LLaMA-2's and
 //! Mistral's newline, digits and most CJK characters, see
-//! [`Bpe::isolated_chars`]).
+//! [`Bpe::isolated_chars`]). Their `Prepend`/`Replace` normaliser is not
+//! run on texts without added tokens ([`FastBpe::encode_spaced`]).
 //!
 //! Added tokens: a document in which no added token's text occurs (checked
 //! with one Aho-Corasick scan, before and after normalisation) takes the
@@ -75,8 +76,16 @@ pub struct FastBpe {
     bpe: Bpe,
     /// Finds any added token's text.
     added: Option<AhoCorasick>,
+    /// LLaMA-2's and Mistral's normaliser (`Prepend` "▁", then `Replace`
+    /// " " by "▁") before SentencePiece words, and no added token holds a
+    /// space or "▁": texts without added tokens are encoded from their own
+    /// bytes ([`FastBpe::encode_spaced`]).
+    spaced: bool,
     workers: ThreadLocal<RefCell<Worker>>,
 }
+
+/// The replacement character of SentencePiece and of its normalisers.
+const METASPACE: char = '\u{2581}';
 
 impl FastBpe {
     /// Builds the fast encoder from a parsed tokenizer.json, or says why it
@@ -139,6 +148,17 @@ impl FastBpe {
             }
         }
         contents.retain(|c| !c.is_empty());
+        let rep = METASPACE.to_string();
+        let spaced = matches!(&norm, Norm::Steps(steps) if matches!(&steps[..],
+            [NormStep::Prepend(p), NormStep::Replace(from, to)] if *p == rep && from == " " && *to == rep))
+            && matches!(
+                words,
+                Words::SentencePiece {
+                    metaspace: None,
+                    ..
+                }
+            )
+            && !contents.iter().any(|c| c.contains([' ', METASPACE]));
         let added = if contents.is_empty() {
             None
         } else {
@@ -149,6 +169,7 @@ impl FastBpe {
             words,
             bpe,
             added,
+            spaced,
             workers: ThreadLocal::new(),
         })
     }
@@ -170,6 +191,10 @@ impl FastBpe {
         let worker = self.workers.get_or_default();
         let w = &mut *worker.borrow_mut();
         if !self.may_hold_added(text) {
+            if self.spaced {
+                self.encode_spaced(text, w, &mut out);
+                return Ok(out);
+            }
             let normalized = self.norm.apply(text)?;
             let changed = matches!(normalized, Cow::Owned(_));
             if !changed || !self.may_hold_added(&normalized) {
@@ -200,7 +225,36 @@ impl FastBpe {
         let mut words = std::mem::take(&mut w.words);
         words.clear();
         let text = self.words_of_segment(text, first, &mut words);
-        self.bpe.encode_words(text.as_bytes(), &words, w, out);
+        self.bpe.encode_words(text.as_bytes(), &words, None, w, out);
+        w.words = words;
+    }
+
+    /// Encodes a text without added tokens as [`FastBpe::encode_segment`]
+    /// encodes it normalised, where the normaliser only prepends "▁" and
+    /// turns spaces into "▁" (`spaced`), without writing the normalised
+    /// text: the words are cut in the text itself, each space standing for
+    /// the "▁" it becomes, and only the first word, which takes the
+    /// prepended "▁", is written out. (Were "▁" cut around, the normalised
+    /// text would start with it as a word of its own; joining it to the
+    /// first word changes no ids.) Two words then have the same bytes only
+    /// if they have the same normalised form, which is what the caches need.
+    fn encode_spaced(&self, text: &str, w: &mut Worker, out: &mut Vec<u32>) {
+        let mut words = std::mem::take(&mut w.words);
+        words.clear();
+        let chars = text
+            .char_indices()
+            .map(|(i, c)| (i, if c == ' ' { METASPACE } else { c }, c.len_utf8()));
+        let cut_runs = matches!(self.words, Words::SentencePiece { cut_runs: true, .. });
+        self.cut_words(chars, METASPACE, false, cut_runs, |word| words.push(word));
+        let mut buf = [0; 4];
+        let rep = &*METASPACE.encode_utf8(&mut buf);
+        if let Some((first, rest)) = words.split_first() {
+            let head = format!("{rep}{}", text[first.clone()].replace(' ', rep));
+            let whole = 0..head.len();
+            let bpe = &self.bpe;
+            bpe.encode_words(head.as_bytes(), std::slice::from_ref(&whole), None, w, out);
+            bpe.encode_words(text.as_bytes(), rest, Some(rep), w, out);
+        }
         w.words = words;
     }
 
@@ -246,31 +300,45 @@ impl FastBpe {
                         text = Cow::Owned(format!("{rep}{text}"));
                     }
                 }
-                // Words are cut before each replacement character (`split`),
-                // or before each `▁` run (`cut_runs`: words are `▁*` and then
-                // other characters), and around each isolated character.
-                let rep = metaspace.map_or('\u{2581}', |m| m.0);
-                let (mut start, mut in_run) = (0, text.starts_with(rep));
-                for (i, c) in text.char_indices() {
-                    let space = c == rep;
-                    let alone = self.bpe.isolated(c);
-                    let cut = alone || space && (split || cut_runs && !in_run);
-                    if cut && i > start {
-                        words.push(start..i);
-                        start = i;
-                    }
-                    if alone {
-                        words.push(i..i + c.len_utf8());
-                        start = i + c.len_utf8();
-                    }
-                    in_run = space;
-                }
-                if start < text.len() {
-                    words.push(start..text.len());
-                }
+                let rep = metaspace.map_or(METASPACE, |m| m.0);
+                let chars = text.char_indices().map(|(i, c)| (i, c, c.len_utf8()));
+                self.cut_words(chars, rep, split, cut_runs, |word| words.push(word));
                 text
             }
         }
+    }
+}
+
+impl FastBpe {
+    /// Cuts SentencePiece text into words: before each replacement
+    /// character `rep` (`split`), or before each run of them (`cut_runs`:
+    /// words are `rep*` and then other characters), and around each
+    /// isolated character. `chars` gives each character's byte offset, the
+    /// character the model sees there and its length in the text (0 for
+    /// one only the normaliser adds); `f` gets the words as byte ranges.
+    fn cut_words(
+        &self,
+        chars: impl Iterator<Item = (usize, char, usize)>,
+        rep: char,
+        split: bool,
+        cut_runs: bool,
+        mut f: impl FnMut(Range<usize>),
+    ) {
+        let (mut word, mut in_run): (Option<Range<usize>>, bool) = (None, false);
+        for (i, c, len) in chars {
+            let space = c == rep;
+            let alone = self.bpe.isolated(c);
+            if alone || space && (split || cut_runs && !in_run) {
+                word.take().map(&mut f);
+            }
+            if alone {
+                f(i..i + len);
+            } else {
+                word = Some(word.map_or(i, |w| w.start)..i + len);
+            }
+            in_run = space;
+        }
+        word.map(f);
     }
 }
 
@@ -387,6 +455,45 @@ mod tests {
         let merges = [("\u{2581}", "a")];
         let some = sentencepiece((0..=255).filter(|&b| b != 1), &merges);
         assert_eq!(isolated_checked(&some, &texts, chars), "b中");
+    }
+
+    /// With LLaMA-2's normaliser, texts are encoded from their own bytes
+    /// (`spaced`) with the crate's ids: spaces at either end and in runs,
+    /// "▁" in the text, "▁" cut around (no merge takes it) or not, and
+    /// isolated characters first. An added token that is normalised (its
+    /// normalised text starts with "▁") turns that off.
+    #[test]
+    fn sentencepiece_texts_encoded_before_normalising_keep_their_ids() {
+        let texts = [
+            "",
+            " ",
+            "a",
+            " a",
+            "  ab ",
+            "\u{2581}a b\u{2581}\u{2581}",
+            "\u{2581} \u{2581}b",
+            "\nab",
+            "中 b\n a",
+            "ab  \u{1}",
+        ];
+        let merge_sets: [&[(&str, &str)]; 3] = [
+            &[("\u{2581}", "a"), ("a", "b")],
+            &[("a", "b")],
+            &[
+                ("\u{2581}", "\u{2581}"),
+                ("\u{2581}\u{2581}", "a"),
+                ("a", "b"),
+            ],
+        ];
+        for merges in merge_sets {
+            let json = sentencepiece(0..=255, merges);
+            assert!(checked(&json, &texts).spaced, "{merges:?}");
+            let mut added: Value = serde_json::from_str(&json).unwrap();
+            added["added_tokens"] = serde_json::json!([{"id": 1000, "content": "ab",
+                "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": true, "special": false}]);
+            assert!(!checked(&added.to_string(), &texts).spaced, "{merges:?}");
+        }
     }
 
     #[test]
