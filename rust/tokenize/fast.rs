@@ -236,8 +236,8 @@ impl FastBpe {
     /// the "▁" it becomes, and only the first word, which takes the
     /// prepended "▁", is written out. (Were "▁" cut around, the normalised
     /// text would start with it as a word of its own; joining it to the
-    /// first word changes no ids.) Two words then have the same bytes only
-    /// if they have the same normalised form, which is what the caches need.
+    /// first word changes no ids.) Two words with the same bytes have the
+    /// same normalised form, which is what the caches need.
     fn encode_spaced(&self, text: &str, w: &mut Worker, out: &mut Vec<u32>) {
         let mut words = std::mem::take(&mut w.words);
         words.clear();
@@ -307,15 +307,14 @@ impl FastBpe {
             }
         }
     }
-}
 
-impl FastBpe {
     /// Cuts SentencePiece text into words: before each replacement
     /// character `rep` (`split`), or before each run of them (`cut_runs`:
     /// words are `rep*` and then other characters), and around each
     /// isolated character. `chars` gives each character's byte offset, the
-    /// character the model sees there and its length in the text (0 for
-    /// one only the normaliser adds); `f` gets the words as byte ranges.
+    /// character the model sees there (a space is "▁" to it when the
+    /// normaliser has not run) and its length in the text; `f` gets the
+    /// words as byte ranges.
     fn cut_words(
         &self,
         chars: impl Iterator<Item = (usize, char, usize)>,
@@ -329,7 +328,9 @@ impl FastBpe {
             let space = c == rep;
             let alone = self.bpe.isolated(c);
             if alone || space && (split || cut_runs && !in_run) {
-                word.take().map(&mut f);
+                if let Some(word) = word.take() {
+                    f(word);
+                }
             }
             if alone {
                 f(i..i + len);
@@ -338,7 +339,9 @@ impl FastBpe {
             }
             in_run = space;
         }
-        word.map(f);
+        if let Some(word) = word {
+            f(word);
+        }
     }
 }
 
