@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use crate::chars::char_at;
 
 use super::cache::{HotCache, Short, WordCache, CACHE_WORD_BYTES};
+use super::joins::Joins;
 use super::json::{MergeEntry, TokenizerFile};
 use super::pages::Zeroed;
 
@@ -72,6 +73,11 @@ pub(super) struct Bpe {
     /// SentencePiece: the characters of the Basic Multilingual Plane a word
     /// can be cut around, a bit per code point (see [`Bpe::isolated_chars`]).
     isolated: Box<[u64]>,
+    /// Byte-level with a token for every byte: where a word can be cut into
+    /// parts that merge apart (see [`Joins`], [`Bpe::encode_parts`]).
+    /// (A missing byte can become an unknown token, which the crate fuses
+    /// with its neighbours across any cut.)
+    joins: Option<Joins>,
 }
 
 /// Bytes of the UTF-8 character that starts with `lead` (1 for other bytes).
@@ -219,6 +225,10 @@ pub(super) struct Worker {
     hot: HotCache,
     /// [`Bpe::encode_words`]: the cache hash of each word.
     hashes: Vec<u64>,
+    /// [`Bpe::encode_parts`]: a word's parts and their cache hashes, and
+    /// whether cutting words pays.
+    parts: Vec<(Range<usize>, u64)>,
+    parts_pay: PartsPay,
     /// The words of the segment being encoded (see `FastBpe`).
     pub(super) words: Vec<Range<usize>>,
     symbols: Vec<Symbol>,
@@ -227,6 +237,58 @@ pub(super) struct Worker {
     ids: Vec<u32>,
     ranks: Vec<u32>,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<Merge>>,
+}
+
+/// Whether cutting words into parts ([`Bpe::encode_parts`]) pays in one
+/// worker: it does while most parts are found in a cache. Where they are
+/// not (a vocabulary whose tokens span most points between the corpus's
+/// characters: then parts are long and rare), merging the parts costs what
+/// merging the word would, and the cut and the lookups come on top; then
+/// only every [`PartsPay::PROBE`]th word is cut, to see whether that has
+/// changed. Either way the ids are the same.
+struct PartsPay {
+    /// Parts found in a cache and parts merged, lately (both are halved
+    /// when their sum reaches [`PartsPay::WINDOW`]).
+    found: u32,
+    merged: u32,
+    /// Words not cut since the last probe.
+    skipped: u32,
+}
+
+impl Default for PartsPay {
+    /// A new worker cuts: it counts half a window of parts found to begin
+    /// with, so that the misses of cold caches do not stop it.
+    fn default() -> PartsPay {
+        PartsPay {
+            found: Self::WINDOW / 2,
+            merged: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl PartsPay {
+    const WINDOW: u32 = 4096;
+    const PROBE: u32 = 16;
+
+    /// Whether to cut the next word: while at least four parts in five are
+    /// found, and on a probe.
+    fn paying(&mut self) -> bool {
+        if self.merged * 4 <= self.found {
+            return true;
+        }
+        self.skipped += 1;
+        self.skipped.is_multiple_of(Self::PROBE)
+    }
+
+    fn count(&mut self, found: u32, merged: u32) {
+        self.found += found;
+        self.merged += merged;
+        if self.found + self.merged >= Self::WINDOW {
+            self.found /= 2;
+            self.merged /= 2;
+        }
+    }
 }
 
 /// A word's initial symbols as they are built, with the unknown-token
@@ -346,7 +408,7 @@ impl Bpe {
         let mut char_ids = FxHashMap::default();
         // Byte-level tokens with a byte outside ASCII: the only ones that can
         // hold a whole or a partial multi-byte character (see `whole_chars`).
-        let mut wide = Vec::new();
+        let mut wide: Vec<(Box<[u8]>, u32)> = Vec::new();
         let mut key = Vec::new();
         for (token, id) in vocab_json {
             let (token, id) = (token.as_ref(), *id);
@@ -453,9 +515,13 @@ impl Bpe {
             cache: WordCache::default(),
             chars: char_ids,
             isolated: Box::new([]),
+            joins: None,
         };
         if !byte_level {
             bpe.isolated = bpe.isolated_chars(&merge_list);
+        }
+        if byte_level && !bpe.byte_ids.contains(&NONE) {
+            bpe.joins = Some(Joins::new(wide.iter().map(|(t, _)| &**t)));
         }
         if byte_level && bpe.unique_ids {
             bpe.chars = bpe.whole_chars(wide, &merge_list);
@@ -593,6 +659,18 @@ impl Bpe {
             }
         }
         chars
+    }
+
+    /// The parts [`Bpe::joins`] cuts `word` into (the word alone where it
+    /// cuts nothing or there are no joins).
+    #[cfg(test)]
+    pub(super) fn parts<'w>(&self, word: &'w str) -> Vec<&'w str> {
+        let mut parts = Vec::new();
+        match &self.joins {
+            Some(joins) => joins.cut(word.as_bytes(), 0..word.len(), |r| parts.push(&word[r])),
+            None => parts.push(word),
+        }
+        parts
     }
 
     /// Whether `c` starts as one symbol (see [`Bpe::whole_chars`]).
@@ -769,12 +847,13 @@ impl Bpe {
         }
     }
 
-    /// The cache hash of the word `text[r]`; 0 when it is not cached: too
-    /// long, or a byte token.
-    #[inline]
-    fn cache_hash(&self, text: &[u8], r: Range<usize>) -> u64 {
+    /// The cache hash of the word `text[r]` (`apart`: see
+    /// [`Bpe::keyed_apart`]); 0 when it is not cached: too long, or a byte
+    /// token.
+    #[inline(always)]
+    fn cache_hash(&self, text: &[u8], r: Range<usize>, apart: bool) -> u64 {
         if r.len() <= CACHE_WORD_BYTES && self.byte_token(&text[r.clone()]).is_none() {
-            WordCache::hash(text, r)
+            WordCache::hash(text, r, apart)
         } else {
             0
         }
@@ -809,22 +888,86 @@ impl Bpe {
     ) {
         let mut hashes = std::mem::take(&mut w.hashes);
         hashes.clear();
-        hashes.extend(words.iter().map(|r| self.cache_hash(text, r.clone())));
+        hashes.extend(
+            words
+                .iter()
+                .map(|r| self.cache_hash(text, r.clone(), false)),
+        );
         for (i, r) in words.iter().enumerate() {
             if let (Some(&hash), Some(ahead)) = (hashes.get(i + AHEAD), words.get(i + AHEAD)) {
                 if Self::hot_cached(ahead.len(), hash) {
                     w.hot.prefetch(hash);
                 }
             }
-            self.encode_hashed(text, r.clone(), hashes[i], spaces, w, out);
+            self.encode_hashed::<false>(text, r.clone(), hashes[i], spaces, w, out);
         }
         w.hashes = hashes;
     }
 
-    /// Appends the ids of one word (a pre-token), `text[r]`, to `out`;
-    /// `hash` is its [`Bpe::cache_hash`], `spaces` as in
-    /// [`Bpe::encode_words`].
-    fn encode_hashed(
+    /// Byte-level: appends the ids of the word `text[r]`, which no cache
+    /// holds, as those of its parts, where [`Bpe::joins`] cuts it in two or
+    /// more: each part is looked up in the caches or merged, as a word. False,
+    /// and nothing appended, where it is not cut.
+    ///
+    /// A word is cut only once it has missed the caches, so a word that
+    /// recurs costs one lookup, and the cut replaces its merge: a run of CJK
+    /// characters unique in the corpus becomes parts of one to three
+    /// characters that recur.
+    #[inline(never)]
+    fn encode_parts(
+        &self,
+        text: &[u8],
+        r: Range<usize>,
+        w: &mut Worker,
+        out: &mut Vec<u32>,
+    ) -> bool {
+        let Some(joins) = &self.joins else {
+            return false;
+        };
+        if !w.parts_pay.paying() {
+            return false;
+        }
+        let mut parts = std::mem::take(&mut w.parts);
+        parts.clear();
+        joins.cut(text, r, |part| parts.push((part, 0)));
+        let cut = parts.len() > 1;
+        if cut {
+            let apart = self.keyed_apart(true);
+            for (part, hash) in &mut parts {
+                *hash = self.cache_hash(text, part.clone(), apart);
+                if Self::hot_cached(part.len(), *hash) {
+                    w.hot.prefetch(*hash);
+                }
+            }
+            let mut merged = 0;
+            for (part, hash) in &parts {
+                merged +=
+                    u32::from(self.encode_hashed::<true>(text, part.clone(), *hash, None, w, out));
+            }
+            w.parts_pay.count(parts.len() as u32 - merged, merged);
+        }
+        w.parts = parts;
+        cut
+    }
+
+    /// Whether the caches key a part of a word (`part`) apart from a word
+    /// with the same bytes: under `ignore_merges`, where the part's bytes
+    /// may also be a word that is one token while the part merges to
+    /// several. Elsewhere both have the same ids.
+    #[inline]
+    fn keyed_apart(&self, part: bool) -> bool {
+        part && self.ignore_merges
+    }
+
+    /// Appends the ids of one word (a pre-token), `text[r]`, to `out`, or of
+    /// a part of one (`PART`, see [`Bpe::encode_parts`]); `hash` is its
+    /// [`Bpe::cache_hash`], `spaces` as in [`Bpe::encode_words`]. A part is
+    /// never looked up whole in the vocabulary, nor cut. True where the word
+    /// was merged, found in no cache.
+    ///
+    /// `PART` is a constant so that the word's version, which calls the
+    /// part's, is not recursive and can be inlined into the loop over words.
+    fn encode_hashed<const PART: bool>(
         &self,
         text: &[u8],
         r: Range<usize>,
@@ -832,26 +975,28 @@ impl Bpe {
         spaces: Option<&str>,
         w: &mut Worker,
         out: &mut Vec<u32>,
-    ) {
+    ) -> bool {
         let word = &text[r.clone()];
         if word.is_empty() {
-            return;
+            return false;
         }
         if let Some(id) = self.byte_token(word) {
             out.push(id);
-            return;
+            return false;
         }
+        let apart = self.keyed_apart(PART);
         let cacheable = hash != 0;
         // The hot cache's key, for a word it takes.
         let hot = Self::hot_cached(word.len(), hash)
-            .then(|| Short::at(text, r))
+            .then(|| Short::at(text, r.clone(), apart))
             .flatten();
         if let Some(key) = hot {
             if w.hot.get(key, hash, out) {
-                return;
+                return false;
             }
         }
         let start = out.len();
+        let mut merged = false;
         // The word as the model sees it.
         let model_word = || match spaces {
             Some(to) if word.contains(&b' ') => {
@@ -862,26 +1007,30 @@ impl Bpe {
         // A word found whole in the vocabulary under ignore_merges (looked
         // up after the hot cache), or in the shared cache, or merged; the
         // hot cache is then offered its ids.
-        if let Some(&id) = self
-            .ignore_merges
+        if let Some(&id) = (self.ignore_merges && !PART)
             .then(|| self.vocab.get(&*model_word()))
             .flatten()
         {
             out.push(id);
-        } else if !(cacheable && self.cache.get(word, hash, out)) {
-            self.init_symbols(&model_word(), w);
-            if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
-                self.merge_short(w, out, |_, _| ());
-            } else {
-                self.merge_all(w);
-                out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
+        } else if !(cacheable && self.cache.get(word, apart, hash, out)) {
+            let cut = !PART && !word.is_ascii() && self.encode_parts(text, r, w, out);
+            if !cut {
+                merged = true;
+                self.init_symbols(&model_word(), w);
+                if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
+                    self.merge_short(w, out, |_, _| ());
+                } else {
+                    self.merge_all(w);
+                    out.extend(w.symbols.iter().filter(|s| s.len > 0).map(|s| s.id));
+                }
             }
             if cacheable {
-                self.cache.insert(word, hash, &out[start..]);
+                self.cache.insert(word, apart, hash, &out[start..]);
             }
         }
         if let Some(key) = hot {
             w.hot.offer(key, hash, &out[start..]);
         }
+        merged
     }
 }

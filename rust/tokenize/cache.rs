@@ -147,15 +147,23 @@ struct Fill {
     ids: usize,
 }
 
-/// Where a cached word lives: key chunk offset, ids offset, byte length and
-/// ids length, packed (24 + 24 + 8 + 8 bits).
-fn meta(key_at: usize, ids_at: usize, len: usize, n: usize) -> u64 {
-    ((key_at as u64) << 40) | ((ids_at as u64) << 16) | ((len as u64) << 8) | n as u64
+/// Where a cached word lives, and whether it is a part of a word keyed
+/// apart (see [`WordCache::get`]): that flag, key chunk offset, ids offset,
+/// byte length and ids length, packed (1 + 23 + 24 + 8 + 8 bits).
+fn meta(key_at: usize, ids_at: usize, len: usize, n: usize, apart: bool) -> u64 {
+    (u64::from(apart) << 63)
+        | ((key_at as u64) << 40)
+        | ((ids_at as u64) << 16)
+        | ((len as u64) << 8)
+        | n as u64
 }
 
+const _: () = assert!(SHARD_KEY_BYTES / 8 < 1 << 23);
+
+/// A [`meta`]'s fields: key chunk offset, ids offset, length, ids length.
 fn unmeta(m: u64) -> (usize, usize, usize, usize) {
     let f = |shift: u32, bits: u32| ((m >> shift) & ((1 << bits) - 1)) as usize;
-    (f(40, 24), f(16, 24), f(8, 8), f(0, 8))
+    (f(40, 23), f(16, 24), f(8, 8), f(0, 8))
 }
 
 /// The 8-byte chunks a word is stored in.
@@ -199,10 +207,10 @@ impl Arenas {
 }
 
 impl ShardArenas<'_> {
-    /// The slot where the probe for `hash` starts.
+    /// The slot where the probe for `hash` starts (its bit 0 is always set).
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        hash as usize & (self.slots.len() - 1)
+        (hash >> 1) as usize & (self.slots.len() - 1)
     }
 
     /// Marks every slot empty.
@@ -212,11 +220,12 @@ impl ShardArenas<'_> {
         }
     }
 
-    /// The slot holding `word`, or the empty slot where it would go, with
-    /// that slot's meta. Reads only; `None` where a racing write left
-    /// something out of range, or after [`MAX_PROBES`] slots: words made to
-    /// share a hash then cost a bounded time each, and go uncached.
-    fn find(&self, word: &[u8], hash: u64) -> Option<(usize, u64)> {
+    /// The slot holding `word` (`apart`: as a part, see [`WordCache::get`]),
+    /// or the empty slot where it would go, with that slot's meta. Reads
+    /// only; `None` where a racing write left something out of range, or
+    /// after [`MAX_PROBES`] slots: words made to share a hash then cost a
+    /// bounded time each, and go uncached.
+    fn find(&self, word: &[u8], apart: bool, hash: u64) -> Option<(usize, u64)> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(hash);
         for _ in 0..MAX_PROBES {
@@ -227,7 +236,7 @@ impl ShardArenas<'_> {
             if h == hash {
                 let m = self.slots[i][1].load(Ordering::Relaxed);
                 let (key_at, _, len, _) = unmeta(m);
-                if len == word.len() {
+                if len == word.len() && (m >> 63 == 1) == apart {
                     let stored = self.keys.get(key_at..key_at + len.div_ceil(8))?;
                     if stored
                         .iter()
@@ -245,13 +254,14 @@ impl ShardArenas<'_> {
 }
 
 impl WordCache {
-    /// The hash of the word `text[r]` (never 0): words of up to 16 bytes
-    /// hashed from their [`Short`] form, longer ones by xxh3.
+    /// The hash of the word `text[r]` (never 0, bit 0 set), as a part of a
+    /// word when `apart`: words of up to 16 bytes hashed from their [`Short`]
+    /// form, longer ones by xxh3.
     #[inline]
-    pub(super) fn hash(text: &[u8], r: Range<usize>) -> u64 {
-        match Short::at(text, r.clone()) {
+    pub(super) fn hash(text: &[u8], r: Range<usize>, apart: bool) -> u64 {
+        match Short::at(text, r.clone(), apart) {
             Some(short) => short.hash(),
-            None => xxhash_rust::xxh3::xxh3_64(&text[r]) | 1,
+            None => xxhash_rust::xxh3::xxh3_64_with_seed(&text[r], u64::from(apart)) | 1,
         }
     }
 
@@ -262,8 +272,11 @@ impl WordCache {
         (hash >> 60) as usize % CACHE_SHARDS
     }
 
-    /// Appends the cached ids of `word` to `out`; false on a miss.
-    pub(super) fn get(&self, word: &[u8], hash: u64, out: &mut Vec<u32>) -> bool {
+    /// Appends the cached ids of `word` to `out`; false on a miss. A word
+    /// cut into parts, each merged apart, may have a part whose bytes are
+    /// also a word that is one token under `ignore_merges`; `apart` keys such
+    /// parts apart from the words.
+    pub(super) fn get(&self, word: &[u8], apart: bool, hash: u64, out: &mut Vec<u32>) -> bool {
         let Some(arenas) = self.arenas.get() else {
             return false;
         };
@@ -275,7 +288,7 @@ impl WordCache {
         }
         let start = out.len();
         let found = arenas
-            .find(word, hash)
+            .find(word, apart, hash)
             .filter(|&(_, m)| m != 0)
             .and_then(|(_, m)| {
                 let (_, ids_at, _, n) = unmeta(m);
@@ -291,7 +304,8 @@ impl WordCache {
         found
     }
 
-    pub(super) fn insert(&self, word: &[u8], hash: u64, ids: &[u32]) {
+    /// Caches the ids of `word` (`apart` as in [`WordCache::get`]).
+    pub(super) fn insert(&self, word: &[u8], apart: bool, hash: u64, ids: &[u32]) {
         let s = Self::shard_of(hash);
         let arenas = self.arenas.get_or_init(Arenas::new).shard(s);
         let shard = &self.shards[s];
@@ -311,7 +325,7 @@ impl WordCache {
             shard.generation.store(g + 2, Ordering::Release);
             *fill = Fill::default();
         }
-        let Some((i, 0)) = arenas.find(word, hash) else {
+        let Some((i, 0)) = arenas.find(word, apart, hash) else {
             return; // already cached
         };
         // A reader that sees any of the stores below then also sees the
@@ -329,7 +343,7 @@ impl WordCache {
         }
         let slot = &arenas.slots[i];
         slot[1].store(
-            meta(key_at, ids_at, word.len(), ids.len()),
+            meta(key_at, ids_at, word.len(), ids.len(), apart),
             Ordering::Relaxed,
         );
         slot[0].store(hash, Ordering::Release);
@@ -354,12 +368,15 @@ impl Short {
     /// The longest word that has a short form.
     const MAX_BYTES: usize = 16;
 
-    /// The short form of `text[r]`. Where `text` has 16 bytes from the
-    /// word's start they are read as two words and masked to the word,
-    /// with no branch on its length (which varies from word to word and
-    /// defeats branch prediction).
+    /// Set in `len` for a part of a word (see [`WordCache::get`]).
+    pub(super) const APART: u8 = 0x80;
+
+    /// The short form of `text[r]` (`apart`: as a part of a word). Where
+    /// `text` has 16 bytes from the word's start they are read as two words
+    /// and masked to the word, with no branch on its length (which varies
+    /// from word to word and defeats branch prediction).
     #[inline]
-    pub(super) fn at(text: &[u8], r: Range<usize>) -> Option<Short> {
+    pub(super) fn at(text: &[u8], r: Range<usize>, apart: bool) -> Option<Short> {
         let n = r.len();
         if n > Self::MAX_BYTES {
             return None;
@@ -377,7 +394,7 @@ impl Short {
         Some(Short {
             a: u64_at(0) & low,
             b: u64_at(8) & high,
-            len: n as u8,
+            len: n as u8 | if apart { Self::APART } else { 0 },
         })
     }
 
@@ -412,7 +429,7 @@ impl Short {
 /// The most ids of a word in the hot cache.
 const HOT_IDS: usize = 3;
 /// Sets of a worker's hot cache (a power of two; 64 bytes each, two entries).
-pub const HOT_SETS: usize = 1 << 17;
+pub const HOT_SETS: usize = 1 << 16;
 
 /// A small per-thread cache of short, frequent words in front of the
 /// shared [`WordCache`], with keys and ids inline so that a hit takes no
@@ -447,10 +464,10 @@ impl HotCache {
     /// the length).
     pub(super) const MAX_WORD_BYTES: usize = Short::MAX_BYTES - 1;
 
-    /// The set of `hash`.
+    /// The set of `hash` (its bit 0 is always set).
     #[inline]
     fn index(hash: u64) -> usize {
-        hash as usize & (HOT_SETS - 1)
+        (hash >> 1) as usize & (HOT_SETS - 1)
     }
 
     #[inline]
@@ -461,10 +478,11 @@ impl HotCache {
         &mut self.sets[Self::index(hash)]
     }
 
-    /// The entry key of a word of at most [`HotCache::MAX_WORD_BYTES`].
+    /// The entry key of a word of at most [`HotCache::MAX_WORD_BYTES`]
+    /// (which leave the top byte free for the length and [`Short::APART`]).
     #[inline]
     fn key(word: Short) -> [u64; 2] {
-        debug_assert!(usize::from(word.len) <= Self::MAX_WORD_BYTES);
+        debug_assert!(usize::from(word.len & !Short::APART) <= Self::MAX_WORD_BYTES);
         [word.a, word.b | u64::from(word.len) << 56]
     }
 
@@ -550,12 +568,12 @@ mod tests {
             .collect();
         let around: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) | 1).collect();
         for w in &words {
-            let alone = Short::at(w, 0..w.len()).expect("short");
+            let alone = Short::at(w, 0..w.len(), false).expect("short");
             for at in 0..=around.len() {
                 let mut text = around.clone();
                 text.splice(at..at, w.iter().copied());
                 assert_eq!(
-                    Short::at(&text, at..at + w.len()),
+                    Short::at(&text, at..at + w.len(), false),
                     Some(alone),
                     "{w:?} at {at}"
                 );
@@ -563,11 +581,40 @@ mod tests {
         }
         for a in &words {
             for b in &words {
-                let (sa, sb) = (Short::at(a, 0..a.len()), Short::at(b, 0..b.len()));
+                let (sa, sb) = (
+                    Short::at(a, 0..a.len(), false),
+                    Short::at(b, 0..b.len(), false),
+                );
                 assert_eq!(sa == sb, a == b, "{a:?} {b:?}");
             }
         }
-        assert!(Short::at(&[0; 17], 0..17).is_none());
+        assert!(Short::at(&[0; 17], 0..17, false).is_none());
+    }
+
+    /// A word and a part of a word with the same bytes (see
+    /// [`WordCache::get`]) are two keys in both caches, even under one hash.
+    #[test]
+    fn parts_of_words_are_not_found_as_words() {
+        let (mut hot, shared) = (HotCache::default(), WordCache::default());
+        for text in [&b"abc"[..], &[b'x'; 40]] {
+            let r = 0..text.len();
+            let hash = WordCache::hash(text, r.clone(), false);
+            assert_ne!(hash, WordCache::hash(text, r.clone(), true));
+            shared.insert(text, false, hash, &[7]);
+            let mut out = Vec::new();
+            assert!(!shared.get(text, true, hash, &mut out));
+            assert!(shared.get(text, false, hash, &mut out));
+            assert_eq!(out, [7]);
+            if let (Some(word), Some(part)) = (
+                Short::at(text, r.clone(), false),
+                Short::at(text, r.clone(), true),
+            ) {
+                hot.offer(word, hash, &[8]);
+                assert!(!hot.get(part, hash, &mut out));
+                assert!(hot.get(word, hash, &mut out));
+                assert_eq!(out, [7, 8]);
+            }
+        }
     }
 
     /// A hot-cache hit appends exactly the word's own ids (none to
@@ -576,8 +623,8 @@ mod tests {
     fn hot_cache_hits_append_the_words_own_ids() {
         let mut hot = HotCache::default();
         let word = |n: usize| format!("word{n}").into_bytes();
-        let key = |n: usize| Short::at(&word(n), 0..word(n).len()).expect("short");
-        let hash = |n: usize| WordCache::hash(&word(n), 0..word(n).len());
+        let key = |n: usize| Short::at(&word(n), 0..word(n).len(), false).expect("short");
+        let hash = |n: usize| WordCache::hash(&word(n), 0..word(n).len(), false);
         let ids = |n: usize| {
             (0..n as u32)
                 .map(|i| 100 * n as u32 + i)
@@ -605,7 +652,7 @@ mod tests {
     fn hot_cache_sets_hold_two_words_and_keep_the_frequent_one() {
         let mut hot = HotCache::default();
         let words: [&[u8]; 3] = [b"ab", b"ab\0", b"cd"];
-        let key = |i: usize| Short::at(words[i], 0..words[i].len()).expect("short");
+        let key = |i: usize| Short::at(words[i], 0..words[i].len(), false).expect("short");
         let hash = 0x55; // one set for all three
         let get = |hot: &mut HotCache, i: usize| {
             let mut out = Vec::new();
@@ -637,12 +684,12 @@ mod tests {
         let word = |i: usize| format!("w{i}").into_bytes();
         let n = 4 * MAX_PROBES;
         for i in 0..n {
-            cache.insert(&word(i), hash, &[i as u32]);
+            cache.insert(&word(i), false, hash, &[i as u32]);
         }
         let mut out = Vec::new();
         for i in 0..n {
             out.clear();
-            let hit = cache.get(&word(i), hash, &mut out);
+            let hit = cache.get(&word(i), false, hash, &mut out);
             assert_eq!(hit, i < MAX_PROBES, "word {i}");
             assert_eq!(out, if hit { vec![i as u32] } else { vec![] });
         }
@@ -669,14 +716,14 @@ mod tests {
                             // going back over recent ones so that some hit.
                             let i = (n.wrapping_mul(2 * t + 1) / 2) % words;
                             let w = word(i);
-                            let h = WordCache::hash(&w, 0..w.len());
+                            let h = WordCache::hash(&w, 0..w.len(), false);
                             out.clear();
-                            if cache.get(&w, h, &mut out) {
+                            if cache.get(&w, false, h, &mut out) {
                                 assert_eq!(out, ids(i), "word {i}");
                                 hits += 1;
                             } else {
                                 assert!(out.is_empty());
-                                cache.insert(&w, h, &ids(i));
+                                cache.insert(&w, false, h, &ids(i));
                                 inserts += 1;
                             }
                         }
@@ -719,22 +766,22 @@ mod loom_model {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = preemptions;
         model.check(move || {
-            let hash = |w: &[u8]| WordCache::hash(w, 0..w.len());
+            let hash = |w: &[u8]| WordCache::hash(w, 0..w.len(), false);
             let cache = Arc::new(WordCache::default());
             let before: [(&[u8], &[u32]); 2] = [(b"ab", &[1, 2]), (b"cd", &[3])];
             for (w, ids) in before {
-                cache.insert(w, hash(w), ids);
+                cache.insert(w, false, hash(w), ids);
             }
             let writers: Vec<_> = inserts
                 .iter()
                 .map(|&(w, ids)| {
                     let cache = Arc::clone(&cache);
-                    loom::thread::spawn(move || cache.insert(w, hash(w), ids))
+                    loom::thread::spawn(move || cache.insert(w, false, hash(w), ids))
                 })
                 .collect();
             for &(w, ids) in before.iter().chain(inserts) {
                 let mut out = vec![9];
-                let hit = cache.get(w, hash(w), &mut out);
+                let hit = cache.get(w, false, hash(w), &mut out);
                 let want: Vec<u32> = [9]
                     .into_iter()
                     .chain(ids.iter().copied().filter(|_| hit))

@@ -22,7 +22,10 @@
 //! own heap procedure beyond), on ids, without offsets or strings, starting
 //! byte-level words from whole-character tokens where that provably changes
 //! nothing ([`Bpe::whole_chars`]); pre-token -> ids go through a per-thread
-//! hot cache and a capped cache shared by the threads. SentencePiece
+//! hot cache and a capped cache shared by the threads. A byte-level word
+//! found in neither is cut into parts where no vocabulary token spans the
+//! cut (see `joins`), and the parts, which recur where the word does not,
+//! go through the caches in its place. SentencePiece
 //! text without a pre-tokenizer is cut before each `▁` run when no
 //! vocabulary token holds `▁` after another character (then no merge can
 //! cross the cut), which makes its words cacheable and its cost linear; and
@@ -564,5 +567,61 @@ mod tests {
             .filter(|&c| fast.bpe.starts_whole(c))
             .collect();
         assert_eq!(whole, "中大");
+    }
+    /// Byte-level words the hot cache does not take are cut into parts
+    /// where no token spans, with the crate's ids, with and without
+    /// `ignore_merges`. 国人 is a token BPE does not reach (its bytes merge
+    /// to B, D, ba, ba): as a word under `ignore_merges` it is one token,
+    /// as a part it is merged, and neither may be taken for the other from
+    /// a cache.
+    #[test]
+    fn byte_level_words_cut_into_parts_keep_their_ids() {
+        // 中 = e4 b8 ad, 国 = e5 9b bd, 人 = e4 ba ba; 文 = e6 96 87 has no
+        // merges.
+        let merges: [(&[u8], &[u8]); 9] = [
+            (b"\xe5", b"\x9b"),
+            // Across 国|人 and 国|中: a token of one byte of each side.
+            (b"\xbd", b"\xe4"),
+            (b"\xe4", b"\xb8"),
+            (b"\xe4\xb8", b"\xad"),
+            (b"\xe5\x9b", b"\xbd"),
+            (b"\xe4", b"\xba"),
+            (b"\xe4\xba", b"\xba"),
+            ("中".as_bytes(), "国".as_bytes()),
+            ("国".as_bytes(), "人".as_bytes()),
+        ];
+        let chars = super::super::byte_chars();
+        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
+        let merges: Vec<String> = merges
+            .iter()
+            .map(|(a, b)| format!("{} {}", text(a), text(b)))
+            .collect();
+        let texts = [
+            "国人",
+            "国中",
+            "中国",
+            "文文文文文国人",
+            "文文文文文国中文",
+            "文文文文中国人文",
+            "人人人人人人",
+            "国人国人国人国人",
+            "a文文文文文文b国人",
+            "文😀文é文文文文国人",
+            "国人",
+        ];
+        for ignore_merges in [false, true] {
+            let mut json = super::super::test_byte_level(&merges, false);
+            json["model"]["ignore_merges"] = Value::from(ignore_merges);
+            let fast = checked(&json.to_string(), &texts);
+            assert_eq!(
+                fast.bpe.parts("文文文文文国人"),
+                ["文", "文", "文", "文", "文", "国人"]
+            );
+            assert_eq!(
+                fast.bpe.parts("文文文文文国中文"),
+                ["文", "文", "文", "文", "文", "国中", "文"]
+            );
+            assert_eq!(fast.bpe.parts("文😀文é文文文文国人").len(), 9);
+        }
     }
 }

@@ -20,13 +20,15 @@
 //! The fast engine's parts, one file each: [`fast`] (which tokenizers it
 //! takes, and the encode loop over added tokens, normalisation and words),
 //! `split` (the split regexes as scanners), `normalize`, `words` (the
-//! pre-tokenizers), `bpe` (the model and its merge loop) and [`cache`]
+//! pre-tokenizers), `bpe` (the model and its merge loop), `joins` (where a
+//! byte-level word can be cut into parts that merge apart) and [`cache`]
 //! (pre-token -> ids caches, with their concurrency test). Character tables
 //! live in [`crate::chars`], shared with MinHash.
 
 mod bpe;
 pub mod cache;
 pub mod fast;
+mod joins;
 mod json;
 mod normalize;
 mod pages;
