@@ -502,6 +502,18 @@ mod tests {
         }
     }
 
+    /// A byte-level tokenizer.json (no regex) with the merges of byte strings
+    /// `merges`, written in byte characters.
+    fn byte_level(merges: &[(&[u8], &[u8])]) -> Value {
+        let chars = super::super::byte_chars();
+        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
+        let merges: Vec<String> = merges
+            .iter()
+            .map(|(a, b)| format!("{} {}", text(a), text(b)))
+            .collect();
+        super::super::test_byte_level(&merges, false)
+    }
+
     #[test]
     fn byte_level_characters_start_whole_only_where_no_merge_reaches_into_them() {
         // Merges in no order among themselves, as converted from tiktoken
@@ -541,14 +553,7 @@ mod tests {
             (b"\x8a", b"b"),
             (b"\xe4\xb8", b"\x8a"),
         ];
-        // Merges as byte strings, written in byte characters.
-        let chars = super::super::byte_chars();
-        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
-        let merges: Vec<String> = merges
-            .iter()
-            .map(|(a, b)| format!("{} {}", text(a), text(b)))
-            .collect();
-        let json = super::super::test_byte_level(&merges, false).to_string();
+        let json = byte_level(&merges).to_string();
         let texts = [
             "a中",
             "a文",
@@ -568,9 +573,9 @@ mod tests {
             .collect();
         assert_eq!(whole, "中大");
     }
-    /// Byte-level words the hot cache does not take are cut into parts
-    /// where no token spans, with the crate's ids, with and without
-    /// `ignore_merges`. 国人 is a token BPE does not reach (its bytes merge
+
+    /// Byte-level words that miss the caches are cut into parts where no
+    /// token spans, with the crate's ids, with and without `ignore_merges`. 国人 is a token BPE does not reach (its bytes merge
     /// to B, D, ba, ba): as a word under `ignore_merges` it is one token,
     /// as a part it is merged, and neither may be taken for the other from
     /// a cache.
@@ -590,12 +595,6 @@ mod tests {
             ("中".as_bytes(), "国".as_bytes()),
             ("国".as_bytes(), "人".as_bytes()),
         ];
-        let chars = super::super::byte_chars();
-        let text = |b: &[u8]| b.iter().map(|&x| chars[usize::from(x)]).collect::<String>();
-        let merges: Vec<String> = merges
-            .iter()
-            .map(|(a, b)| format!("{} {}", text(a), text(b)))
-            .collect();
         let texts = [
             "国人",
             "国中",
@@ -610,7 +609,7 @@ mod tests {
             "国人",
         ];
         for ignore_merges in [false, true] {
-            let mut json = super::super::test_byte_level(&merges, false);
+            let mut json = byte_level(&merges);
             json["model"]["ignore_merges"] = Value::from(ignore_merges);
             let fast = checked(&json.to_string(), &texts);
             assert_eq!(
