@@ -1,5 +1,5 @@
-//! Byte-level BPE: where a long word can be cut into parts that merge
-//! apart, because no vocabulary token spans the cut.
+//! Byte-level BPE: where a word can be cut into parts that merge apart,
+//! because no vocabulary token spans the cut.
 //!
 //! Every symbol BPE builds is a vocabulary token. If no token can cover the
 //! bytes on both sides of a point in a word, no merge ever joins across it,
@@ -25,9 +25,9 @@ use rustc_hash::FxHashSet;
 
 use crate::chars::char_at;
 
-/// Flags of a character: it is whole the left piece `x` of some pair (or a
-/// proper suffix of it is), or whole the right piece `y` (or a proper
-/// prefix of it is).
+/// Flags of a character: its bytes are the left piece `x` of some pair
+/// (`LEFT_WHOLE`), or a proper suffix of them is (`LEFT_PART`); its bytes
+/// are the right piece `y` of some pair, or a proper prefix of them is.
 const LEFT_WHOLE: u8 = 1;
 const LEFT_PART: u8 = 2;
 const RIGHT_WHOLE: u8 = 4;
