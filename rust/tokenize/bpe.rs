@@ -913,6 +913,8 @@ impl Bpe {
     /// recurs costs one lookup, and the cut replaces its merge: a run of CJK
     /// characters unique in the corpus becomes parts of one to three
     /// characters that recur.
+    // A miss path, kept out of the loop over words that the word's
+    // `encode_hashed` is inlined into.
     #[inline(never)]
     fn encode_parts(
         &self,

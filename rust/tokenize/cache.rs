@@ -160,10 +160,11 @@ fn meta(key_at: usize, ids_at: usize, len: usize, n: usize, apart: bool) -> u64 
 
 const _: () = assert!(SHARD_KEY_BYTES / 8 < 1 << 23);
 
-/// A [`meta`]'s fields: key chunk offset, ids offset, length, ids length.
-fn unmeta(m: u64) -> (usize, usize, usize, usize) {
+/// A [`meta`]'s fields: key chunk offset, ids offset, length, ids length,
+/// and whether it is a part keyed apart.
+fn unmeta(m: u64) -> (usize, usize, usize, usize, bool) {
     let f = |shift: u32, bits: u32| ((m >> shift) & ((1 << bits) - 1)) as usize;
-    (f(40, 23), f(16, 24), f(8, 8), f(0, 8))
+    (f(40, 23), f(16, 24), f(8, 8), f(0, 8), f(63, 1) == 1)
 }
 
 /// The 8-byte chunks a word is stored in.
@@ -235,8 +236,8 @@ impl ShardArenas<'_> {
             }
             if h == hash {
                 let m = self.slots[i][1].load(Ordering::Relaxed);
-                let (key_at, _, len, _) = unmeta(m);
-                if len == word.len() && (m >> 63 == 1) == apart {
+                let (key_at, _, len, _, stored_apart) = unmeta(m);
+                if len == word.len() && stored_apart == apart {
                     let stored = self.keys.get(key_at..key_at + len.div_ceil(8))?;
                     if stored
                         .iter()
@@ -291,7 +292,7 @@ impl WordCache {
             .find(word, apart, hash)
             .filter(|&(_, m)| m != 0)
             .and_then(|(_, m)| {
-                let (_, ids_at, _, n) = unmeta(m);
+                let (_, ids_at, _, n, _) = unmeta(m);
                 arenas.ids.get(ids_at..ids_at + n)
             })
             .map(|ids| out.extend(ids.iter().map(|id| id.load(Ordering::Relaxed))))
