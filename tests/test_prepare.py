@@ -151,6 +151,9 @@ def test_bad_tokenizer_paths(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(tokenmill.TokenizerError, match=r"broken\.json"):
         tokenmill.prepare(corpus, tmp_path / "broken.json", tmp_path / "o", progress=False)
+    (tmp_path / "latin1.json").write_bytes(b'{"model": "caf\xe9"}')
+    with pytest.raises(tokenmill.TokenizerError, match=r"latin1\.json.*not UTF-8.*offset 14"):
+        tokenmill.prepare(corpus, tmp_path / "latin1.json", tmp_path / "o", progress=False)
 
 
 def test_tokenizer_error_names_file_and_line(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::columnar::ColumnReader;
+use crate::chars::utf8;
 use crate::error::{Result, TokenmillError};
 
 /// Compression of one input file, chosen from its name.
@@ -875,10 +876,10 @@ impl FileReader {
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         }
         bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        let text = match std::str::from_utf8(bytes) {
+        let text = match utf8(bytes) {
             Ok(t) => t,
-            Err(e) => {
-                let detail = format!("invalid byte at offset {}", e.valid_up_to());
+            Err(at) => {
+                let detail = format!("invalid byte at offset {at}");
                 return Ok(Some(skip(line, SkipReason::InvalidUtf8, detail)));
             }
         };
@@ -981,12 +982,12 @@ impl FileReader {
             ));
         }
         let bytes = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
-        match std::str::from_utf8(bytes) {
+        match utf8(bytes) {
             Ok(t) => Ok(text_record(1, t.to_owned())),
-            Err(e) => Ok(skip(
+            Err(at) => Ok(skip(
                 1,
                 SkipReason::InvalidUtf8,
-                format!("invalid byte at offset {}", e.valid_up_to()),
+                format!("invalid byte at offset {at}"),
             )),
         }
     }

@@ -46,6 +46,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -56,6 +57,7 @@ use self::fast::FastBpe;
 use self::json::{MergeEntry, TokenizerFile};
 use self::split::SplitPattern;
 
+use crate::chars::utf8;
 use crate::error::{Result, TokenmillError};
 
 /// Documents longer than this many bytes are encoded in pieces.
@@ -73,7 +75,7 @@ pub struct SpecialToken {
 /// A loaded tokenizer with what the manifest needs to know about it.
 pub struct LoadedTokenizer {
     /// The tokenizer.json text, for the `tokenizers` object.
-    text: Arc<str>,
+    text: Arc<String>,
     /// The `tokenizers` object, when loading needed it (no fast engine).
     parsed: Option<Tokenizer>,
     /// The added tokens by id, as the `tokenizers` crate numbers them.
@@ -142,7 +144,7 @@ fn parse_tokenizer(json: &str) -> tokenizers::Result<Tokenizer> {
 /// Where [`Vocab`] looks up the ids of texts that are not added tokens.
 enum Lookup<'a> {
     /// The model's vocabulary in the JSON (BPE).
-    Json(HashMap<&'a str, u32>),
+    Json(FxHashMap<&'a str, u32>),
     Crate(&'a Tokenizer),
 }
 
@@ -176,7 +178,7 @@ impl<'a> Vocab<'a> {
         vocab: &'a [(Cow<'a, str>, u32)],
     ) -> std::result::Result<Vocab<'a>, String> {
         // The last of repeated keys counts, as in a JSON object.
-        let model: HashMap<&str, u32> = vocab.iter().map(|(t, id)| (t.as_ref(), *id)).collect();
+        let model: FxHashMap<&str, u32> = vocab.iter().map(|(t, id)| (t.as_ref(), *id)).collect();
         let mut added_ids = HashMap::new();
         let mut added = BTreeMap::new();
         let mut next = model.len() as u32;
@@ -251,31 +253,38 @@ fn token_content(v: &Value) -> Option<String> {
 /// Loads a tokenizer from a tokenizer.json or a model/tokenizer directory.
 pub fn load(path: &Path) -> Result<LoadedTokenizer> {
     let (json_path, config_path) = resolve_paths(path)?;
-    let text: Arc<str> = std::fs::read_to_string(&json_path)
-        .map_err(|e| TokenmillError::io(&json_path, e))?
-        .into();
     let tok_err = |message: String| TokenmillError::Tokenizer {
         path: json_path.clone(),
         message,
     };
+    let bytes = std::fs::read(&json_path).map_err(|e| TokenmillError::io(&json_path, e))?;
+    if let Err(at) = utf8(&bytes) {
+        return Err(tok_err(format!("not UTF-8: invalid byte at offset {at}")));
+    }
+    // SAFETY: `utf8` has just checked that `bytes` are UTF-8 (std's own
+    // check, which `String::from_utf8` would run again, is several times
+    // slower on the byte-level characters of a tokenizer's vocabulary).
+    let text = Arc::new(unsafe { String::from_utf8_unchecked(bytes) });
     let file = TokenizerFile::parse(&text)
         .map_err(|e| tok_err(format!("not a valid tokenizer.json: {e}")))?;
-    // The fingerprint and the fast engine need only the parsed JSON. Where
-    // the fast engine takes the tokenizer, the `tokenizers` object is not
-    // built here (its parse is most of a load): ids of named tokens come
-    // from the JSON, numbered as the crate numbers them.
-    let (fingerprint, fast) = std::thread::scope(|s| {
-        let fingerprint = s.spawn(|| fingerprint(&file));
+    // The fingerprint, the fast engine and the vocabulary's lookup need only
+    // the parsed JSON, and are built side by side. Where the fast engine
+    // takes the tokenizer, the `tokenizers` object is not built here (its
+    // parse is most of a load): ids of named tokens come from the JSON,
+    // numbered as the crate numbers them.
+    let raw = &file.raw;
+    let (fingerprint, json_vocab, fast) = std::thread::scope(|s| {
+        let side = s.spawn(|| {
+            let vocab = file.vocab.as_deref().map(|v| Vocab::of_bpe(raw, v));
+            (fingerprint(&file), vocab)
+        });
         let fast = FastBpe::new(&file).map(Arc::new);
-        (
-            fingerprint.join().expect("fingerprinting does not panic"),
-            fast,
-        )
+        let (fingerprint, vocab) = side.join().expect("fingerprinting does not panic");
+        (fingerprint, vocab, fast)
     });
     let mut parsed = None;
-    let raw = &file.raw;
-    let vocab = match file.vocab.as_deref().filter(|_| fast.is_ok()) {
-        Some(model) => Vocab::of_bpe(raw, model).map_err(tok_err)?,
+    let vocab = match json_vocab.filter(|_| fast.is_ok()) {
+        Some(vocab) => vocab.map_err(tok_err)?,
         None => Vocab::of_crate(
             parsed.insert(parse_tokenizer(&text).map_err(|e| tok_err(e.to_string()))?),
         ),
@@ -634,7 +643,7 @@ pub struct EncodedBatch {
 /// Encodes documents with BOS/EOS as configured.
 pub struct Encoder {
     /// The tokenizer.json text, for the reference.
-    text: Arc<str>,
+    text: Arc<String>,
     parse_special: bool,
     /// The `tokenizers` object, parsed on first use ([`Encoder::reference`]).
     reference: OnceLock<std::result::Result<Tokenizer, String>>,
