@@ -868,11 +868,13 @@ impl Bpe {
 
     /// Appends the ids of `words` (byte ranges of `text`), in order.
     ///
-    /// A hot-cache lookup mostly waits for memory, so the cache is asked to
-    /// load each short word's set [`AHEAD`] words before its lookup, and the
-    /// waits of many words overlap. The shared cache gets no such request:
-    /// deciding which words need one read the hot cache early, and that
-    /// cost more than it saved (see docs/tokenizer-engines.md).
+    /// A cache lookup mostly waits for memory, so the cache is asked to
+    /// load each word's first line [`AHEAD`] words before its lookup, and
+    /// the waits of many words overlap: a short word's hot-cache set, or a
+    /// longer word's slot in the shared cache (the hot cache never takes
+    /// it). A short word that misses the hot cache gets no such request:
+    /// finding those early read the hot cache ahead of time, and that cost
+    /// more than it saved (see docs/tokenizer-engines.md).
     ///
     /// `spaces`: the words are SentencePiece words of text not yet
     /// normalised, whose spaces stand for this string (see
@@ -897,6 +899,8 @@ impl Bpe {
             if let (Some(&hash), Some(ahead)) = (hashes.get(i + AHEAD), words.get(i + AHEAD)) {
                 if Self::hot_cached(ahead.len(), hash) {
                     w.hot.prefetch(hash);
+                } else if hash != 0 {
+                    self.cache.prefetch(hash);
                 }
             }
             self.encode_hashed::<false>(text, r.clone(), hashes[i], spaces, w, out);

@@ -273,6 +273,15 @@ impl WordCache {
         (hash >> 60) as usize % CACHE_SHARDS
     }
 
+    /// Starts loading the slot where the lookup of `hash` begins.
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u64) {
+        if let Some(arenas) = self.arenas.get() {
+            let shard = arenas.shard(Self::shard_of(hash));
+            prefetch(&shard.slots[shard.home(hash)]);
+        }
+    }
+
     /// Appends the cached ids of `word` to `out`; false on a miss. A word
     /// cut into parts, each merged apart, may have a part whose bytes are
     /// also a word that is one token under `ignore_merges`; `apart` keys such
