@@ -155,7 +155,34 @@ struct HashedFile {
     tmp: PathBuf,
     path: PathBuf,
     hasher: Sha256,
+    /// Bytes written, and bytes whose write-back to disk has been started.
+    written: u64,
+    flushed: u64,
 }
+
+/// Write-back of a file being written is started every this many bytes, so
+/// that the fsync at its end waits for the last few only: a 264 MB shard's
+/// fsync took about 0.1 s, 6% of a two-thread `prepare`, when it wrote it
+/// all back.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts writing `len` bytes of `file` from `from` back to disk, without
+/// waiting for them. Best effort: the fsync at the end reports failures.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range reads and writes no memory of this process; a
+    // bad descriptor or range only makes it return an error.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
 
 impl HashedFile {
     fn create(path: PathBuf) -> Result<Self> {
@@ -166,6 +193,8 @@ impl HashedFile {
             tmp,
             path,
             hasher: Sha256::new(),
+            written: 0,
+            flushed: 0,
         })
     }
 
@@ -173,7 +202,15 @@ impl HashedFile {
         self.hasher.update(bytes);
         self.out
             .write_all(bytes)
-            .map_err(|e| TokenmillError::io(&self.tmp, e))
+            .map_err(|e| TokenmillError::io(&self.tmp, e))?;
+        self.written += bytes.len() as u64;
+        // What the buffer has handed to the file so far.
+        let in_file = self.written - self.out.buffer().len() as u64;
+        if in_file - self.flushed >= WRITEBACK_STEP {
+            start_writeback(self.out.get_ref(), self.flushed, in_file - self.flushed);
+            self.flushed = in_file;
+        }
+        Ok(())
     }
 
     /// Flushes, fsyncs and renames into place; returns the sha256 (hex).
@@ -432,6 +469,26 @@ pub fn finish_splits(writers: Vec<SplitWriter>) -> Result<Vec<SplitEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_back_starts_while_a_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let mut f = HashedFile::create(path.clone()).unwrap();
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1000 * 1000 + 7).collect();
+        for _ in 0..20 {
+            f.write(&chunk).unwrap();
+            // Started only over what the buffer has handed to the file, in
+            // steps, and never more than a step behind it.
+            let in_file = f.written - f.out.buffer().len() as u64;
+            assert!(f.flushed <= in_file && in_file - f.flushed < WRITEBACK_STEP);
+        }
+        assert!(f.flushed >= 2 * WRITEBACK_STEP);
+        let sha = f.commit().unwrap();
+        let written = fs::read(&path).unwrap();
+        assert_eq!(written, chunk.repeat(20));
+        assert_eq!(sha, format!("{:x}", Sha256::digest(&written)));
+    }
 
     #[test]
     fn rollover_and_offsets() {
