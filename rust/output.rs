@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TokenmillError};
 use crate::input::Compression;
-use crate::shard::sync_dir;
+use crate::shard::{sync_dir, WriteBack};
 
 enum Sink {
-    Plain(BufWriter<File>),
-    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
-    Zstd(zstd::Encoder<'static, BufWriter<File>>),
+    Plain(BufWriter<WriteBack>),
+    Gzip(flate2::write::GzEncoder<BufWriter<WriteBack>>),
+    Zstd(zstd::Encoder<'static, BufWriter<WriteBack>>),
 }
 
 /// An output file being written.
@@ -55,7 +55,7 @@ impl OutputFile {
         name.push(".tmp");
         let tmp = path.with_file_name(name);
         let file = File::create(&tmp).map_err(|e| TokenmillError::io(&tmp, e))?;
-        let buf = BufWriter::with_capacity(1 << 20, file);
+        let buf = BufWriter::with_capacity(1 << 20, WriteBack::new(file));
         let sink = match compression_of(path) {
             Compression::None => Sink::Plain(buf),
             Compression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
@@ -94,7 +94,10 @@ impl OutputFile {
             Sink::Gzip(w) => w.finish().map_err(io)?,
             Sink::Zstd(w) => w.finish().map_err(io)?,
         };
-        let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .into_file();
         file.sync_all().map_err(io)?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| TokenmillError::io(&self.path, e))?;
         sync_dir(self.path.parent().unwrap_or(Path::new(".")));
