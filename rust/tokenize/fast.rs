@@ -77,8 +77,13 @@ pub struct FastBpe {
     norm: Norm,
     words: Words,
     bpe: Bpe,
-    /// Finds any added token's text.
+    /// Finds any added token's text; `added_plain` that of any added token
+    /// that is not special. The crate splits out only those when special
+    /// tokens are encoded as text (the default): it skips each match of a
+    /// special token, so a text holding no plain token's string, before or
+    /// after normalisation, is encoded whole.
     added: Option<AhoCorasick>,
+    added_plain: Option<AhoCorasick>,
     /// LLaMA-2's and Mistral's normaliser (`Prepend` "▁", then `Replace`
     /// " " by "▁") before SentencePiece words, and no added token holds a
     /// space or "▁": texts without added tokens are encoded from their own
@@ -140,17 +145,22 @@ impl FastBpe {
             Bpe::from_model(file, matches!(words, Words::ByteLevel { .. }))
         })?;
         // Every added token's text, and for `normalized` ones also their
-        // normalised text, which is what the crate matches in normalised text.
-        let mut contents: Vec<String> = Vec::new();
+        // normalised text, which is what the crate matches in normalised
+        // text; the same for the tokens that are not special.
+        let (mut contents, mut plain): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
         for t in added_tokens(raw)? {
-            contents.push(t.content.clone());
+            let mut texts = vec![t.content.clone()];
             if let (true, Some(n)) = (t.normalized, &normalizer) {
                 let mut s = NormalizedString::from(t.content.as_str());
                 n.normalize(&mut s).map_err(|e| e.to_string())?;
-                contents.push(s.get().to_owned());
+                texts.push(s.get().to_owned());
             }
+            texts.retain(|c| !c.is_empty());
+            if !t.special {
+                plain.extend(texts.iter().cloned());
+            }
+            contents.extend(texts);
         }
-        contents.retain(|c| !c.is_empty());
         let rep = METASPACE.to_string();
         let spaced = matches!(&norm, Norm::Steps(steps) if matches!(&steps[..],
             [NormStep::Prepend(p), NormStep::Replace(from, to)] if *p == rep && from == " " && *to == rep))
@@ -162,45 +172,54 @@ impl FastBpe {
                 }
             )
             && !contents.iter().any(|c| c.contains([' ', METASPACE]));
-        let added = if contents.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(&contents).map_err(|e| e.to_string())?)
+        let finder = |texts: &[String]| match texts {
+            [] => Ok(None),
+            _ => AhoCorasick::new(texts).map(Some).map_err(|e| e.to_string()),
         };
         Ok(FastBpe {
             norm,
             words,
             bpe,
-            added,
+            added: finder(&contents)?,
+            added_plain: finder(&plain)?,
             spaced,
             workers: ThreadLocal::new(),
         })
     }
 
-    fn may_hold_added(&self, text: &str) -> bool {
-        self.added.as_ref().is_some_and(|ac| ac.is_match(text))
+    /// Whether `text` may hold the string of an added token that the crate
+    /// splits out: any one's when `parse_special`, else a plain one's.
+    fn may_hold_added(&self, text: &str, parse_special: bool) -> bool {
+        let finder = if parse_special {
+            &self.added
+        } else {
+            &self.added_plain
+        };
+        finder.as_ref().is_some_and(|ac| ac.is_match(text))
     }
 
     /// Ids of `text` without BOS/EOS: equal to the crate's
-    /// `encode_fast(text, false)` on the same tokenizer. `tokenizer` gives
-    /// that tokenizer (set up for how special tokens are treated); it is
-    /// called only for a text that may hold an added token's string.
+    /// `encode_fast(text, false)` on the same tokenizer, with special tokens
+    /// encoded as text unless `parse_special`. `tokenizer` gives that
+    /// tokenizer (set up alike); it is called only for a text that may hold
+    /// the string of an added token it splits out.
     pub fn encode<'t>(
         &self,
         tokenizer: impl FnOnce() -> std::result::Result<&'t Tokenizer, String>,
         text: &str,
+        parse_special: bool,
     ) -> std::result::Result<Vec<u32>, String> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let worker = self.workers.get_or_default();
         let w = &mut *worker.borrow_mut();
-        if !self.may_hold_added(text) {
+        if !self.may_hold_added(text, parse_special) {
             if self.spaced {
                 self.encode_spaced(text, w, &mut out);
                 return Ok(out);
             }
             let normalized = self.norm.apply(text)?;
             let changed = matches!(normalized, Cow::Owned(_));
-            if !changed || !self.may_hold_added(&normalized) {
+            if !changed || !self.may_hold_added(&normalized, parse_special) {
                 self.encode_segment(&normalized, true, w, &mut out);
                 return Ok(out);
             }
@@ -413,7 +432,7 @@ mod tests {
                 .get_ids()
                 .to_vec();
             assert_eq!(
-                fast.encode(|| Ok(&reference), text).unwrap(),
+                fast.encode(|| Ok(&reference), text, true).unwrap(),
                 want,
                 "{text:?}"
             );
@@ -512,6 +531,57 @@ mod tests {
             .map(|(a, b)| format!("{} {}", text(a), text(b)))
             .collect();
         super::super::test_byte_level(&merges, false)
+    }
+
+    #[test]
+    fn special_token_strings_as_text_need_no_crate_object() {
+        let mut raw = byte_level(&[(b"<", b"s"), (b"<s", b">"), (b"s", b">")]);
+        let added = |id: usize, content: &str, special: bool| {
+            serde_json::json!({"id": id, "content": content, "single_word": false,
+                               "lstrip": false, "rstrip": false, "normalized": false,
+                               "special": special})
+        };
+        let n = raw["model"]["vocab"].as_object().unwrap().len();
+        raw["added_tokens"] = serde_json::json!([
+            added(n, "<s>", true),
+            added(n + 1, "[SUFFIX]", true),
+            added(n + 2, "s>x", false),
+        ]);
+        let json = raw.to_string();
+        let fast = FastBpe::new(&TokenizerFile::parse(&json).unwrap()).unwrap();
+        let mut as_text = Tokenizer::from_str(&json).unwrap();
+        as_text.set_encode_special_tokens(true);
+        let parsed = Tokenizer::from_str(&json).unwrap();
+        let want =
+            |t: &Tokenizer, text: &str| t.encode_fast(text, false).unwrap().get_ids().to_vec();
+        let unused = || -> std::result::Result<&Tokenizer, String> { Err("asked for".into()) };
+        // Only special tokens' strings: encoded whole, without the crate.
+        for text in ["a <s> b", "<s>[SUFFIX]<s", "x[SUFFIX]"] {
+            assert_eq!(
+                fast.encode(unused, text, false).unwrap(),
+                want(&as_text, text),
+                "{text}"
+            );
+            // Parsed as special tokens, they need the crate's split.
+            assert!(fast.encode(unused, text, true).is_err(), "{text}");
+            assert_eq!(
+                fast.encode(|| Ok(&parsed), text, true).unwrap(),
+                want(&parsed, text)
+            );
+        }
+        // A plain added token's string goes through the crate either way;
+        // in "<s>x" its match is hidden by the skipped "<s>" before it.
+        for text in ["a s>x b", "<s>x", "[SUFFIX]s>x"] {
+            assert!(fast.encode(unused, text, false).is_err(), "{text}");
+            assert_eq!(
+                fast.encode(|| Ok(&as_text), text, false).unwrap(),
+                want(&as_text, text)
+            );
+            assert_eq!(
+                fast.encode(|| Ok(&parsed), text, true).unwrap(),
+                want(&parsed, text)
+            );
+        }
     }
 
     #[test]

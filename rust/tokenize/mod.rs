@@ -840,7 +840,11 @@ impl Encoder {
         };
         if let Some(fast) = &self.fast {
             let ids = fast
-                .encode(|| self.reference().map_err(|e| e.to_string()), text)
+                .encode(
+                    || self.reference().map_err(|e| e.to_string()),
+                    text,
+                    self.parse_special,
+                )
                 .map_err(tok_err)?;
             if self.selected_for_check(text) {
                 let expected = self.encode_reference(text)?;
