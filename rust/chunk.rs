@@ -519,7 +519,7 @@ impl Members {
     /// The members of a JSONL line (lone surrogate escapes repaired as the
     /// reader repairs them), or None when it is not an object.
     fn parse(line: &[u8]) -> Option<Members> {
-        let line = std::str::from_utf8(line).ok()?;
+        let line = crate::chars::utf8(line).ok()?;
         let line = line.strip_prefix('\u{feff}').unwrap_or(line);
         serde_json::from_str(line)
             .or_else(|_| serde_json::from_str(&crate::input::reader::repair_lone_surrogates(line)))

@@ -178,27 +178,26 @@ impl WriteBack {
         self.file
     }
 
-    #[cfg(target_os = "linux")]
+    /// Starts the write-back of what was written since the last start.
     fn start(&mut self) {
-        use std::os::fd::AsRawFd;
-        let (from, len) = (self.started, self.written - self.started);
-        if let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) {
-            // SAFETY: sync_file_range reads and writes no memory of this
-            // process; a bad descriptor or range only makes it return an error.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    from,
-                    len,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (from, len) = (self.started, self.written - self.started);
+            if let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) {
+                // SAFETY: sync_file_range reads and writes no memory of this
+                // process; a bad descriptor or range only makes it return an
+                // error.
+                unsafe {
+                    libc::sync_file_range(
+                        self.file.as_raw_fd(),
+                        from,
+                        len,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
             }
         }
-        self.started = self.written;
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn start(&mut self) {
         self.started = self.written;
     }
 }

@@ -279,7 +279,9 @@ pub fn load(path: &Path) -> Result<LoadedTokenizer> {
             (fingerprint(&file), vocab)
         });
         let fast = FastBpe::new(&file).map(Arc::new);
-        let (fingerprint, vocab) = side.join().expect("fingerprinting does not panic");
+        let (fingerprint, vocab) = side
+            .join()
+            .expect("fingerprinting and the lookup do not panic");
         (fingerprint, vocab, fast)
     });
     let mut parsed = None;
