@@ -1010,17 +1010,20 @@ impl Bpe {
             }
             _ => Cow::Borrowed(word),
         };
-        // A word found whole in the vocabulary under ignore_merges (looked
-        // up after the hot cache), or in the shared cache, or merged; the
-        // hot cache is then offered its ids.
-        if let Some(&id) = (self.ignore_merges && !PART)
-            .then(|| self.vocab.get(&*model_word()))
-            .flatten()
-        {
-            out.push(id);
-        } else if !(cacheable && self.cache.get(word, apart, hash, out)) {
-            let cut = !PART && !word.is_ascii() && self.encode_parts(text, r, w, out);
-            if !cut {
+        // A word found in the shared cache, or whole in the vocabulary
+        // under ignore_merges, or merged; the hot cache is then offered its
+        // ids. The shared cache comes first: its slot was prefetched where
+        // the hot cache does not take the word, and a vocabulary lookup
+        // waits for two loads (the map's slot, then the token's bytes).
+        if !(cacheable && self.cache.get(word, apart, hash, out)) {
+            let whole = (self.ignore_merges && !PART)
+                .then(|| self.vocab.get(&*model_word()))
+                .flatten();
+            let cut =
+                whole.is_none() && !PART && !word.is_ascii() && self.encode_parts(text, r, w, out);
+            if let Some(&id) = whole {
+                out.push(id);
+            } else if !cut {
                 merged = true;
                 self.init_symbols(&model_word(), w);
                 if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {
