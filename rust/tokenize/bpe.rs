@@ -1019,11 +1019,9 @@ impl Bpe {
             let whole = (self.ignore_merges && !PART)
                 .then(|| self.vocab.get(&*model_word()))
                 .flatten();
-            let cut =
-                whole.is_none() && !PART && !word.is_ascii() && self.encode_parts(text, r, w, out);
             if let Some(&id) = whole {
                 out.push(id);
-            } else if !cut {
+            } else if PART || word.is_ascii() || !self.encode_parts(text, r, w, out) {
                 merged = true;
                 self.init_symbols(&model_word(), w);
                 if self.unique_ids && w.symbols.len() <= SHORT_WORD_SYMBOLS {

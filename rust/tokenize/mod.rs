@@ -1080,19 +1080,26 @@ mod tests {
 
     #[test]
     fn ignore_merges_words_found_whole_stay_whole_through_the_caches() {
-        // "abc" is a token no merge makes: whole under ignore_merges, "ab c"
-        // otherwise; its second and third occurrences come from the caches.
+        // "abc" and a 20-byte word are tokens no merge makes: whole under
+        // ignore_merges, merged otherwise. Their second and third
+        // occurrences come from the caches: the hot cache for "abc", the
+        // shared one for the long word, which the hot cache never takes.
+        let long = "abcdefghijklmnopqrst";
         for ignore in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let mut json = tiny_byte_level(&["a b"]);
             json["model"]["ignore_merges"] = Value::from(ignore);
+            json["model"]["vocab"][long] = Value::from(259);
             let loaded = load_json(dir.path(), &json);
             let enc = Encoder::new(&loaded, None, None, false, Backend::Auto, 1.0).unwrap();
             assert_eq!(enc.backend_name(), "fast");
-            let text = "abc\nabc\nabc";
-            let ids = &enc.encode_many(&[text]).unwrap().ids[0];
-            assert_eq!(ids, &enc.encode_reference(text).unwrap());
-            assert_eq!(ids.contains(&257), ignore, "{ids:?}");
+            let text = format!("abc\nabc\nabc\n{long}\n{long}\n{long}");
+            let ids = &enc.encode_many(&[&text]).unwrap().ids[0];
+            assert_eq!(ids, &enc.encode_reference(&text).unwrap());
+            for id in [257, 259] {
+                let n = if ignore { 3 } else { 0 };
+                assert_eq!(ids.iter().filter(|&&i| i == id).count(), n, "{ids:?}");
+            }
         }
     }
 
