@@ -5,13 +5,16 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::chars::char_at;
 
 use super::cache::{HotCache, Short, WordCache, CACHE_WORD_BYTES};
 use super::joins::Joins;
-use super::json::{MergeEntry, TokenizerFile};
+use super::json::{MergeEntry, TokenizerFile, Vocabulary};
 use super::pages::Zeroed;
 
 /// Words of at most this many initial symbols are merged by a linear scan
@@ -47,7 +50,7 @@ pub fn byte_chars() -> [char; 256] {
 /// The BPE model, on byte strings: for byte-level models a vocabulary token
 /// is keyed by the bytes its characters stand for.
 pub(super) struct Bpe {
-    vocab: FxHashMap<Box<[u8]>, u32>,
+    vocab: TokenMap,
     merges: MergeTable,
     byte_level: bool,
     /// Byte-level: the id of each byte's character. SentencePiece: the id of
@@ -102,6 +105,130 @@ pub(super) struct Symbol {
     next: i32,
     /// 0 once merged into its left neighbour.
     len: u32,
+}
+
+/// Byte strings -> ids, the strings end to end in one buffer: one
+/// allocation for a whole vocabulary, not one per token (allocating and
+/// freeing o200k's 200k keys one by one took about a tenth of a second).
+#[derive(Default)]
+struct TokenMap {
+    bytes: Vec<u8>,
+    /// Each string's start and end in `bytes`, and its id.
+    table: HashTable<(u32, u32, u32)>,
+}
+
+impl TokenMap {
+    fn with_capacity(n: usize) -> TokenMap {
+        TokenMap {
+            bytes: Vec::new(),
+            table: HashTable::with_capacity(n),
+        }
+    }
+
+    fn hash(token: &[u8]) -> u64 {
+        FxBuildHasher.hash_one(token)
+    }
+
+    fn key<'a>(bytes: &'a [u8], &(start, end, _): &(u32, u32, u32)) -> &'a [u8] {
+        &bytes[start as usize..end as usize]
+    }
+
+    /// Maps `token` to `id`, in place of the id it had.
+    fn insert(&mut self, token: &[u8], id: u32) -> std::result::Result<(), String> {
+        let TokenMap { bytes, table } = self;
+        let hash = Self::hash(token);
+        if let Some(entry) = table.find_mut(hash, |e| Self::key(bytes, e) == token) {
+            entry.2 = id;
+            return Ok(());
+        }
+        let end = u32::try_from(bytes.len() + token.len())
+            .map_err(|_| "vocabulary of over 4 GiB".to_string())?;
+        let entry = (end - token.len() as u32, end, id);
+        bytes.extend_from_slice(token);
+        table.insert_unique(hash, entry, |e| Self::hash(Self::key(bytes, e)));
+        Ok(())
+    }
+
+    #[inline]
+    fn get(&self, token: &[u8]) -> Option<u32> {
+        let eq = |e: &(u32, u32, u32)| Self::key(&self.bytes, e) == token;
+        self.table.find(Self::hash(token), eq).map(|e| e.2)
+    }
+}
+
+/// What the tokens' strings give besides their ids (see [`Bpe::from_model`]).
+struct TokenBytes {
+    /// Whole tokens, where words are looked up whole (byte-level: by the
+    /// bytes their characters stand for).
+    vocab: TokenMap,
+    /// SentencePiece: every one-character token, code point -> id.
+    chars: FxHashMap<u32, u32>,
+    /// Byte-level tokens with a byte outside ASCII: the only ones that can
+    /// hold a whole or a partial multi-byte character (see
+    /// [`Bpe::whole_chars`]): their bytes end to end, and where each lies
+    /// and its id.
+    wide_bytes: Vec<u8>,
+    wide_at: Vec<(Range<usize>, u32)>,
+}
+
+impl TokenBytes {
+    fn of(
+        vocab_json: &Vocabulary,
+        byte_level: bool,
+        need_vocab: bool,
+    ) -> std::result::Result<TokenBytes, String> {
+        // Byte-level tokens are keyed by the bytes their characters stand for.
+        let mut byte_of = [None; BYTE_CHARS_END];
+        for (b, c) in byte_chars().into_iter().enumerate() {
+            byte_of[c as usize] = Some(b as u8);
+        }
+        let bytes_of = |token: &str, key: &mut Vec<u8>| -> bool {
+            key.clear();
+            token.chars().all(|c| {
+                let b = byte_of.get(c as usize).copied().flatten();
+                key.extend(b);
+                b.is_some()
+            })
+        };
+        let mut out = TokenBytes {
+            vocab: TokenMap::with_capacity(if need_vocab { vocab_json.len() } else { 0 }),
+            chars: FxHashMap::default(),
+            wide_bytes: Vec::new(),
+            wide_at: Vec::new(),
+        };
+        let mut key = Vec::new();
+        for (token, id) in vocab_json {
+            let (token, id) = (token.as_ref(), *id);
+            if !byte_level {
+                out.vocab.insert(token.as_bytes(), id)?;
+                let mut cs = token.chars();
+                if let (Some(c), None) = (cs.next(), cs.next()) {
+                    out.chars.insert(c as u32, id);
+                }
+            } else if bytes_of(token, &mut key) {
+                if need_vocab {
+                    out.vocab.insert(&key, id)?;
+                }
+                if !key.is_ascii() {
+                    let at = out.wide_bytes.len();
+                    out.wide_at.push((at..at + key.len(), id));
+                    out.wide_bytes.extend_from_slice(&key);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The merges read as ids (see [`Bpe::merges`]).
+struct MergeIds<'a> {
+    /// Token -> id (the last listed where tokens repeat).
+    by_token: FxHashMap<&'a str, u32>,
+    /// No two tokens share an id.
+    unique_ids: bool,
+    table: MergeTable,
+    /// (left, right, new id) in rank order.
+    list: Vec<(u32, u32, u32)>,
 }
 
 /// Pair -> (rank, new id): open addressing at most half full over 8-byte
@@ -380,94 +507,33 @@ impl Bpe {
                 return Err(format!("BPE {key}"));
             }
         }
-        // Byte-level tokens are keyed by the bytes their characters stand for.
-        let mut byte_of = [None; BYTE_CHARS_END];
-        for (b, c) in byte_chars().into_iter().enumerate() {
-            byte_of[c as usize] = Some(b as u8);
-        }
-        let bytes_of = |token: &str, key: &mut Vec<u8>| -> bool {
-            key.clear();
-            token.chars().all(|c| {
-                let b = byte_of.get(c as usize).copied().flatten();
-                key.extend(b);
-                b.is_some()
-            })
-        };
         let vocab_json = file.vocab.as_deref().ok_or("BPE without vocab")?;
+        let raw_merges = file.merges.as_deref().ok_or("BPE without merges")?;
         // Byte-level words are looked up whole only with ignore_merges;
         // SentencePiece words start from their characters' ids.
         let need_vocab = !byte_level || model["ignore_merges"] == true;
-        let mut by_token: FxHashMap<&str, u32> = FxHashMap::default();
-        by_token.reserve(vocab_json.len());
-        let mut seen = vec![false; vocab_json.len()];
-        let mut unique_ids = true;
-        let mut vocab = FxHashMap::default();
-        if need_vocab {
-            vocab.reserve(vocab_json.len());
-        }
-        let mut char_ids = FxHashMap::default();
-        // Byte-level tokens with a byte outside ASCII: the only ones that can
-        // hold a whole or a partial multi-byte character (see `whole_chars`).
-        let mut wide: Vec<(Box<[u8]>, u32)> = Vec::new();
-        let mut key = Vec::new();
-        for (token, id) in vocab_json {
-            let (token, id) = (token.as_ref(), *id);
-            if id >= MAX_FAST_IDS {
-                return Err(format!("vocab id {id} is not below {MAX_FAST_IDS}"));
-            }
-            by_token.insert(token, id);
-            let i = id as usize;
-            if i >= seen.len() {
-                seen.resize(i + 1, false);
-            }
-            unique_ids &= !std::mem::replace(&mut seen[i], true);
-            if !byte_level {
-                vocab.insert(token.as_bytes().into(), id);
-                let mut cs = token.chars();
-                if let (Some(c), None) = (cs.next(), cs.next()) {
-                    char_ids.insert(c as u32, id);
-                }
-            } else if bytes_of(token, &mut key) {
-                if need_vocab {
-                    vocab.insert(key.as_slice().into(), id);
-                }
-                if !key.is_ascii() {
-                    wide.push((key.as_slice().into(), id));
-                }
-            }
-        }
-        let raw_merges = file.merges.as_deref().ok_or("BPE without merges")?;
-        let mut merges = MergeTable::with_capacity(raw_merges.len());
-        let mut concat = String::new();
-        let mut merge_list = Vec::new();
-        for m in raw_merges {
-            // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
-            let (a, b) = match m {
-                MergeEntry::Pair(a, b) => (a.as_ref(), b.as_ref()),
-                MergeEntry::Text(s) if s.starts_with("#version") => continue,
-                MergeEntry::Text(s) => {
-                    let mut parts = s.split(' ');
-                    match (parts.next(), parts.next(), parts.next()) {
-                        (Some(a), Some(b), None) => (a, b),
-                        _ => return Err("merge is not a pair of strings".into()),
-                    }
-                }
-            };
-            let id = |t: &str| {
-                by_token
-                    .get(t)
-                    .copied()
-                    .ok_or_else(|| format!("merge token {t:?} not in vocab"))
-            };
-            concat.clear();
-            concat.push_str(a);
-            concat.push_str(b);
-            let new_id = id(&concat)?;
-            let (a, b) = (id(a)?, id(b)?);
-            merges.push(a, b, new_id)?;
-            merge_list.push((a, b, new_id));
-        }
-        merges.finish();
+        // The tokens' byte strings are read on a second thread while this
+        // one maps the merges to ids.
+        let (strings, merge_ids) = std::thread::scope(|s| {
+            let strings = s.spawn(|| TokenBytes::of(vocab_json, byte_level, need_vocab));
+            let merges = Self::merges(vocab_json, raw_merges);
+            let strings = strings
+                .join()
+                .expect("reading token strings does not panic");
+            Ok::<_, String>((strings?, merges?))
+        })?;
+        let TokenBytes {
+            vocab,
+            chars: char_ids,
+            wide_bytes,
+            wide_at,
+        } = strings;
+        let MergeIds {
+            by_token,
+            unique_ids,
+            table: merges,
+            list: merge_list,
+        } = merge_ids;
         let mut byte_ids = [NONE; 256];
         let chars = byte_chars();
         for b in 0..256 {
@@ -520,13 +586,92 @@ impl Bpe {
         if !byte_level {
             bpe.isolated = bpe.isolated_chars(&merge_list);
         }
+        let wide: Vec<(&[u8], u32)> = wide_at
+            .into_iter()
+            .map(|(at, id)| (&wide_bytes[at], id))
+            .collect();
         if byte_level && !bpe.byte_ids.contains(&NONE) {
-            bpe.joins = Some(Joins::new(wide.iter().map(|(t, _)| &**t)));
+            bpe.joins = Some(Joins::new(wide.iter().map(|&(t, _)| t)));
         }
         if byte_level && bpe.unique_ids {
-            bpe.chars = bpe.whole_chars(wide, &merge_list);
+            bpe.chars = bpe.whole_chars(&wide, &merge_list);
         }
         Ok(bpe)
+    }
+
+    /// The merges as ids, and token -> id.
+    fn merges<'a>(
+        vocab_json: &'a Vocabulary<'a>,
+        raw_merges: &[MergeEntry],
+    ) -> std::result::Result<MergeIds<'a>, String> {
+        let mut by_token: FxHashMap<&str, u32> = FxHashMap::default();
+        by_token.reserve(vocab_json.len());
+        // Each id's token (the last listed where ids repeat).
+        let mut by_id = vec![None; vocab_json.len()];
+        let mut unique_ids = true;
+        for (token, id) in vocab_json {
+            let (token, id) = (token.as_ref(), *id);
+            if id >= MAX_FAST_IDS {
+                return Err(format!("vocab id {id} is not below {MAX_FAST_IDS}"));
+            }
+            by_token.insert(token, id);
+            let i = id as usize;
+            if i >= by_id.len() {
+                by_id.resize(i + 1, None);
+            }
+            unique_ids &= by_id[i].replace(token).is_none();
+        }
+        let mut merges = MergeTable::with_capacity(raw_merges.len());
+        let mut concat = String::new();
+        let mut merge_list = Vec::new();
+        // Where no token is listed twice, the token of an id is the one the
+        // map holds.
+        let unique_tokens = by_token.len() == vocab_json.len();
+        let mut last = 0;
+        for m in raw_merges {
+            // Legacy merges are "a b" strings (a merges.txt `#version` line is skipped).
+            let (a, b) = match m {
+                MergeEntry::Pair(a, b) => (a.as_ref(), b.as_ref()),
+                MergeEntry::Text(s) if s.starts_with("#version") => continue,
+                MergeEntry::Text(s) => {
+                    let mut parts = s.split(' ');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(b), None) => (a, b),
+                        _ => return Err("merge is not a pair of strings".into()),
+                    }
+                }
+            };
+            let id = |t: &str| {
+                by_token
+                    .get(t)
+                    .copied()
+                    .ok_or_else(|| format!("merge token {t:?} not in vocab"))
+            };
+            concat.clear();
+            concat.push_str(a);
+            concat.push_str(b);
+            // Files list the merges by the ids they make (one merge per id, or,
+            // converted from tiktoken ranks, several): the last merge's id and
+            // the next are tried before the map, a third of the lookups.
+            let new_id = match [last, last + 1]
+                .into_iter()
+                .find(|&i| unique_tokens && by_id.get(i as usize) == Some(&Some(concat.as_str())))
+            {
+                Some(i) => i,
+                None => id(&concat)?,
+            };
+            last = new_id;
+            let (a, b) = (id(a)?, id(b)?);
+            merges.push(a, b, new_id)?;
+            merge_list.push((a, b, new_id));
+        }
+        merges.finish();
+        Ok(MergeIds {
+            by_token,
+            unique_ids,
+            table: merges,
+            list: merge_list,
+        })
     }
 
     /// SentencePiece: the characters below U+10000 around which a word can
@@ -594,7 +739,7 @@ impl Bpe {
     /// merge can come before those making its parts.
     fn whole_chars(
         &self,
-        tokens: Vec<(Box<[u8]>, u32)>,
+        tokens: &[(&[u8], u32)],
         merges: &[(u32, u32, u32)],
     ) -> FxHashMap<u32, u32> {
         // Tables by id, over every id in `tokens` and `merges`.
@@ -607,8 +752,8 @@ impl Bpe {
         // character is whole), and start at one (not with a continuation
         // byte). Tokens outside `tokens` are ASCII.
         let (mut ends_char, mut starts_char) = (vec![true; len], vec![true; len]);
-        for (t, id) in &tokens {
-            let id = *id as usize;
+        for &(t, id) in tokens {
+            let id = id as usize;
             if let Some(p) = t.iter().rposition(|&b| b >= 0xC0) {
                 ends_char[id] = p + utf8_len(t[p]) == t.len();
             }
@@ -631,7 +776,7 @@ impl Bpe {
         let mut worker = Worker::default();
         let mut out = Vec::new();
         let mut chars = FxHashMap::default();
-        for (t, want) in &tokens {
+        for &(t, want) in tokens {
             let Some(c) = std::str::from_utf8(t).ok().filter(|s| s.len() > 1) else {
                 continue;
             };
@@ -651,11 +796,11 @@ impl Bpe {
                     above(&right_at, ids[0], rank) && above(&left_at, ids[ids.len() - 1], rank);
             });
             if apart
-                && out == [*want]
-                && above(&right_at, *want, highest)
-                && above(&left_at, *want, highest)
+                && out == [want]
+                && above(&right_at, want, highest)
+                && above(&left_at, want, highest)
             {
-                chars.insert(ch as u32, *want);
+                chars.insert(ch as u32, want);
             }
         }
         chars
@@ -1017,9 +1162,9 @@ impl Bpe {
         // waits for two loads (the map's slot, then the token's bytes).
         if !(cacheable && self.cache.get(word, apart, hash, out)) {
             let whole = (self.ignore_merges && !PART)
-                .then(|| self.vocab.get(&*model_word()))
+                .then(|| self.vocab.get(&model_word()))
                 .flatten();
-            if let Some(&id) = whole {
+            if let Some(id) = whole {
                 out.push(id);
             } else if PART || word.is_ascii() || !self.encode_parts(text, r, w, out) {
                 merged = true;

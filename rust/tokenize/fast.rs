@@ -15,9 +15,9 @@
 //!   here, others by the crate's own normaliser object.
 //!
 //! Where the speed comes from: the split regexes are hand-written scanners
-//! over character-class tables that are read out of the reference engine's
-//! own regex library (Oniguruma) at first use, so a class can never disagree
-//! with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
+//! over character-class tables generated from the reference engine's own
+//! regex library (Oniguruma) and checked against it by a test, so a class
+//! cannot disagree with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
 //! crate does (a vectorised scan for words of up to 256 symbols, the crate's
 //! own heap procedure beyond), on ids, without offsets or strings, starting
 //! byte-level words from whole-character tokens where that provably changes
@@ -127,8 +127,9 @@ impl FastBpe {
         let no_spaces = matches!(&norm, Norm::Steps(steps)
             if matches!(steps.last(), Some(NormStep::Replace(from, to)) if from == " " && !to.contains(' ')));
         let words = words_of(&pre, file.vocab.as_deref(), no_spaces)?;
-        // The character tables this tokenizer needs (tens of milliseconds,
-        // once per process) are built while the model loads; the thread is
+        // The character tables this tokenizer needs (the NFC table takes
+        // tens of milliseconds, once per process) are built while the model
+        // loads; the thread is
         // joined here, so none is left running (a fork stays safe).
         let classes = matches!(&words, Words::ByteLevel { splits, .. } if !splits.is_empty());
         let inert = matches!(&norm, Norm::Steps(steps)

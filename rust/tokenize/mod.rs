@@ -34,6 +34,7 @@ mod normalize;
 mod pages;
 pub mod split;
 mod split_ascii;
+mod split_classes;
 mod words;
 
 pub use self::bpe::byte_chars;
