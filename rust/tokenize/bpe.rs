@@ -1186,3 +1186,34 @@ impl Bpe {
         merged
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_map_keeps_the_last_id_and_grows() {
+        // From a capacity of two to thousands: the table rehashes from the
+        // keys' bytes.
+        let mut map = TokenMap::with_capacity(2);
+        let tokens: Vec<Vec<u8>> = (0..5000).map(|i| format!("t{i}").into_bytes()).collect();
+        for (id, t) in tokens.iter().enumerate() {
+            map.insert(t, id as u32).unwrap();
+        }
+        let stored = map.bytes.len();
+        map.insert(b"t7", 9999).unwrap();
+        map.insert("中".as_bytes(), 10_000).unwrap();
+        map.insert(b"", 10_001).unwrap();
+        // A key given a new id is not stored again.
+        assert_eq!(map.bytes.len(), stored + "中".len());
+        for (id, t) in tokens.iter().enumerate() {
+            let want = if t == b"t7" { 9999 } else { id as u32 };
+            assert_eq!(map.get(t), Some(want));
+        }
+        assert_eq!(map.get("中".as_bytes()), Some(10_000));
+        assert_eq!(map.get(b""), Some(10_001));
+        for absent in [&b"t5000"[..], b"t", b"t05", "中中".as_bytes()] {
+            assert_eq!(map.get(absent), None);
+        }
+    }
+}

@@ -1105,6 +1105,25 @@ mod tests {
     }
 
     #[test]
+    fn a_token_listed_twice_keeps_its_last_id_in_the_merges() {
+        // "ab" is listed as 257, then as 258: the last counts, as in the
+        // crate. Its merge follows the one making 256, so the id after that
+        // (257) also lists "ab", and must not be taken for it.
+        let dir = tempfile::tempdir().unwrap();
+        let json = test_byte_level(&["x y", "a b"], true).to_string();
+        assert!(json.contains(r#""ab":257"#) && json.contains(r#""xy":256"#));
+        let json = json.replace(r#""ab":257"#, r#""ab":257,"ab":258"#);
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        let enc = Encoder::new(&loaded, None, None, false, Backend::Auto, 1.0).unwrap();
+        assert_eq!(enc.backend_name(), "fast");
+        let text = "ab xy ab";
+        let ids = &enc.encode_many(&[text]).unwrap().ids[0];
+        assert_eq!(ids, &enc.encode_reference(text).unwrap());
+        assert!(ids.contains(&258) && !ids.contains(&257), "{ids:?}");
+    }
+
+    #[test]
     fn verify_fraction_stops_at_a_difference() {
         let dir = tempfile::tempdir().unwrap();
         let loaded = load_json(dir.path(), &tiny_byte_level(&["a b", "ab c"]));
