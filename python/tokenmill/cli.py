@@ -22,7 +22,6 @@ from tokenmill._text import counted
 from tokenmill.chunk import chunk_files
 from tokenmill.config import PRESETS
 from tokenmill.dedup import dedup, dedup_buckets, dedup_clusters, dedup_signatures
-from tokenmill.demo import run_demo
 from tokenmill.shards import format_inspect, inspect, merge, prepare, prepare_sft, verify
 from tokenmill.tokenizer import train_tokenizer
 
@@ -895,6 +894,8 @@ def demo_cmd(
 ) -> None:
     """Run the whole flow on a corpus built from the Python standard library (no downloads):
     tokenizer, shards, about three CPU minutes of pretraining, perplexity and samples."""
+    from tokenmill.demo import run_demo  # only this command needs it
+
     run_demo(
         Path(out),
         vocab_size=vocab_size,

@@ -14,12 +14,13 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from typing import TYPE_CHECKING, Any
 
 from tokenmill import _core
 from tokenmill.inputs import Inputs, PathLike, resolved_inputs
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 
@@ -164,6 +165,10 @@ def _train(
                 yield batch
             if max_docs is not None and seen >= max_docs:
                 return
+
+    # Imported here: only training needs the `tokenizers` package, whose
+    # import was a tenth of every `tokenmill` command's start-up.
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
