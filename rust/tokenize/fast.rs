@@ -17,22 +17,22 @@
 //! Where the speed comes from: the split regexes are hand-written scanners
 //! over character-class tables generated from the reference engine's own
 //! regex library (Oniguruma) and checked against it by a test, so a class
-//! cannot disagree with it; BPE merges the lowest-rank pair, leftmost first, exactly as the
-//! crate does (a vectorised scan for words of up to 256 symbols, the crate's
-//! own heap procedure beyond), on ids, without offsets or strings, starting
-//! byte-level words from whole-character tokens where that provably changes
-//! nothing ([`Bpe::whole_chars`]); pre-token -> ids go through a per-thread
-//! hot cache and a capped cache shared by the threads. A byte-level word
-//! found in neither is cut into parts where no vocabulary token spans the
-//! cut (see `joins`), and the parts, which recur where the word does not,
-//! go through the caches in its place. SentencePiece
-//! text without a pre-tokenizer is cut before each `▁` run when no
-//! vocabulary token holds `▁` after another character (then no merge can
-//! cross the cut), which makes its words cacheable and its cost linear; and
-//! around each character no merge joins to a neighbour (LLaMA-2's and
-//! Mistral's newline, digits and most CJK characters, see
-//! [`Bpe::isolated_chars`]). Their `Prepend`/`Replace` normaliser is not
-//! run on texts without added tokens ([`FastBpe::encode_spaced`]).
+//! cannot disagree with it; BPE merges the lowest-rank pair, leftmost first,
+//! exactly as the crate does (a vectorised scan for words of up to 256
+//! symbols, the crate's own heap procedure beyond), on ids, without offsets
+//! or strings, starting byte-level words from whole-character tokens where
+//! that provably changes nothing ([`Bpe::whole_chars`]); pre-token -> ids go
+//! through a per-thread hot cache and a capped cache shared by the threads.
+//! A byte-level word found in neither is cut into parts where no vocabulary
+//! token spans the cut (see `joins`), and the parts, which recur where the
+//! word does not, go through the caches in its place. SentencePiece text
+//! without a pre-tokenizer is cut before each `▁` run when no vocabulary
+//! token holds `▁` after another character (then no merge can cross the
+//! cut), which makes its words cacheable and its cost linear; and around
+//! each character no merge joins to a neighbour (LLaMA-2's and Mistral's
+//! newline, digits and most CJK characters, see [`Bpe::isolated_chars`]).
+//! Their `Prepend`/`Replace` normaliser is not run on texts without added
+//! tokens ([`FastBpe::encode_spaced`]).
 //!
 //! Added tokens: a document in which no added token's text occurs (checked
 //! with one Aho-Corasick scan, before and after normalisation) takes the
@@ -129,8 +129,8 @@ impl FastBpe {
         let words = words_of(&pre, file.vocab.as_deref(), no_spaces)?;
         // The character tables this tokenizer needs (the NFC table takes
         // tens of milliseconds, once per process) are built while the model
-        // loads; the thread is
-        // joined here, so none is left running (a fork stays safe).
+        // loads; the thread is joined here, so none is left running (a fork
+        // stays safe).
         let classes = matches!(&words, Words::ByteLevel { splits, .. } if !splits.is_empty());
         let inert = matches!(&norm, Norm::Steps(steps)
             if steps.iter().any(|s| matches!(s, NormStep::Unicode(Form::Nfc | Form::Nfkc))));
