@@ -110,7 +110,6 @@ pub(super) struct Symbol {
 /// Byte strings -> ids, the strings end to end in one buffer: one
 /// allocation for a whole vocabulary, not one per token (allocating and
 /// freeing o200k's 200k keys one by one took about a tenth of a second).
-#[derive(Default)]
 struct TokenMap {
     bytes: Vec<u8>,
     /// Each string's start and end in `bytes`, and its id.
