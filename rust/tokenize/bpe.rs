@@ -598,6 +598,11 @@ impl Bpe {
         Ok(bpe)
     }
 
+    /// The model with `cache` as its word cache (see [`WordCache::allocated`]).
+    pub(super) fn with_cache(self, cache: WordCache) -> Bpe {
+        Bpe { cache, ..self }
+    }
+
     /// The merges as ids, and token -> id.
     fn merges<'a>(
         vocab_json: &'a Vocabulary<'a>,

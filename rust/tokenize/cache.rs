@@ -95,7 +95,7 @@ fn prefetch<T>(p: &T) {
 #[derive(Default)]
 pub(super) struct WordCache {
     /// All shards' memory, in one allocation so that it can sit on huge
-    /// pages; allocated on the first insert.
+    /// pages; allocated on the first insert, or by [`WordCache::allocated`].
     arenas: OnceLock<Arenas>,
     shards: [Shard; CACHE_SHARDS],
 }
@@ -255,6 +255,24 @@ impl ShardArenas<'_> {
 }
 
 impl WordCache {
+    /// A cache whose memory (48 MiB) is allocated and written now instead
+    /// of at the first insert, so that a thread of its own can fault its
+    /// pages in while the tokenizer loads. On huge pages the kernel may first
+    /// compact memory: a one-document `prepare` then took up to 0.12 s more.
+    pub(super) fn allocated() -> WordCache {
+        const PAGE: usize = 4096;
+        let cache = WordCache::default();
+        // `Arenas::new` writes every slot; keys and ids get one zero per page.
+        let arenas = cache.arenas.get_or_init(Arenas::new);
+        for chunk in arenas.keys.iter().step_by(PAGE / 8) {
+            chunk.store(0, Ordering::Relaxed);
+        }
+        for id in arenas.ids.iter().step_by(PAGE / 4) {
+            id.store(0, Ordering::Relaxed);
+        }
+        cache
+    }
+
     /// The hash of the word `text[r]` (never 0, bit 0 set), as a part of a
     /// word when `apart`: words of up to 16 bytes hashed from their [`Short`]
     /// form, longer ones by xxh3.
@@ -686,22 +704,25 @@ mod tests {
 
     /// Words that all share one hash (as text crafted against the hash
     /// could make them) are looked up and inserted in bounded time: the
-    /// first [`MAX_PROBES`] are cached, the rest are not.
+    /// first [`MAX_PROBES`] are cached, the rest are not. The same for a
+    /// cache allocated before its first insert.
     #[test]
     fn words_sharing_a_hash_cost_bounded_probes() {
-        let cache = WordCache::default();
-        let hash = 0x1234_5678_9ABC_DEF1;
-        let word = |i: usize| format!("w{i}").into_bytes();
-        let n = 4 * MAX_PROBES;
-        for i in 0..n {
-            cache.insert(&word(i), false, hash, &[i as u32]);
-        }
-        let mut out = Vec::new();
-        for i in 0..n {
-            out.clear();
-            let hit = cache.get(&word(i), false, hash, &mut out);
-            assert_eq!(hit, i < MAX_PROBES, "word {i}");
-            assert_eq!(out, if hit { vec![i as u32] } else { vec![] });
+        for cache in [WordCache::default(), WordCache::allocated()] {
+            let hash = 0x1234_5678_9ABC_DEF1;
+            let word = |i: usize| format!("w{i}").into_bytes();
+            let n = 4 * MAX_PROBES;
+            let mut out = Vec::new();
+            assert!(!cache.get(&word(0), false, hash, &mut out));
+            for i in 0..n {
+                cache.insert(&word(i), false, hash, &[i as u32]);
+            }
+            for i in 0..n {
+                out.clear();
+                let hit = cache.get(&word(i), false, hash, &mut out);
+                assert_eq!(hit, i < MAX_PROBES, "word {i}");
+                assert_eq!(out, if hit { vec![i as u32] } else { vec![] });
+            }
         }
     }
 

@@ -55,6 +55,7 @@ use tokenizers::{
 };
 
 use super::bpe::{Bpe, Worker};
+use super::cache::WordCache;
 use super::json::TokenizerFile;
 use super::normalize::{norm_steps, Form, Norm, NormStep, INERT};
 use super::split::{Scanner, SplitPattern, CLASSES};
@@ -96,6 +97,14 @@ pub struct FastBpe {
 const METASPACE: char = '\u{2581}';
 
 impl FastBpe {
+    /// The encoder with `cache` as its word cache (see [`WordCache::allocated`]).
+    pub(super) fn with_cache(self, cache: WordCache) -> FastBpe {
+        FastBpe {
+            bpe: self.bpe.with_cache(cache),
+            ..self
+        }
+    }
+
     /// Builds the fast encoder from a parsed tokenizer.json, or says why it
     /// cannot. It needs no `tokenizers` object (a load on the fast path builds
     /// none): the normaliser, pre-tokenizer and added tokens go through the
