@@ -4,7 +4,7 @@
 //! It reuses `prepare`'s pieces (input expansion and the bounded line
 //! reader, the shard writer, the manifest). Records are read in batches in
 //! input order; each batch is parsed, rendered and tokenized on a rayon pool
-//! (order kept by `par_iter().collect()`), then written in order, so the
+//! (order kept by `threads::map_each`), then written in order, so the
 //! shards are byte-identical for any thread count.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -27,7 +26,7 @@ use crate::manifest::{Manifest, SplitEntry, TokenizerEntry, FORMAT, FORMAT_VERSI
 use crate::prepare::{Summary, SPLITS};
 use crate::progress::{Counts, Progress};
 use crate::shard::{finish_splits, prepare_output_dir, remove_unfinished, Dtype, SplitWriter};
-use crate::threads::{build_pool, resolve_threads};
+use crate::threads::{build_pool, map_each, resolve_threads};
 use crate::tokenize::{self, Backend, Encoder};
 
 /// Every argument of a `prepare-sft` run.
@@ -167,16 +166,13 @@ pub fn prepare_sft(cfg: &SftConfig, interrupted: &dyn Fn() -> bool) -> Result<Su
             if interrupted() {
                 return Err(TokenmillError::Interrupted);
             }
-            let done: Vec<_> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .map(|e| {
-                        let text = e.text.as_ref().map_err(|(r, d)| (r.name(), d.clone()))?;
-                        let messages = parse_record(text, cfg.format, cfg.system.as_deref())?;
-                        let conv = chat.encode_conversation(&messages)?;
-                        Ok((content_hash(text), conv))
-                    })
-                    .collect::<Vec<std::result::Result<_, (&'static str, String)>>>()
+            let done: Vec<std::result::Result<_, (&'static str, String)>> = pool.install(|| {
+                map_each(&batch, |e| {
+                    let text = e.text.as_ref().map_err(|(r, d)| (r.name(), d.clone()))?;
+                    let messages = parse_record(text, cfg.format, cfg.system.as_deref())?;
+                    let conv = chat.encode_conversation(&messages)?;
+                    Ok((content_hash(text), conv))
+                })
             });
             for (e, r) in batch.iter().zip(done) {
                 match r {

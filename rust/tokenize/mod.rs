@@ -47,7 +47,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,6 +61,7 @@ use self::split::SplitPattern;
 
 use crate::chars::utf8;
 use crate::error::{Result, TokenmillError};
+use crate::threads::map_each;
 
 /// Documents longer than this many bytes are encoded in pieces.
 pub const LONG_DOC_BYTES: usize = 256 * 1024;
@@ -958,23 +958,16 @@ impl Encoder {
             in_pieces += u64::from(pieces.len() > 1);
             units.extend(pieces.into_iter().map(|r| (i, r)));
         }
-        // Each unit is a task of its own: rayon would otherwise run up to a
-        // quarter of a batch as one task on two threads, and the other thread
-        // waited for its end at every batch (3-17 ms of each 35, SentencePiece).
-        let encoded: Vec<Result<Vec<u32>>> = units
-            .par_iter()
-            .with_max_len(1)
-            .map(|(i, r)| {
-                let mut ids = self.encode_piece(&texts[*i][r.clone()], r.start == 0)?;
-                if let Some(bos) = self.bos.filter(|_| r.start == 0) {
-                    ids.insert(0, bos);
-                }
-                if let Some(eos) = self.eos.filter(|_| r.end == texts[*i].len()) {
-                    ids.push(eos);
-                }
-                Ok(ids)
-            })
-            .collect();
+        let encoded: Vec<Result<Vec<u32>>> = map_each(&units, |(i, r)| {
+            let mut ids = self.encode_piece(&texts[*i][r.clone()], r.start == 0)?;
+            if let Some(bos) = self.bos.filter(|_| r.start == 0) {
+                ids.insert(0, bos);
+            }
+            if let Some(eos) = self.eos.filter(|_| r.end == texts[*i].len()) {
+                ids.push(eos);
+            }
+            Ok(ids)
+        });
         // A text's pieces are consecutive units: the first one's ids are
         // kept (no copy for a text in one piece), the others appended.
         let mut out: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
